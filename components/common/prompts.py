@@ -1,0 +1,64 @@
+"""Prompt formats: how an MCQ record becomes the chat messages a VLM sees.
+
+The prompt format is a parameter of diagnosis and evaluation (ChexReason: a general model did best with a
+structured clinical scaffold, a medically pre-trained one with direct answers), and it is recorded with every run.
+
+    think      (default) reason inside <think>…</think>, then the letter inside <answer>…</answer>
+    direct     the option letter inside <answer>…</answer>, no reasoning
+    scaffold   a 12-step structured clinical reasoning scaffold inside <think>, then <answer>
+"""
+
+from __future__ import annotations
+
+from components.common.records import LETTERS, MCQRecord
+
+PROMPT_VERSION = "1"
+
+INSTRUCTIONS = {
+    "think": (
+        "Answer the multiple-choice question about the medical image. Think step by step inside <think> </think> "
+        "tags, then give only the option letter inside <answer> </answer> tags."
+    ),
+    "direct": "Answer the multiple-choice question about the medical image. Give only the option letter inside "
+    "<answer> </answer> tags.",
+    "scaffold": (
+        "Answer the multiple-choice question about the medical image. Inside <think> </think>, reason through "
+        "these steps: 1) image type and view; 2) image quality; 3) anatomy shown; 4) systematic survey; "
+        "5) salient findings; 6) normal variants; 7) pertinent negatives; 8) differential for each option; "
+        "9) evidence for and against each option; 10) most likely option; 11) confidence; 12) final check of "
+        "the letter. Then give only the option letter inside <answer> </answer> tags."
+    ),
+}
+PROMPT_FORMATS = tuple(INSTRUCTIONS)
+
+
+def check_prompt_format(fmt: str) -> str:
+    if fmt not in INSTRUCTIONS:
+        raise ValueError(f"prompt_format={fmt!r} is not known; choose one of {', '.join(PROMPT_FORMATS)}")
+    return fmt
+
+
+def format_options(options: list[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}. {opt}" for i, opt in enumerate(options))
+
+
+def question_text(rec: MCQRecord, fmt: str = "think") -> str:
+    return f"{INSTRUCTIONS[check_prompt_format(fmt)]}\n\nQuestion: {rec.question}\nOptions:\n{format_options(rec.options)}"
+
+
+def build_messages(rec: MCQRecord, fmt: str = "think") -> list[dict]:
+    """Chat messages in the Qwen2.5-VL / TRL conversational form (the image is passed separately)."""
+    content: list[dict] = []
+    if rec.image is not None:
+        content.append({"type": "image"})
+    content.append({"type": "text", "text": question_text(rec, fmt)})
+    return [{"role": "user", "content": content}]
+
+
+def target_completion(rec: MCQRecord, fmt: str = "think") -> str:
+    """The supervised answer used by SFT: a short rationale naming the option, then the letter."""
+    check_prompt_format(fmt)
+    answer = f"<answer>{rec.answer}</answer>"
+    if fmt == "direct":
+        return answer
+    return f"<think>The image is consistent with {rec.answer_text}.</think>{answer}"

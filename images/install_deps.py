@@ -1,0 +1,56 @@
+"""Install MedBridge's dependencies from pyproject.toml into the current Python, keeping a CPU torch CPU-only.
+
+    python images/install_deps.py [--extras dev,serve] [--editable]
+
+Why not plain `pip install .`: `medmnist` requires torchvision, and resolving it on a CPU-only machine replaces
+the CPU torch with a multi-GB CUDA build (and PyPI's torchvision does not import beside a CPU torch). medmnist
+only imports torchvision inside `download()`, which MedBridge never calls, so it is installed without its
+dependencies and its light dependencies are installed explicitly. Install torch first (the Makefile and
+images/ Dockerfiles do); everything else comes from pyproject.toml, the one list of dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_DEPS = {"medmnist"}  # installed with --no-deps (see module docstring)
+MEDMNIST_LIGHT_DEPS = ["fire", "scikit-image", "scikit-learn", "tqdm", "pandas", "pillow", "numpy"]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[\s<>=!~\[;]", req, maxsplit=1)[0].lower()
+
+
+def requirements(extras: list[str]) -> tuple[list[str], list[str]]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in extras:
+        if extra not in project["optional-dependencies"]:
+            raise SystemExit(f"unknown extra {extra!r}; pyproject.toml defines {sorted(project['optional-dependencies'])}")
+        reqs += project["optional-dependencies"][extra]
+    normal = [r for r in reqs if _name(r) not in NO_DEPS]
+    no_deps = [r for r in reqs if _name(r) in NO_DEPS]
+    return normal, no_deps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--extras", default="", help="comma-separated extras from pyproject.toml, e.g. dev,serve")
+    parser.add_argument("--editable", action="store_true", help="install the project itself in editable mode")
+    args = parser.parse_args(argv)
+    normal, no_deps = requirements([e for e in args.extras.split(",") if e])
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.check_call([*pip, *normal, *MEDMNIST_LIGHT_DEPS])
+    subprocess.check_call([*pip, "--no-deps", *no_deps])
+    subprocess.check_call([*pip, "--no-deps", *(["-e"] if args.editable else []), str(ROOT)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
