@@ -1,0 +1,127 @@
+"""Pipeline parameters: one dataclass, loaded from a commented YAML profile (pipelines/profiles/*.yaml).
+
+    from pipelines.params import load_profile
+    params = load_profile("demo", overrides={"tau": 0.6})
+
+Every field is a parameter of the compiled Kubeflow pipeline; the profile supplies its default value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+BRANCHES = ("auto", "bridge", "sharpen")
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class PipelineParams:
+    # Inputs: Hugging Face id, local directory or s3:// URI.
+    model_ref: str = _help("checkpoint to diagnose and post-train", "Qwen/Qwen2.5-VL-7B-Instruct")
+    labeller_model: str = _help("VLM that labels PMC-VQA modalities", "Qwen/Qwen2.5-VL-32B-Instruct")
+    medmnist_root: str = _help("directory or s3:// prefix with MedMNIST .npz files", "s3://medbridge-data/medmnist")
+    pmc_vqa_root: str = _help("directory or s3:// prefix with PMC-VQA CSV + images", "s3://medbridge-data/pmc-vqa")
+    benchmarks_root: str = _help("directory or s3:// prefix with the evaluation benchmarks", "s3://medbridge-data/benchmarks")
+    # Curation.
+    flags: str = _help("MedMNIST tasks (comma-separated flags, or 'all')", "all")
+    rl_size: int = _help("questions in the modality-balanced PMC-VQA RL set", 8000)
+    include_none: bool = _help("keep modality 'none' in the balanced set", False)
+    diag_per_class: int = _help("diagnosis questions per class (val split)", 20)
+    eval_per_class: int = _help("evaluation questions per class (test split)", 50)
+    sft_per_class: int = _help("SFT pool questions per class (train split)", 500)
+    # Probe.
+    pooling: str = _help("feature pooling over visual tokens: mean or max", "mean")
+    probe_epochs: int = _help("linear-probe epochs (SGD lr 0.1, cosine)", 20)
+    image_size: int = _help("image side in pixels for the probe", 224)
+    # Diagnosis.
+    k: int = _help("samples per question for Pass@K", 16)
+    tau: float = _help("support threshold on Pass@K: below it, bridge with SFT", 0.5)
+    prompt_format: str = _help("think, direct or scaffold", "think")
+    max_new_tokens: int = _help("longest completion when sampling", 512)
+    temperature: float = _help("sampling temperature", 0.7)
+    top_p: float = _help("nucleus top-p", 0.9)
+    backend: str = _help("sampling backend: vllm or transformers", "vllm")
+    force_branch: str = _help("auto, or force bridge/sharpen (recorded as an operator override)", "auto")
+    # Training.
+    lora: bool = _help("train LoRA adapters (merged on save) instead of all weights", True)
+    sft_max_steps: int = _help("SFT optimiser steps", 500)
+    sft_learning_rate: float = _help("SFT learning rate", 1e-5)
+    sft_max_examples: int = _help("cap on proximal SFT examples", 20000)
+    grpo_max_steps: int = _help("GRPO optimiser steps", 500)
+    grpo_learning_rate: float = _help("GRPO learning rate", 5e-7)
+    num_generations: int = _help("GRPO completions per prompt", 8)
+    consistency_bonus: float = _help("GRPO-CARE consistency bonus", 0.5)
+    batch_size: int = _help("per-device batch size for training and feature extraction", 8)
+    # Evaluation.
+    benchmarks: str = _help("benchmarks to score", "pmc-vqa,mmmu-med,medxpertqa-mm,pathvqa,slake,vqa-rad")
+    train_task: str = _help("task the post-training targets, for the transfer regimes", "pmc-vqa")
+    seed: int = _help("seed for every step", 0)
+
+    def __post_init__(self):
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau={self.tau} is outside [0, 1]; it is a threshold on Pass@K, e.g. tau: 0.5")
+        if self.force_branch not in BRANCHES:
+            raise ValueError(f"force_branch={self.force_branch!r}; choose one of {', '.join(BRANCHES)}")
+        if self.k < 1:
+            raise ValueError(f"k={self.k} must be >= 1 (Pass@K needs at least one sample per question)")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations={self.num_generations}: GRPO needs >= 2 completions per prompt")
+        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "sft_max_steps", "grpo_max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+    def as_kfp_arguments(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineParams:
+    """Read a profile YAML (a name from pipelines/profiles or a path) into validated PipelineParams."""
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"profile {name_or_path!r} not found; available: {', '.join(available_profiles())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    known = {f.name: f for f in dataclasses.fields(PipelineParams)}
+    for key in [*data, *(overrides or {})]:
+        if key not in known:
+            raise ValueError(f"{path}: unknown parameter {key!r}; known: {', '.join(known)}")
+    data.update(overrides or {})
+    for key, value in data.items():
+        want = type(known[key].default)
+        if want is float and isinstance(value, int):
+            data[key] = float(value)
+        elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: parameter {key!r} should be {want.__name__}, got {value!r}")
+    return PipelineParams(**data)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['tau=0.6', 'lora=false'] -> typed dict, using the dataclass field types."""
+    import yaml
+
+    known = {f.name for f in dataclasses.fields(PipelineParams)}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set tau=0.6")
+        key, value = item.split("=", 1)
+        if key not in known:
+            raise ValueError(f"--set {key}: unknown parameter; known: {', '.join(sorted(known))}")
+        out[key] = yaml.safe_load(value) if value else ""
+        if isinstance(out[key], (int, float)) and not isinstance(out[key], bool) and key in {"model_ref", "flags", "train_task"}:
+            out[key] = value
+    return out
