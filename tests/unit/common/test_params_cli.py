@@ -1,0 +1,45 @@
+"""Pipeline parameters, profiles and the CLI's argument handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.params import PipelineParams, available_profiles, load_profile, parse_overrides
+
+
+def test_every_profile_loads():
+    assert {"cluster", "demo"} <= set(available_profiles())
+    for name in available_profiles():
+        assert isinstance(load_profile(name), PipelineParams)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"tau": 1.5}, "tau=1.5 is outside"),  # tau is a probability threshold
+        ({"force_branch": "rl"}, "force_branch='rl'"),
+        ({"k": 0}, "k=0 must be >= 1"),
+        ({"num_generations": 1}, "GRPO needs >= 2"),
+        ({"nope": 1}, "unknown parameter 'nope'"),
+        ({"k": "16"}, "should be int"),  # a string where an int is expected is refused, not coerced
+    ],
+)
+def test_bad_values_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_profile("demo", overrides)
+
+
+def test_parse_overrides_types_values():
+    assert parse_overrides(["tau=0.6", "lora=false", "flags=octmnist", "model_ref=/m"]) == {
+        "tau": 0.6, "lora": False, "flags": "octmnist", "model_ref": "/m"
+    }
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        parse_overrides(["tau"])
+
+
+def test_cli_reports_bad_parameter_cleanly(capsys):
+    from pipelines.cli import main
+
+    assert main(["compile", "--set", "tau=2", "--out", "/dev/null"]) == 2
+    err = capsys.readouterr().err
+    assert "medbridge: error:" in err and "is outside [0, 1]" in err
