@@ -1,5 +1,5 @@
 # MedBridge developer entry points. `make run` and `make test` create the environment themselves.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0

@@ -192,7 +192,7 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             ).set_display_name("6 evaluate")
             return _place(task, settings, settings.infer_gpus, "64Gi", cache=False)
 
-        with dsl.If(dia.output == "bridge", name="support-below-tau"):
+        with dsl.If(dia.outputs["Output"] == "bridge", name="support-below-tau"):
             bridge = sft(
                 model_ref=model_ref,
                 sft_set=cur.outputs["sft_set"],
