@@ -1,0 +1,297 @@
+"""Sampling throughput for the diagnosis: naive `generate(num_return_sequences=K)` against MedBridge's shared-prefix
+sampler (`components.common.sampling.shared_prefix_generate`), in one run, on the same workload.
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/sampling.py --questions 256 --k 16 --new-tokens 256 \
+        --prompt-len 320 --naive-batches 2 --batches 16,64 2>&1 | tee sampling.log
+    PYTHONPATH=. python3 benchmarks/sampling.py --quick          # small shapes: correctness + a speed smoke test
+
+Workload: a Qwen2.5-VL-7B-shaped model with RANDOM weights built from the real config values (bf16, sdpa), no
+tokenizer: each prompt is random token ids with one 224×224 image (64 image tokens after the 2×2 merge, random
+pixel values), `--prompt-len` tokens in all. Every sequence is forced to exactly `--new-tokens` new tokens (eos
+disabled), sampled at temperature 0.7, top-p 0.9, vision placeholder tokens suppressed. tokens/s counts generated
+tokens over wall time including prefill (and the vision tower). The naive baseline runs `--naive-batches` batches
+of 16 prompts of the same workload (each batch is the same shape, so its rate holds for the whole set).
+
+The decode memory-bandwidth bound: per step, the text model's weights plus every row's KV cache up to that step are
+read once; bound = bytes / HBM bandwidth (measured here with a device-to-device copy, and the nominal figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+QWEN25_VL_7B = dict(  # Qwen/Qwen2.5-VL-7B-Instruct config.json
+    text_config=dict(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+        bos_token_id=151643,
+        eos_token_id=151645,
+        tie_word_embeddings=False,
+    ),
+    vision_config=dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        in_chans=3,
+        out_hidden_size=3584,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+    ),
+    image_token_id=151655,
+    video_token_id=151656,
+    vision_start_token_id=151652,
+    vision_end_token_id=151653,
+    tie_word_embeddings=False,
+)
+SUPPRESS = [151652, 151653, 151655, 151656, 151644]  # vision start/end, image/video pad, <|im_start|>
+NOMINAL_BW = {"H100": 3.35e12, "H200": 4.8e12}
+DEVICE = "cuda"  # the dry run in tests sets "cpu"
+
+
+def _sync():
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_model(small: bool):
+    import copy
+
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    cfg = copy.deepcopy(QWEN25_VL_7B)
+    if small:  # same architecture, fewer layers: for the quick check
+        cfg["text_config"]["num_hidden_layers"] = 4
+        cfg["vision_config"]["depth"] = 8
+        cfg["vision_config"]["fullatt_block_indexes"] = [3, 7]
+    config = Qwen2_5_VLConfig(**cfg)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.pad_token_id = 151643
+    return model
+
+
+def make_prompts(n: int, prompt_len: int, seed: int = 0):
+    """n prompts of prompt_len tokens each: 14 text tokens, one 224 px image (64 tokens), the rest text."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    n_img = 64
+    head, tail = 14, prompt_len - 14 - n_img - 2
+    ids = torch.randint(0, 150000, (n, prompt_len), generator=g)
+    ids[:, head] = 151652
+    ids[:, head + 1 : head + 1 + n_img] = 151655
+    ids[:, head + 1 + n_img] = 151653
+    assert tail > 0
+    pixel_values = torch.randn(n * 256, 3 * 2 * 14 * 14, generator=g)  # 16×16 patches per image
+    grid = torch.tensor([[1, 16, 16]] * n)
+    return ids, pixel_values, grid
+
+
+def batch_inputs(ids, pix, grid, start, size, device):
+    import torch
+
+    sl = slice(start, start + size)
+    input_ids = ids[sl].to(device)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": pix[start * 256 : (start + size) * 256].to(device, torch.bfloat16),
+        "image_grid_thw": grid[sl].to(device),
+        "mm_token_type_ids": (input_ids == 151655).int(),
+    }
+
+
+def measure_bandwidth(gib: float = 4.0) -> float:
+    import torch
+
+    n = int(gib * 2**30) // 2
+    x = torch.empty(n, dtype=torch.bfloat16, device="cuda")
+    y = torch.empty_like(x)
+    y.copy_(x)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    bw = 2 * n * 2 * 10 / (time.perf_counter() - t)  # read + write
+    del x, y
+    torch.cuda.empty_cache()
+    return bw
+
+
+def decode_bytes(model, rows: int, prompt_len: int, steps: int) -> tuple[float, float]:
+    """(bytes of text weights read per step, KV bytes read over all steps)."""
+    tc = model.config.text_config
+    lm = model.model.language_model
+    w = sum(p.numel() * p.element_size() for p in lm.parameters()) + model.lm_head.weight.numel() * 2
+    w -= lm.embed_tokens.weight.numel() * 2  # embedding rows are gathered, not streamed
+    head_dim = tc.hidden_size // tc.num_attention_heads
+    per_tok = tc.num_hidden_layers * 2 * tc.num_key_value_heads * head_dim * 2
+    kv = sum(rows * (prompt_len + t + 1) * per_tok for t in range(steps - 1))
+    return w, kv
+
+
+def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):
+    import torch
+
+    tokens, t0 = 0, time.perf_counter()
+    for b in range(n_batches):
+        enc = batch_inputs(ids, pix, grid, b * batch, batch, DEVICE)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=0.7,
+                top_p=0.9,
+                num_return_sequences=k,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                suppress_tokens=SUPPRESS,
+            )
+        tokens += (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+    _sync()
+    return tokens, time.perf_counter() - t0
+
+
+def run_shared(model, ids, pix, grid, k, new_tokens, n_prompts, batch, greedy_row=False):
+    import torch
+
+    from components.common.sampling import shared_prefix_generate
+
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    tokens, prefill, decode, stats_all = 0, 0.0, 0.0, []
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for start in range(0, n_prompts, batch):
+        enc = batch_inputs(ids, pix, grid, start, min(batch, n_prompts - start), DEVICE)
+        stats: dict = {}
+        out = shared_prefix_generate(
+            model, enc, n=k, greedy_row=greedy_row, max_new_tokens=new_tokens, temperature=0.7, top_p=0.9,
+            eos_ids=(), pad_id=151643, suppress_ids=SUPPRESS, image_token_id=151655, generator=gen, stats=stats,
+        )
+        tokens += out.numel()
+        prefill += stats["prefill_s"]
+        decode += stats["decode_s"]
+        stats_all.append(stats)
+    _sync()
+    peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else 0
+    return tokens, time.perf_counter() - t0, prefill, decode, stats_all, peak
+
+
+def check_greedy(model, ids, pix, grid, new_tokens):
+    """Greedy row of the shared-prefix sampler against `generate(do_sample=False)` on 2 prompts."""
+    import torch
+
+    from components.common.sampling import shared_prefix_generate
+
+    enc = batch_inputs(ids, pix, grid, 0, 2, DEVICE)
+    with torch.inference_mode():
+        ref = model.generate(**enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                             suppress_tokens=SUPPRESS)[:, enc["input_ids"].shape[1] :]
+    ours = shared_prefix_generate(model, enc, n=3, greedy_row=True, max_new_tokens=new_tokens, eos_ids=(),
+                                  pad_id=151643, suppress_ids=SUPPRESS, image_token_id=151655,
+                                  generator=torch.Generator(device=DEVICE).manual_seed(0))[:, 0]
+    same = (ref == ours).float()
+    first_diff = [int((~(ref[i] == ours[i])).nonzero()[0]) if (ref[i] != ours[i]).any() else new_tokens for i in range(2)]
+    return float(same.mean()), first_diff
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--questions", type=int, default=256)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--prompt-len", type=int, default=320)
+    p.add_argument("--naive-batches", type=int, default=2, help="batches of 16 prompts for the naive baseline")
+    p.add_argument("--batches", default="16,64", help="prompts per prefill batch for the shared-prefix sampler")
+    p.add_argument("--quick", action="store_true", help="4-layer model, short run: correctness and smoke speed")
+    p.add_argument("--json", default="", help="also write the figures to this JSON file")
+    a = p.parse_args(argv)
+
+    import torch
+
+    if a.quick:
+        a.questions, a.new_tokens, a.naive_batches, a.batches = 64, 64, 1, "16,64"
+    name = torch.cuda.get_device_name()
+    print(f"device: {name}; torch {torch.__version__}", flush=True)
+    import transformers
+
+    print(f"transformers {transformers.__version__}", flush=True)
+    bw = measure_bandwidth()
+    nominal = next((v for key, v in NOMINAL_BW.items() if key in name), None)
+    print(f"measured copy bandwidth {bw / 1e12:.2f} TB/s; nominal {nominal and nominal / 1e12} TB/s", flush=True)
+    t = time.perf_counter()
+    model = build_model(small=a.quick)
+    print(f"model built in {time.perf_counter() - t:.1f}s, {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params", flush=True)
+    ids, pix, grid = make_prompts(a.questions, a.prompt_len)
+    res: dict = {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
+                 "workload": dict(questions=a.questions, k=a.k, new_tokens=a.new_tokens, prompt_len=a.prompt_len),
+                 "bandwidth_measured": bw, "bandwidth_nominal": nominal}
+
+    match, first_diff = check_greedy(model, ids, pix, grid, 32)
+    print(f"greedy row vs generate(do_sample=False), 32 tokens x 2 prompts: {match:.2%} equal, first diff at {first_diff}", flush=True)
+    res["greedy_match"] = {"fraction": match, "first_diff": first_diff}
+
+    # warm-up (kernels, allocator) on a small slice, not timed
+    run_shared(model, ids, pix, grid, 2, 4, 2, 2)
+    tok, dt = run_naive(model, ids, pix, grid, a.k, a.new_tokens, a.naive_batches)
+    res["naive"] = {"tokens": tok, "seconds": dt, "tok_s": tok / dt, "prompts": 16 * a.naive_batches}
+    print(f"naive generate(num_return_sequences={a.k}), 16-prompt batches x{a.naive_batches}: {tok} tokens {dt:.1f}s "
+          f"-> {tok / dt:,.0f} tok/s", flush=True)
+    torch.cuda.empty_cache()
+
+    res["shared"] = []
+    for b in [int(x) for x in a.batches.split(",")]:
+        free = torch.cuda.mem_get_info()[0]
+        tc = model.config.text_config
+        kv_need = b * a.k * (a.prompt_len + a.new_tokens) * tc.num_hidden_layers * 2 * tc.num_key_value_heads * 128 * 2
+        if kv_need > 0.8 * free:
+            print(f"shared-prefix, {b} prompts/batch: skipped (KV cache {kv_need / 2**30:.1f} GiB > 80% of free {free / 2**30:.1f} GiB)")
+            continue
+        tok, dt, pre, dec, stats, peak = run_shared(model, ids, pix, grid, a.k, a.new_tokens, a.questions, b)
+        rows = b * a.k
+        w, kv = decode_bytes(model, rows, a.prompt_len, a.new_tokens)
+        n_batches = len(stats)
+        bytes_total = n_batches * ((a.new_tokens - 1) * w + kv)
+        bound = bytes_total / bw
+        r = {"prompts_per_batch": b, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
+             "prefill_s": pre, "decode_s": dec, "ms_per_step": 1e3 * dec / (n_batches * (a.new_tokens - 1)),
+             "bound_s_measured_bw": bound, "fraction_of_bound": bound / dec,
+             "fraction_of_nominal_bound": (bytes_total / nominal) / dec if nominal else None,
+             "speedup_vs_naive": (tok / dt) / res["naive"]["tok_s"], "peak_mem_gib": peak / 2**30}
+        res["shared"].append(r)
+        print(f"shared-prefix, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
+              f"({r['speedup_vs_naive']:.2f}x naive); prefill {pre:.1f}s decode {dec:.1f}s, {r['ms_per_step']:.1f} ms/step; "
+              f"bandwidth bound {bound:.1f}s = {r['fraction_of_bound']:.0%} of bound (measured BW)"
+              + (f", {r['fraction_of_nominal_bound']:.0%} (nominal)" if nominal else "")
+              + f"; peak mem {peak / 2**30:.1f} GiB", flush=True)
+        torch.cuda.empty_cache()
+    print(json.dumps(res, indent=1, default=str))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
