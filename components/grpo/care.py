@@ -1,0 +1,167 @@
+"""Consistency-aware GRPO (GRPO-CARE, arXiv 2506.16141) on TRL's own GRPOTrainer.
+
+Imported only inside `components.grpo.train.train_grpo` (it imports torch and trl at module level).
+
+What this implements, through TRL 1.16's extension points (no hand-written training loop):
+  * `ConsistencyGRPOTrainer(GRPOTrainer)` overrides one hook, `_calculate_rewards`: after TRL has computed and
+    gathered every reward function's column, it scores each completion with the EMA reference model, computes the
+    group-relative consistency bonus (`components.grpo.rewards.consistency_bonus`) per group of `num_generations`
+    completions of one prompt, and writes it into the column of a registered placeholder reward function named
+    `care_consistency_bonus` (so TRL sums it into the reward with weight 1 and logs it as
+    `rewards/care_consistency_bonus/mean`). Group normalisation, the loss and everything else stay TRL's.
+  * Confidence = exp(mean log-probability of the answer tokens), i.e. the reference model's likelihood of the
+    completion's answer given the prompt, the image and the completion's own reasoning; answer tokens are those
+    overlapping the last <answer>…</answer> (`answer_token_mask`).
+  * The reference is an EMA of the policy: a copy taken when training starts, moved towards the policy every
+    `ema_every` optimizer steps with TRL's `SyncRefModelCallback.sync_target_model` (alpha = 1 - decay; it also
+    handles ZeRO-3 gathering). Public settings: decay 0.995, every 10 steps, bonus 0.5, confidence upper bound 0.95,
+    consistency margin 0.01, KL beta 0.
+
+Differences from the authors' code (TencentARC/GRPO-CARE, `grpo_trainer_ref_ema.py`), stated for audits:
+  * They select "high-accuracy" completions against the mean accuracy of the device batch (one prompt x 8
+    generations per device in their runs); we use each prompt's group after TRL gathers all processes, which is the
+    same set in their setting and stays correct when TRL spreads one group over several GPUs.
+  * Their answer span runs from the `<answer>` token to three tokens before EOS; ours is the tokens overlapping the
+    answer text, found from decoded token strings (tokenizer independent).
+  * With LoRA the EMA copy is a deep copy of the PEFT-wrapped policy (base weights frozen, so only adapters move);
+    the authors trained full weights. LoRA together with DeepSpeed ZeRO-3 is refused (no copy of sharded weights).
+  * Their reference forward uses the policy's vision inputs re-processed with `qwen_vl_utils`; ours re-tokenises the
+    prompt with TRL's own `_tokenize_prompts`, so the reference sees exactly the policy's inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from trl import GRPOTrainer
+from trl.trainer.callbacks import SyncRefModelCallback
+from transformers import TrainerCallback
+
+from components.grpo.rewards import answer_token_mask, consistency_bonus, ema_alpha, mean_probability
+
+BONUS_FUNC_NAME = "care_consistency_bonus"
+
+
+def care_consistency_bonus(completions, **kwargs) -> list[float]:
+    """Placeholder column for the consistency bonus: ConsistencyGRPOTrainer fills it once the groups are gathered."""
+    return [0.0] * len(completions)
+
+
+def _strip_forward_patches(module: torch.nn.Module) -> None:
+    """Remove per-instance `forward` overrides (TRL's fused LM head, accelerate's autocast wrapper) from a copy, so
+    its forward is the model class's own and never calls back into the module it was copied from."""
+    for m in module.modules():
+        m.__dict__.pop("forward", None)
+        m.__dict__.pop("_original_forward", None)
+
+
+class EMAReferenceCallback(TrainerCallback):
+    """Every `every` optimizer steps: reference <- decay * reference + (1 - decay) * policy."""
+
+    def __init__(self, trainer: "ConsistencyGRPOTrainer", decay: float, every: int):
+        self.trainer, self.alpha, self.every = trainer, ema_alpha(decay), every
+        self.updates = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every > 0 and state.global_step % self.every == 0:
+            policy = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            SyncRefModelCallback.sync_target_model(policy, self.trainer.ema_model, self.alpha)
+            self.updates += 1
+        return control
+
+
+class ConsistencyGRPOTrainer(GRPOTrainer):
+    """TRL GRPOTrainer plus GRPO-CARE's EMA reference and consistency bonus (see module docstring)."""
+
+    def __init__(
+        self,
+        *args,
+        reward_funcs,
+        accuracy_func_name: str = "accuracy_reward",
+        bonus: float = 0.5,
+        upper_bound: float | None = 0.95,
+        margin: float | None = 0.01,
+        ema_decay: float = 0.995,
+        ema_every: int = 10,
+        **kwargs,
+    ):
+        reward_funcs = [*reward_funcs, care_consistency_bonus]
+        train_args = kwargs.get("args")
+        if train_args is not None and train_args.reward_weights is not None:
+            train_args.reward_weights = [*train_args.reward_weights, 1.0]
+        super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
+        if accuracy_func_name not in self.reward_func_names:
+            raise ValueError(
+                f"GRPO-CARE needs the accuracy reward {accuracy_func_name!r} among the reward functions "
+                f"{self.reward_func_names}; pass it or set accuracy_func_name"
+            )
+        self._acc_idx = self.reward_func_names.index(accuracy_func_name)
+        self._bonus_idx = self.reward_func_names.index(BONUS_FUNC_NAME)
+        self.care = {"bonus": bonus, "upper_bound": upper_bound, "margin": margin}
+        self.ema_model = self._build_ema_model()
+        self.ema_callback = EMAReferenceCallback(self, ema_decay, ema_every)
+        self.add_callback(self.ema_callback)
+
+    def _build_ema_model(self):
+        from trl.models import prepare_deepspeed
+        from trl.trainer.utils import create_model_from_path, get_config_model_id
+
+        policy = self.accelerator.unwrap_model(self.model)
+        if self.is_deepspeed_enabled:
+            if hasattr(policy, "peft_config"):
+                raise ValueError(
+                    "GRPO-CARE with LoRA under DeepSpeed ZeRO-3 is not supported (the EMA reference cannot copy "
+                    "sharded adapter weights); set lora: false or deepspeed: false"
+                )
+            ema = create_model_from_path(get_config_model_id(policy.config), dtype=policy.dtype)
+            ema = prepare_deepspeed(ema, self.accelerator)
+        else:
+            ema = copy.deepcopy(policy)
+            _strip_forward_patches(ema)
+        ema.eval()
+        for p in ema.parameters():
+            p.requires_grad_(False)
+        return ema
+
+    @torch.no_grad()
+    def _reference_confidence(self, prompts, completion_ids_list) -> torch.Tensor:
+        """Per completion: exp(mean log p_ref(answer token | prompt, image, preceding completion tokens))."""
+        tok = self._tokenizer
+        device = self.accelerator.device
+        out = []
+        for prompt, comp_ids in zip(prompts, completion_ids_list, strict=True):
+            comp_ids = list(comp_ids)
+            mask = answer_token_mask([tok.decode([t]) for t in comp_ids])
+            if not any(mask):
+                out.append(0.0)
+                continue
+            prompt_ids, _, mm = self._tokenize_prompts([prompt])
+            ids = torch.tensor([list(prompt_ids[0]) + comp_ids], device=device)
+            kwargs = {}
+            for k, v in mm.items():
+                v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
+                if k in ("token_type_ids", "mm_token_type_ids"):
+                    v = torch.cat([v.reshape(1, -1), v.new_zeros((1, len(comp_ids)))], dim=1)
+                kwargs[k] = v.to(device)
+            logits = self.ema_model(
+                input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=len(comp_ids) + 1, **kwargs
+            ).logits[0, :-1].float()
+            logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, -len(comp_ids) :, None]).squeeze(1)
+            out.append(mean_probability([lp for lp, m in zip(logps.tolist(), mask) if m]))
+        return torch.tensor(out, dtype=torch.float32, device=device)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        from accelerate.utils import gather
+
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        confidence = gather(self._reference_confidence(prompts, completion_ids_list))
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        acc = rewards_per_func[:, self._acc_idx].nan_to_num(0.0)
+        bonus: list[float] = []
+        for a_g, c_g in zip(acc.view(-1, group).tolist(), confidence.view(-1, group).tolist(), strict=True):
+            bonus += consistency_bonus(a_g, c_g, **self.care)
+        rewards_per_func[:, self._bonus_idx] = torch.tensor(bonus, dtype=rewards_per_func.dtype, device=acc.device)
+        self._metrics[mode]["care/reference_confidence"].append(confidence.mean().item())
+        return rewards_per_func

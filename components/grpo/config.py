@@ -1,0 +1,81 @@
+"""SharpenConfig: every knob of the sharpen (GRPO) step. Named so it never shadows TRL's `GRPOConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.common.prompts import check_prompt_format
+
+
+@dataclass
+class SharpenConfig:
+    prompt_format: str = field(default="think", metadata={"help": "prompt format: think | direct | scaffold"})
+    max_steps: int = field(default=200, metadata={"help": "optimizer steps"})
+    learning_rate: float = field(default=5e-7, metadata={"help": "learning rate (GRPO-CARE public runs: 5e-7)"})
+    num_generations: int = field(default=8, metadata={"help": "completions per prompt (the GRPO group size)"})
+    prompts_per_step: int = field(
+        default=1, metadata={"help": "prompts per device per optimizer step; batch = prompts_per_step x num_generations"}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_new_tokens: int = field(default=256, metadata={"help": "longest sampled completion during training"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the GRPO rollouts"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus top-p for the GRPO rollouts"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient against the reference (GRPO-CARE: 0)"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (merged into the saved model)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha"})
+    lora_target_modules: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        metadata={"help": "regex of modules LoRA adapts (default: the language model's projections, not the ViT)"},
+    )
+    consistency_bonus: float = field(
+        default=0.5, metadata={"help": "GRPO-CARE consistency bonus; 0 turns CARE off (plain GRPO)"}
+    )
+    confidence_upper_bound: float = field(default=0.95, metadata={"help": "GRPO-CARE: clip reference confidences here"})
+    consistency_margin: float = field(default=0.01, metadata={"help": "GRPO-CARE: slack below the mean confidence"})
+    ema_decay: float = field(default=0.995, metadata={"help": "EMA decay of the reference model"})
+    ema_every: int = field(default=10, metadata={"help": "refresh the EMA reference every N optimizer steps"})
+    format_weight: float = field(default=1.0, metadata={"help": "weight of the format reward (accuracy has 1.0)"})
+    max_prompts: int = field(default=0, metadata={"help": "use at most this many rl_set questions (0 = all)"})
+    k: int = field(default=16, metadata={"help": "K of the Pass@K support watch (K samples per watched question)"})
+    watch_size: int = field(default=32, metadata={"help": "questions of watch_set measured before/after training"})
+    watch_max_new_tokens: int = field(default=256, metadata={"help": "longest completion when measuring support"})
+    watch_every_steps: int = field(default=0, metadata={"help": "also measure support every N steps (0 = only before/after)"})
+    collapse_tolerance: float = field(
+        default=0.05, metadata={"help": "flag support_collapsed when Pass@K drops by more than this (fraction)"}
+    )
+    deepspeed: bool = field(default=False, metadata={"help": "DeepSpeed ZeRO-3 (GPU clusters; needs deepspeed)"})
+    seed: int = field(default=0, metadata={"help": "seed for data order, sampling and LoRA init"})
+
+    def __post_init__(self):
+        check_prompt_format(self.prompt_format)
+        for name in ("max_steps", "num_generations", "prompts_per_step", "gradient_accumulation_steps",
+                     "max_new_tokens", "k", "watch_size", "watch_max_new_tokens", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: GRPO needs >= 2 completions per prompt to form a group"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (GRPO samples its rollouts)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.beta < 0:
+            raise ValueError(f"beta={self.beta} must be >= 0 (GRPO-CARE uses 0)")
+        if self.consistency_bonus < 0:
+            raise ValueError(f"consistency_bonus={self.consistency_bonus} must be >= 0 (0 disables GRPO-CARE)")
+        if not 0 < self.confidence_upper_bound <= 1:
+            raise ValueError(f"confidence_upper_bound={self.confidence_upper_bound} must be in (0, 1]")
+        if self.consistency_margin < 0:
+            raise ValueError(f"consistency_margin={self.consistency_margin} must be >= 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1) (GRPO-CARE: 0.995)")
+        if self.ema_every < 1:
+            raise ValueError(f"ema_every={self.ema_every} must be >= 1 optimizer steps")
+        if self.max_prompts < 0 or self.watch_every_steps < 0:
+            raise ValueError("max_prompts and watch_every_steps must be >= 0 (0 = all / off)")
+        if not 0 <= self.collapse_tolerance <= 1:
+            raise ValueError(f"collapse_tolerance={self.collapse_tolerance} must be a fraction in [0, 1]")

@@ -1,0 +1,239 @@
+"""The sharpen step: TRL GRPO (consistency-aware when `consistency_bonus` > 0) with a support-collapse guard.
+
+    from components.grpo.config import SharpenConfig
+    from components.grpo.train import train_grpo
+    metrics = train_grpo(SharpenConfig(max_steps=5), "Qwen/Qwen2.5-VL-7B-Instruct", "rl_set/", "diag_set/",
+                         "diagnosis/", "out/model", init_model=None)
+
+Flow: open the model (init_model if given, else model_ref) -> rows from rl_set -> measure Pass@K / Acc@1 on a
+fixed slice of watch_set -> train -> measure again -> merge LoRA -> save a full HF model dir + train_log.json +
+metrics.json + lineage.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from components.common.io import atomic_dir, write_json
+from components.common.lineage import write_lineage
+from components.common.records import MCQRecord, load_records, open_image
+from components.grpo.config import SharpenConfig
+
+METRICS_FILE = "metrics.json"
+TRAIN_LOG_FILE = "train_log.json"
+# Placeholders a random or weak model samples as text; they must never appear in a rollout.
+SUPPRESSED_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
+
+
+def balanced_slice(records: list[MCQRecord], n: int, seed: int) -> list[MCQRecord]:
+    """Up to n records, round-robin over tasks (each task's records shuffled with `seed`)."""
+    by_task: dict[str, list[MCQRecord]] = defaultdict(list)
+    for r in records:
+        by_task[r.task].append(r)
+    rng = random.Random(seed)
+    for task in sorted(by_task):
+        rng.shuffle(by_task[task])
+    out: list[MCQRecord] = []
+    while len(out) < n and any(by_task.values()):
+        for task in sorted(by_task):
+            if by_task[task] and len(out) < n:
+                out.append(by_task[task].pop())
+    return out
+
+
+def build_grpo_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str) -> list[dict[str, Any]]:
+    """TRL GRPO rows: conversational prompt, the PIL image, the answer letter and the options (for the rewards)."""
+    from components.common.prompts import build_messages
+
+    return [
+        {"prompt": build_messages(r, fmt), "image": open_image(dataset_dir, r), "answer": r.answer, "options": r.options}
+        for r in records
+    ]
+
+
+def _save_model_dir(model, processor, out: Path) -> None:
+    """A full HF model dir that components.common.modeling.load_model_and_processor opens."""
+    model.save_pretrained(out)
+    processor.tokenizer.save_pretrained(out)
+    processor.image_processor.save_pretrained(out)
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": processor.tokenizer.chat_template}, indent=2))
+
+
+def _changed_fraction(before: dict, model) -> float:
+    changed = total = 0
+    for name, p in model.named_parameters():
+        name = name.replace("base_model.model.", "").replace(".base_layer", "")
+        if name in before:
+            total += 1
+            changed += int(not bool((before[name] == p.detach().cpu()).all()))
+    return changed / total if total else 0.0
+
+
+def train_grpo(
+    cfg: SharpenConfig,
+    model_ref: str,
+    rl_set_dir: str | Path,
+    watch_set_dir: str | Path,
+    diagnosis_dir: str | Path,
+    out_dir: str | Path,
+    init_model: str | Path | None = None,
+) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from components.common.modeling import load_model_and_processor
+    from components.grpo.guard import make_support_watch_callback, measure_support, support_collapsed
+    from components.grpo.rewards import accuracy_reward, format_reward
+
+    start = str(init_model) if init_model is not None else model_ref
+    diagnosis_file = Path(diagnosis_dir) / "diagnosis.json"
+    if not diagnosis_file.is_file():
+        raise FileNotFoundError(f"{diagnosis_dir}: no diagnosis.json; pass the diagnose step's output directory")
+    diagnosis = json.loads(diagnosis_file.read_text())
+
+    records = load_records(rl_set_dir)
+    with_image = [r for r in records if r.image is not None]
+    dropped = len(records) - len(with_image)
+    if not with_image:
+        raise ValueError(f"{rl_set_dir}: no record has an image; the sharpen step trains on image questions")
+    if cfg.max_prompts:
+        with_image = balanced_slice(with_image, cfg.max_prompts, cfg.seed)
+    watch = balanced_slice(load_records(watch_set_dir), cfg.watch_size, cfg.seed)
+    if not watch:
+        raise ValueError(f"{watch_set_dir}: watch set is empty; pass the diagnosis MCQ set")
+
+    torch.manual_seed(cfg.seed)
+    model, processor = load_model_and_processor(start)
+    on_cuda = model.device.type == "cuda"
+    before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+
+    def measure(m=None):
+        return measure_support(
+            m if m is not None else model, processor, watch, watch_set_dir, k=cfg.k, fmt=cfg.prompt_format,
+            max_new_tokens=cfg.watch_max_new_tokens, seed=cfg.seed,
+        )
+
+    support_before = measure()
+
+    tok = processor.tokenizer
+    suppress = [tok.convert_tokens_to_ids(t) for t in SUPPRESSED_TOKENS if tok.convert_tokens_to_ids(t) is not None]
+    tmp_out = tempfile.mkdtemp(prefix="medbridge-grpo-")
+    args = GRPOConfig(
+        output_dir=tmp_out,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        num_generations=cfg.num_generations,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        beta=cfg.beta,
+        reward_weights=[1.0, cfg.format_weight],
+        generation_kwargs={"suppress_tokens": suppress},
+        bf16=on_cuda,
+        gradient_checkpointing=on_cuda,
+        use_cpu=not on_cuda,
+        deepspeed=_deepspeed_config() if cfg.deepspeed else None,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+    )
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=cfg.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+    common = dict(
+        model=model,
+        reward_funcs=[accuracy_reward, format_reward],
+        args=args,
+        train_dataset=Dataset.from_list(build_grpo_rows(with_image, rl_set_dir, cfg.prompt_format)),
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+    if cfg.consistency_bonus > 0:
+        from components.grpo.care import ConsistencyGRPOTrainer
+
+        trainer = ConsistencyGRPOTrainer(
+            **common, bonus=cfg.consistency_bonus, upper_bound=cfg.confidence_upper_bound,
+            margin=cfg.consistency_margin, ema_decay=cfg.ema_decay, ema_every=cfg.ema_every,
+        )
+    else:
+        trainer = GRPOTrainer(**common)
+    watch_history: list[dict[str, Any]] = [{"step": 0, **support_before.as_dict()}]
+    if cfg.watch_every_steps:
+        trainer.add_callback(
+            make_support_watch_callback(lambda: measure(trainer.model), cfg.watch_every_steps, watch_history)
+        )
+    trainer.train()
+
+    trained = trainer.model
+    if hasattr(trained, "merge_and_unload"):
+        trained = trained.merge_and_unload()
+    support_after = measure(trained)
+    watch_history.append({"step": trainer.state.global_step, **support_after.as_dict()})
+    collapsed = support_collapsed(support_before.pass_at_k, support_after.pass_at_k, cfg.collapse_tolerance)
+
+    steps = [h for h in trainer.state.log_history if "reward" in h]
+    rewards = [h["reward"] for h in steps]
+    metrics = {
+        "steps": trainer.state.global_step,
+        "n_prompts": len(with_image),
+        "dropped_text_only": dropped,
+        "reward_mean_first": rewards[0] if rewards else None,
+        "reward_mean_last": rewards[-1] if rewards else None,
+        "pass_at_k_before": support_before.pass_at_k,
+        "pass_at_k_after": support_after.pass_at_k,
+        "acc_at_1_before": support_before.acc_at_1,
+        "acc_at_1_after": support_after.acc_at_1,
+        "k": cfg.k,
+        "watch_questions": len(watch),
+        "support_collapsed": collapsed,
+        "collapse_tolerance": cfg.collapse_tolerance,
+        "consistency_aware": cfg.consistency_bonus > 0,
+        "params_changed_fraction": _changed_fraction(before, trained),
+        "init_from": "init_model" if init_model is not None else "model_ref",
+        "diagnosis_branch": (diagnosis.get("decision") or {}).get("branch"),
+    }
+    summary = (
+        f"GRPO{'-CARE' if cfg.consistency_bonus > 0 else ''} {metrics['steps']} steps on {len(with_image)} questions "
+        f"from {metrics['init_from']}; reward {_fmt(metrics['reward_mean_first'])}->{_fmt(metrics['reward_mean_last'])}, "
+        f"Pass@{cfg.k} {support_before.pass_at_k:.3f}->{support_after.pass_at_k:.3f}, "
+        f"Acc@1 {support_before.acc_at_1:.3f}->{support_after.acc_at_1:.3f}"
+        + ("; SUPPORT COLLAPSED" if collapsed else "")
+    )
+    with atomic_dir(out_dir) as tmp:
+        _save_model_dir(trained, processor, tmp)
+        write_json(tmp / TRAIN_LOG_FILE, {"steps": steps, "support_watch": watch_history})
+        write_json(tmp / METRICS_FILE, metrics)
+        inputs = {"base_model": start, "rl_set": str(rl_set_dir), "watch_set": str(watch_set_dir),
+                  "diagnosis": str(diagnosis_dir)}
+        if init_model is not None:
+            inputs["model_ref"] = model_ref
+        write_lineage(tmp, step="grpo", artifact="model", inputs=inputs, params=dataclasses.asdict(cfg),
+                      summary=summary)
+    return metrics
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _deepspeed_config() -> dict:
+    from components.common.deepspeed import zero3_config
+
+    return zero3_config()

@@ -1,0 +1,85 @@
+"""Proximal data for the bridge step: the sft_set records of the tasks / modalities the diagnosis found weak.
+
+    sel = select_proximal(records, diagnosis)          # Selection(records, reason, fell_back)
+    capped = cap_balanced(sel.records, 2000, seed=0)   # class-balanced over (task, answer), seeded
+    rows = build_sft_rows(capped, "sft_set/", "think")
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.common.records import MCQRecord, open_image
+
+
+@dataclass
+class Selection:
+    records: list[MCQRecord]
+    reason: str  # one line for the summary / report
+    fell_back: bool  # True when nothing was weak (or nothing matched) and every task was used
+
+
+def _group_of(rec: MCQRecord) -> str | None:
+    return rec.meta.get("group") if isinstance(rec.meta, dict) else None
+
+
+def select_proximal(records: list[MCQRecord], diagnosis: dict[str, Any]) -> Selection:
+    """Records whose task is in decision.weak_tasks, or whose meta.group or modality is in decision.weak_modalities.
+
+    With no weak task or modality, or none matching the pool, every record is used and the reason says so.
+    """
+    decision = diagnosis.get("decision")
+    if not isinstance(decision, dict):
+        raise ValueError("diagnosis.json: field 'decision' is missing or not an object; re-run the diagnose step")
+    weak_tasks = set(decision.get("weak_tasks") or [])
+    weak_mods = set(decision.get("weak_modalities") or [])
+    if not weak_tasks and not weak_mods:
+        return Selection(list(records), f"no weak task or modality in the diagnosis: all {len(records)} records used", True)
+    chosen = [r for r in records if r.task in weak_tasks or _group_of(r) in weak_mods or r.modality in weak_mods]
+    named = ", ".join(sorted(weak_tasks | weak_mods))
+    if not chosen:
+        return Selection(
+            list(records), f"weak {named} not present in sft_set: all {len(records)} records used", True
+        )
+    return Selection(chosen, f"{len(chosen)} proximal records for weak {named}", False)
+
+
+def cap_balanced(records: list[MCQRecord], max_examples: int, seed: int) -> list[MCQRecord]:
+    """At most `max_examples` records, drawn round-robin over (task, answer) classes; each class shuffled by seed."""
+    if max_examples == 0 or len(records) <= max_examples:
+        out = list(records)
+        random.Random(seed).shuffle(out)
+        return out
+    by_class: dict[tuple[str, str], list[MCQRecord]] = defaultdict(list)
+    for r in records:
+        by_class[(r.task, r.answer)].append(r)
+    rng = random.Random(seed)
+    keys = sorted(by_class)
+    for key in keys:
+        rng.shuffle(by_class[key])
+    out: list[MCQRecord] = []
+    while len(out) < max_examples:
+        for key in keys:
+            if by_class[key] and len(out) < max_examples:
+                out.append(by_class[key].pop())
+    rng.shuffle(out)
+    return out
+
+
+def build_sft_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str) -> list[dict[str, Any]]:
+    """TRL prompt-completion rows: only the completion (the target answer) is trained on."""
+    from components.common.prompts import build_messages, target_completion
+
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {
+            "prompt": build_messages(r, fmt),
+            "completion": [{"role": "assistant", "content": target_completion(r, fmt)}],
+        }
+        row["images"] = [open_image(dataset_dir, r)] if r.image is not None else []
+        rows.append(row)
+    return rows

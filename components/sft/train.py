@@ -1,0 +1,150 @@
+"""The bridge step: TRL SFT on proximal data chosen from the diagnosis (optionally LoRA, optionally ZeRO-3).
+
+    from components.sft.config import SFTConfig
+    from components.sft.train import train_sft
+    metrics = train_sft(SFTConfig(max_steps=5), "Qwen/Qwen2.5-VL-7B-Instruct", "sft_set/", "diagnosis/", "out/model")
+
+Flow: read diagnosis.json -> select proximal records -> cap (class-balanced, seeded) -> TRL prompt/completion rows
+-> SFTTrainer -> merge LoRA -> save a full HF model dir + train_log.json + metrics.json + lineage.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from components.common.io import atomic_dir, write_json
+from components.common.lineage import write_lineage
+from components.common.records import load_records
+from components.sft.config import SFTConfig
+from components.sft.data import build_sft_rows, cap_balanced, select_proximal
+
+METRICS_FILE = "metrics.json"
+TRAIN_LOG_FILE = "train_log.json"
+
+
+def read_diagnosis(diagnosis_dir: str | Path) -> dict[str, Any]:
+    path = Path(diagnosis_dir) / "diagnosis.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{diagnosis_dir}: no diagnosis.json; pass the diagnose step's output directory")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _save_model_dir(model, processor, out: Path) -> None:
+    """A full HF model dir that components.common.modeling.load_model_and_processor opens."""
+    model.save_pretrained(out)
+    processor.tokenizer.save_pretrained(out)
+    processor.image_processor.save_pretrained(out)
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": processor.tokenizer.chat_template}, indent=2))
+
+
+def _changed_fraction(before: dict, model) -> float:
+    changed = total = 0
+    for name, p in model.named_parameters():
+        if name in before:
+            total += 1
+            changed += int(not bool((before[name] == p.detach().cpu()).all()))
+    return changed / total if total else 0.0
+
+
+def train_sft(
+    cfg: SFTConfig, model_ref: str, sft_set_dir: str | Path, diagnosis_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from components.common.modeling import load_model_and_processor
+
+    diagnosis = read_diagnosis(diagnosis_dir)
+    selection = select_proximal(load_records(sft_set_dir), diagnosis)
+    records = cap_balanced(selection.records, cfg.max_examples, cfg.seed)
+    if not records:
+        raise ValueError(f"{sft_set_dir}: no records to train on")
+    dataset = Dataset.from_list(build_sft_rows(records, sft_set_dir, cfg.prompt_format))
+
+    torch.manual_seed(cfg.seed)
+    model, processor = load_model_and_processor(model_ref)
+    model.train()
+    on_cuda = model.device.type == "cuda"
+    before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    args = TRLSFTConfig(
+        output_dir=tempfile.mkdtemp(prefix="medbridge-sft-"),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a fraction of max_steps
+        max_length=cfg.max_length,
+        bf16=on_cuda,  # CPU: fp32, and no gradient checkpointing (both only cost time there)
+        gradient_checkpointing=on_cuda,
+        use_cpu=not on_cuda,
+        deepspeed=_deepspeed_config() if cfg.deepspeed else None,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+    )
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
+        )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
+    )
+    trainer.train()
+
+    trained = trainer.model
+    if hasattr(trained, "merge_and_unload"):
+        trained = trained.merge_and_unload()
+    steps = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+             for h in trainer.state.log_history if "loss" in h]
+    final_loss = steps[-1]["loss"] if steps else None
+    if final_loss is None or not math.isfinite(final_loss):
+        raise RuntimeError(f"SFT ended without a finite loss (log: {steps[-3:]}); lower learning_rate")
+    tasks = sorted({r.task for r in records})
+    metrics = {
+        "final_loss": final_loss,
+        "first_loss": steps[0]["loss"],
+        "steps": trainer.state.global_step,
+        "n_examples": len(records),
+        "tasks": tasks,
+        "fell_back_to_all_tasks": selection.fell_back,
+        "selection": selection.reason,
+        "params_changed_fraction": _changed_fraction(before, trained),
+        "lora": cfg.lora,
+    }
+    summary = (
+        f"SFT {metrics['steps']} steps on {len(records)} examples ({selection.reason}); "
+        f"loss {steps[0]['loss']:.3f}->{final_loss:.3f}"
+    )
+    with atomic_dir(out_dir) as tmp:
+        _save_model_dir(trained, processor, tmp)
+        write_json(tmp / TRAIN_LOG_FILE, {"steps": steps})
+        write_json(tmp / METRICS_FILE, metrics)
+        write_lineage(
+            tmp, step="sft", artifact="model",
+            inputs={"base_model": model_ref, "sft_set": str(sft_set_dir), "diagnosis": str(diagnosis_dir)},
+            params=dataclasses.asdict(cfg), summary=summary,
+        )
+    return metrics
+
+
+def _deepspeed_config() -> dict:
+    from components.common.deepspeed import zero3_config
+
+    return zero3_config()
