@@ -18,9 +18,9 @@ removed. The answer letter comes from `Answer_label` when present (and `Answer` 
 option), otherwise from the `Answer` prefix or by matching the `Answer` text to exactly one option.
 
 A row is never dropped silently: a malformed CSV line, an empty question or option, duplicate options, an answer
-that is not among the options, a missing or unreadable image each put the row in the quarantine with the file,
-the line number (header = line 1), the field and the reason. Only a missing *column* stops the load (every row
-would be bad), with an error naming the file and the column.
+that is not among the options, a missing or unreadable image, or a repeat of an earlier row's image and question
+puts the row in the quarantine with the file, the line number (header = line 1), the field and the reason. Only
+a missing *column* stops the load (every row would be bad), with an error naming the file and the column.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from components.common.io import sha256_file
 from components.common.records import MCQRecord
 
 CSV_CANDIDATES = ("train_2.csv", "train.csv")
@@ -152,6 +153,7 @@ def load_pmc_vqa(
         out.has_answer_label = "answer_label" in cols
         stem = path.stem
         row_no = 0
+        seen: dict[tuple[str, str], str] = {}
         rows = iter(reader)
         pbar = tqdm(desc=f"reading {path.name}", unit="row", disable=None)
         while True:
@@ -239,6 +241,11 @@ def load_pmc_vqa(
                 if why:
                     bad("figure_path", why, figure)
                     continue
+            dup_key = (sha256_file(img), _norm_text(question))
+            if dup_key in seen:
+                bad("question", f"duplicate question: same image and question as {seen[dup_key]}", question)
+                continue
+            seen[dup_key] = rid
             out.records.append(
                 MCQRecord(
                     id=rid,

@@ -1,0 +1,50 @@
+"""Kubeflow component for the curate step: maps artifacts and parameters to `python -m components.curate` flags."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Output
+
+from components.common.images import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def curate(
+    medmnist_root: str,
+    pmc_vqa_root: str,
+    flags: str,
+    seed: int,
+    rl_size: int,
+    include_none: bool,
+    labeller_model: str,
+    diag_per_class: int,
+    eval_per_class: int,
+    sft_per_class: int,
+    medmnist_data: Output[Dataset],
+    diag_set: Output[Dataset],
+    eval_set: Output[Dataset],
+    sft_set: Output[Dataset],
+    rl_set: Output[Dataset],
+    curation_report: Output[Artifact],
+):
+    """Curate: validated MedMNIST npz copy, diagnosis/eval/SFT MCQ sets, modality-balanced PMC-VQA RL set, report."""
+    from components.curate.__main__ import main
+
+    rc = main([
+        "--medmnist-root", medmnist_root,
+        "--pmc-vqa-root", pmc_vqa_root,
+        "--flags", flags,
+        "--seed", str(seed),
+        "--rl-size", str(rl_size),
+        "--include-none", str(include_none),
+        "--labeller-model", labeller_model,
+        "--diag-per-class", str(diag_per_class),
+        "--eval-per-class", str(eval_per_class),
+        "--sft-per-class", str(sft_per_class),
+        "--out-medmnist-data", medmnist_data.path,
+        "--out-diag-set", diag_set.path,
+        "--out-eval-set", eval_set.path,
+        "--out-sft-set", sft_set.path,
+        "--out-rl-set", rl_set.path,
+        "--out-curation-report", curation_report.path,
+    ])
+    if rc != 0:
+        raise RuntimeError(f"curate launcher exited with status {rc}")

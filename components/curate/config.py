@@ -1,0 +1,58 @@
+"""CurateConfig: every knob of the curate step (the launcher's flags are generated from these fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.common.medmnist_tasks import parse_flags
+
+DEFAULT_LABELLER = "Qwen/Qwen2.5-VL-32B-Instruct"
+
+
+@dataclass
+class CurateConfig:
+    medmnist_root: str = field(metadata={"help": "local dir or s3:// URI holding MedMNIST-v2 <flag>.npz / <flag>_<size>.npz"})
+    pmc_vqa_root: str = field(metadata={"help": "local dir or s3:// URI holding the PMC-VQA CSV and its image folder"})
+    flags: str = field(default="all", metadata={"help": "comma-separated MedMNIST flags, or 'all' (the twelve 2D tasks)"})
+    seed: int = field(default=0, metadata={"help": "seed for subsets, option shuffles and balancing"})
+    rl_size: int = field(default=8000, metadata={"help": "questions in the modality-balanced PMC-VQA set (the paper: 8000)"})
+    include_none: bool = field(default=False, metadata={"help": "give the 'none' modality (uncommon/ambiguous) a quota too"})
+    labeller_model: str = field(default=DEFAULT_LABELLER, metadata={"help": "VLM that labels PMC-VQA modality: HF id, dir or s3:// URI"})
+    diag_per_class: int = field(default=20, metadata={"help": "questions per class in the diagnosis set (val split)"})
+    eval_per_class: int = field(default=50, metadata={"help": "questions per class in the evaluation set (test split)"})
+    sft_per_class: int = field(default=500, metadata={"help": "questions per class in the proximal SFT pool (train split)"})
+    size: int = field(default=0, metadata={"help": "MedMNIST image size 28/64/128/224; 0 = the largest file present per task"})
+    pmc_vqa_csv: str = field(default="", metadata={"help": "CSV file name under pmc_vqa_root; empty = train_2.csv, train.csv or the only CSV"})
+    pmc_vqa_image_dir: str = field(default="", metadata={"help": "image folder under pmc_vqa_root; empty = images/, figures/, images_2/ or the root"})
+    label_batch_size: int = field(default=8, metadata={"help": "questions per labeller forward pass"})
+    label_cache: str = field(default="", metadata={"help": "JSONL label cache; empty = $MEDBRIDGE_CACHE/curate/modality_labels.jsonl"})
+    device: str = field(default="auto", metadata={"help": "labeller device: auto, cpu, cuda, cuda:N"})
+    share_tolerance: float = field(default=0.02, metadata={"help": "allowed gap between a modality's share and its planned share"})
+    image_min_side: int = field(default=8, metadata={"help": "smallest image width/height accepted by validation (px)"})
+    image_max_side: int = field(default=8192, metadata={"help": "largest image width/height accepted by validation (px)"})
+    cache_dir: str = field(default="", metadata={"help": "where s3:// sources are mirrored; empty = $MEDBRIDGE_CACHE/data"})
+
+    def __post_init__(self):
+        for name in ("medmnist_root", "pmc_vqa_root", "labeller_model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"{name} is empty: pass a local directory or an s3:// URI (--{name.replace('_', '-')})")
+        try:
+            parse_flags(self.flags)
+        except ValueError as e:
+            raise ValueError(f"flags={self.flags!r}: {e}") from None
+        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "label_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (--{name.replace('_', '-')})")
+        if self.size not in (0, 28, 64, 128, 224):
+            raise ValueError(f"size={self.size} is not a MedMNIST-v2 size; use 28, 64, 128, 224 or 0 for the largest present (--size)")
+        if not 0 <= self.share_tolerance < 1:
+            raise ValueError(f"share_tolerance={self.share_tolerance} must be in [0, 1) (--share-tolerance)")
+        if not 1 <= self.image_min_side <= self.image_max_side:
+            raise ValueError(
+                f"image_min_side={self.image_min_side}, image_max_side={self.image_max_side}: need 1 <= min <= max "
+                "(--image-min-side / --image-max-side)"
+            )
+
+    @property
+    def flag_list(self) -> list[str]:
+        return parse_flags(self.flags)

@@ -1,0 +1,272 @@
+"""The curate step, top to bottom: raw MedMNIST + PMC-VQA -> validated datasets and a curation report.
+
+    outputs = CurateOutputs(medmnist_data=..., diag_set=..., eval_set=..., sft_set=..., rl_set=..., curation_report=...)
+    summary = run_curate(CurateConfig(medmnist_root=..., pmc_vqa_root=...), outputs)
+
+1. MedMNIST: every split of every task is read through medmnist's classes and checked; the validated npz files
+   are copied to `medmnist_data` (with `tasks.json`). diag_set = class-balanced val split, eval_set = class-
+   balanced test split, sft_set = class-balanced train split, all as MCQ dataset dirs.
+2. PMC-VQA: the CSV is read, bad rows quarantined, each question's modality labelled by the VLM (cached), and a
+   modality-balanced subset of rl_size questions written to rl_set.
+3. Every dataset passes a great-expectations suite before its directory appears (each output is written with
+   atomic_dir); a failing suite stops the step with an error naming the dataset, expectations and rows, after
+   the curation report (validation results, quarantine, cards, counts) has been written for inspection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.common.io import atomic_dir, sha256_file, write_json, write_jsonl
+from components.common.lineage import write_lineage
+from components.common.medmnist_mcq import available_sizes, build_medmnist_mcq, npz_path
+from components.common.medmnist_tasks import get_task
+from components.common.modeling import DEFAULT_CACHE
+from components.common.records import MCQRecord, save_records
+from components.curate.balance import balance_by_modality, counts_chart, counts_table_md
+from components.curate.card import dataset_card, quarantine_reasons
+from components.curate.config import CurateConfig
+from components.curate.synthetic import SYNTHETIC_NOTE
+
+STEP = "curate"
+
+
+@dataclass
+class CurateOutputs:
+    medmnist_data: Path
+    diag_set: Path
+    eval_set: Path
+    sft_set: Path
+    rl_set: Path
+    curation_report: Path
+
+
+def resolve_root(ref: str, cache_dir: str | Path) -> Path:
+    """A local directory for a source root: s3:// URIs are mirrored into the cache first."""
+    if ref.startswith("s3://"):
+        from components.common.storage import download_prefix
+
+        return Path(download_prefix(ref, cache_dir))
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"source root {ref!r} is not a directory (pass a local directory or an s3:// URI)")
+    return path
+
+
+def _medmnist_size(root: Path, flag: str, size: int) -> int:
+    sizes = available_sizes(root, flag)
+    if size:
+        return size  # load_split names the missing file if it is absent
+    if not sizes:
+        raise FileNotFoundError(
+            f"MedMNIST file for {flag!r} not found: expected {npz_path(root, flag, 28)} or {flag}_<64|128|224>.npz in {root}"
+        )
+    return max(sizes)
+
+
+def _lineage_synthetic(*flags: bool) -> bool | None:
+    # True when a raw root is synthetic; otherwise let write_lineage decide from its inputs (e.g. a random model).
+    return True if any(flags) else None
+
+
+def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
+    from components.curate.validate import DatasetValidationError, DatasetValidator, ImageBounds
+
+    params = dataclasses.asdict(cfg)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE / "data"
+    mm_root = resolve_root(cfg.medmnist_root, cache_dir)
+    pmc_root = resolve_root(cfg.pmc_vqa_root, cache_dir)
+    syn_mm = (mm_root / SYNTHETIC_NOTE).is_file()
+    syn_pmc = (pmc_root / SYNTHETIC_NOTE).is_file()
+    mm_inputs = {"medmnist_root": cfg.medmnist_root}
+    rl_inputs = {"pmc_vqa_root": cfg.pmc_vqa_root, "labeller_model": cfg.labeller_model}
+    flags = cfg.flag_list
+    bounds = ImageBounds(cfg.image_min_side, cfg.image_max_side)
+    validator = DatasetValidator()
+    validation: dict[str, dict[str, Any]] = {}
+    errors: list[DatasetValidationError] = []
+    cards: dict[str, str] = {}
+    counts: dict[str, Any] = {}
+
+    # -- 1. MedMNIST: MCQ sets (reading every split validates the files), then the validated raw copy.
+    sizes = {f: _medmnist_size(mm_root, f, cfg.size) for f in flags}
+    source_hashes = {npz_path(mm_root, f, sizes[f]).name: None for f in flags}
+    splits = {"diag_set": ("val", cfg.diag_per_class, out.diag_set, "diagnosis set: class-balanced subsets of the official val splits"),
+              "eval_set": ("test", cfg.eval_per_class, out.eval_set, "evaluation set: class-balanced subsets of the official test splits"),
+              "sft_set": ("train", cfg.sft_per_class, out.sft_set, "proximal SFT pool: class-balanced subsets of the official train splits")}
+    split_sizes: dict[str, dict[str, int]] = {f: {} for f in flags}
+    for name, (split, per_class, dest, what) in splits.items():
+        try:
+            with atomic_dir(dest) as tmp:
+                records: list[MCQRecord] = []
+                for f in flags:
+                    recs = build_medmnist_mcq(mm_root, f, split, tmp, per_class=per_class, size=sizes[f], seed=cfg.seed, synthetic=syn_mm)
+                    records += recs
+                    split_sizes[f][split] = len(recs)
+                save_records(tmp, records)
+                validation[name] = validator.validate(name, tmp, records, option_counts=(2, 26), bounds=bounds)
+                for fn in source_hashes:
+                    if source_hashes[fn] is None:
+                        source_hashes[fn] = sha256_file(mm_root / fn)
+                card = dataset_card(
+                    name, records,
+                    description=f"MedMNIST-v2 {what} ({', '.join(flags)}), {per_class} questions per class (fewer where a "
+                    "class has fewer images); options are the task's class names, shuffled per question. ChestMNIST "
+                    "(multi-label) asks which one finding is present, with one positive and only negative findings "
+                    "among the options; images without findings are not used.",
+                    sources={"medmnist_root": cfg.medmnist_root}, source_hashes=source_hashes,
+                    records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_mm, params=params,
+                    validation=validation[name],
+                )
+                (tmp / "card.md").write_text(card)
+                cards[name] = card
+                counts[name] = len(records)
+                write_lineage(tmp, step=STEP, artifact=name, inputs=mm_inputs, params=params,
+                              summary=f"{len(records)} MedMNIST {split} MCQs over {len(flags)} tasks, validated",
+                              synthetic=_lineage_synthetic(syn_mm))
+        except DatasetValidationError as e:
+            validation[name], counts[name] = e.result, 0
+            errors.append(e)
+
+    with atomic_dir(out.medmnist_data) as tmp:
+        tasks = {}
+        for f in flags:
+            src = npz_path(mm_root, f, sizes[f])
+            shutil.copy2(src, tmp / src.name)
+            t = get_task(f)
+            tasks[f] = {"file": src.name, "size": sizes[f], "sha256": source_hashes[src.name] or sha256_file(src),
+                        "name": t.name, "modality": t.modality, "group": t.group, "mcq_questions": split_sizes[f]}
+        write_json(tmp / "tasks.json", {"tasks": tasks, "synthetic": syn_mm})
+        if syn_mm:
+            shutil.copy2(mm_root / SYNTHETIC_NOTE, tmp / SYNTHETIC_NOTE)
+        write_lineage(tmp, step=STEP, artifact="medmnist_data", inputs=mm_inputs, params=params,
+                      summary=f"validated MedMNIST-v2 npz files for {len(flags)} tasks ({', '.join(f'{f}@{sizes[f]}' for f in flags)})",
+                      synthetic=_lineage_synthetic(syn_mm))
+
+    # -- 2. PMC-VQA: load + quarantine, label modality (cached), balance, validate.
+    from components.curate.labeller import LabelCache, ModalityLabeller, label_modalities
+    from components.curate.pmcvqa import load_pmc_vqa
+
+    loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None, synthetic=syn_pmc)
+    quarantine = [q.to_dict() for q in loaded.quarantine]
+    cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else DEFAULT_CACHE / "curate" / "modality_labels.jsonl"
+    labeller = ModalityLabeller(cfg.labeller_model, device=cfg.device)
+    labels = label_modalities(loaded.records, pmc_root, labeller, LabelCache(cache_path), batch_size=cfg.label_batch_size)
+    labelled = []
+    for r in loaded.records:
+        e = labels[r.id]
+        labelled.append(dataclasses.replace(
+            r, modality=e.label,
+            meta={**r.meta, "modality_labeller": e.model, "modality_prompt_version": e.prompt_version},
+        ))
+    bal = balance_by_modality(labelled, target=cfg.rl_size, include_none=cfg.include_none, seed=cfg.seed)
+    plan = bal.plan
+    table = counts_table_md(plan)
+    shares = {m: p.selected / plan.total_selected for m, p in plan.modalities.items()} if plan.total_selected else {}
+    labeller_info = {"model": cfg.labeller_model, "prompt_version": labeller.prompt_version,
+                     "method": "constrained choice: highest log-likelihood of the 8 category answers",
+                     "label_cache": str(cache_path)}
+    try:
+        with atomic_dir(out.rl_set) as tmp:
+            for r in bal.records:
+                (tmp / r.image).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(pmc_root / r.image, tmp / r.image)
+            save_records(tmp, bal.records)
+            validation["rl_set"] = validator.validate(
+                "rl_set", tmp, bal.records, option_counts=(4, 4), bounds=bounds,
+                modality_shares=shares, share_tolerance=cfg.share_tolerance,
+            )
+            card = dataset_card(
+                "rl_set", bal.records,
+                description=f"PMC-VQA ({loaded.csv_path.name}) questions labelled by imaging modality and balanced to "
+                f"{cfg.rl_size} questions with equal per-modality quotas ('none' "
+                f"{'included' if cfg.include_none else 'excluded'}); the RL (GRPO) training set.",
+                sources={"pmc_vqa_root": cfg.pmc_vqa_root, "labeller_model": cfg.labeller_model},
+                source_hashes={loaded.csv_path.name: sha256_file(loaded.csv_path)},
+                records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_pmc, params=params,
+                validation=validation["rl_set"], labeller=labeller_info,
+                quarantine=quarantine_reasons(quarantine), balance_md=table,
+            )
+            (tmp / "card.md").write_text(card)
+            cards["rl_set"] = card
+            counts["rl_set"] = len(bal.records)
+            write_lineage(tmp, step=STEP, artifact="rl_set", inputs=rl_inputs, params=params,
+                          summary=f"{len(bal.records)} modality-balanced PMC-VQA MCQs of {len(loaded.records)} usable "
+                          f"({len(quarantine)} quarantined), validated", synthetic=_lineage_synthetic(syn_pmc))
+    except DatasetValidationError as e:
+        validation["rl_set"], counts["rl_set"] = e.result, 0
+        errors.append(e)
+
+    # -- 3. The curation report (written even when a suite failed, so the failure can be inspected).
+    summary = {
+        "counts": counts,
+        "pmc_vqa": {"csv": loaded.csv_path.name, "rows": loaded.n_rows, "usable": len(loaded.records),
+                    "quarantined": len(quarantine), "answer_label_column": loaded.has_answer_label},
+        "quarantine_by_reason": quarantine_reasons(quarantine),
+        "balance": plan.to_dict(),
+        "labeller": labeller_info,
+        "medmnist_sizes": sizes,
+        "validation": {k: bool(v.get("success")) for k, v in validation.items()},
+        "synthetic": syn_mm or syn_pmc,
+    }
+    with atomic_dir(out.curation_report) as tmp:
+        (tmp / "validation").mkdir()
+        for name, res in validation.items():
+            write_json(tmp / "validation" / f"{name}.json", res)
+        write_jsonl(tmp / "quarantine.jsonl", quarantine)
+        write_jsonl(tmp / "labels.jsonl", [{"id": r.id, **dataclasses.asdict(labels[r.id])} for r in loaded.records])
+        write_json(tmp / "balance.json", plan.to_dict())
+        (tmp / "rl_counts.md").write_text(table)
+        counts_chart(plan, tmp / "rl_counts.png")
+        (tmp / "cards").mkdir()
+        for name, card in cards.items():
+            (tmp / "cards" / f"{name}.md").write_text(card)
+        write_json(tmp / "summary.json", summary)
+        (tmp / "report.md").write_text(_report_md(summary, table, errors))
+        write_lineage(tmp, step=STEP, artifact="curation_report",
+                      inputs={**mm_inputs, **rl_inputs}, params=params,
+                      summary=f"curation: {counts}; {len(quarantine)} PMC-VQA rows quarantined; "
+                      f"validation {'passed' if not errors else 'FAILED for ' + ', '.join(e.dataset for e in errors)}",
+                      synthetic=_lineage_synthetic(syn_mm, syn_pmc))
+    if errors:
+        raise errors[0] if len(errors) == 1 else DatasetValidationErrorGroup(errors)
+    return summary
+
+
+class DatasetValidationErrorGroup(ValueError):
+    def __init__(self, errors):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def _report_md(summary: dict[str, Any], table: str, errors: list) -> str:
+    lines = ["# Curation report\n"]
+    if summary["synthetic"]:
+        lines.append("> **SYNTHETIC DATA.** The sources were generated files in the real formats; nothing here is a medical result.\n")
+    lines.append("## Datasets\n")
+    lines.append("| dataset | questions | validation |\n|---|---:|---|")
+    for name, n in summary["counts"].items():
+        ok = summary["validation"].get(name)
+        lines.append(f"| {name} | {n} | {'passed' if ok else 'FAILED'} |")
+    lines.append("")
+    p = summary["pmc_vqa"]
+    lines.append(f"## PMC-VQA\n\n`{p['csv']}`: {p['rows']} rows, {p['usable']} usable, {p['quarantined']} quarantined "
+                 "(`quarantine.jsonl`: file, line, field, reason).\n")
+    if summary["quarantine_by_reason"]:
+        lines.append("| field: reason | rows |\n|---|---:|")
+        lines += [f"| {k} | {v} |" for k, v in sorted(summary["quarantine_by_reason"].items(), key=lambda kv: -kv[1])]
+        lines.append("")
+    lab = summary["labeller"]
+    lines.append(f"Modality labeller `{lab['model']}`, prompt version `{lab['prompt_version']}` ({lab['method']}).\n")
+    lines.append("## Modality balance\n")
+    lines.append(table)
+    lines.append("![modality counts](rl_counts.png)\n")
+    if errors:
+        lines.append("## Validation failures\n")
+        lines += [f"```\n{e}\n```" for e in errors]
+    return "\n".join(lines) + "\n"
