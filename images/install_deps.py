@@ -1,12 +1,16 @@
 """Install MedBridge's dependencies from pyproject.toml into the current Python, keeping a CPU torch CPU-only.
 
-    python images/install_deps.py [--extras dev,serve] [--editable]
+    python images/install_deps.py [--extras dev,serve] [--editable] [--constraint FILE] [--deps-only]
 
 Why not plain `pip install .`: `medmnist` requires torchvision, and resolving it on a CPU-only machine replaces
 the CPU torch with a multi-GB CUDA build (and PyPI's torchvision does not import beside a CPU torch). medmnist
 only imports torchvision inside `download()`, which MedBridge never calls, so it is installed without its
 dependencies and its light dependencies are installed explicitly. Install torch first (the Makefile and
 images/ Dockerfiles do); everything else comes from pyproject.toml, the one list of dependencies.
+
+Images pass `--constraint` with a file pinning the torch they installed (`torch==2.13.0`), so that no dependency
+(vLLM pins its own torch) can silently swap it: a conflict fails the build instead. `--deps-only` installs the
+dependencies without the project, so a Docker layer holding them survives code changes.
 """
 
 from __future__ import annotations
@@ -43,12 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--extras", default="", help="comma-separated extras from pyproject.toml, e.g. dev,serve")
     parser.add_argument("--editable", action="store_true", help="install the project itself in editable mode")
+    parser.add_argument(
+        "--constraint", action="append", default=[], metavar="FILE",
+        help="pip constraints file applied to every install (repeatable), e.g. one pinning the installed torch",
+    )
+    parser.add_argument("--deps-only", action="store_true", help="install the dependencies, not the project itself")
     args = parser.parse_args(argv)
-    normal, no_deps = requirements([e for e in args.extras.split(",") if e])
-    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    normal, no_deps = requirements([e.strip() for e in args.extras.split(",") if e.strip()])
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", *(a for c in args.constraint for a in ("-c", c))]
     subprocess.check_call([*pip, *normal, *MEDMNIST_LIGHT_DEPS])
     subprocess.check_call([*pip, "--no-deps", *no_deps])
-    subprocess.check_call([*pip, "--no-deps", *(["-e"] if args.editable else []), str(ROOT)])
+    if not args.deps_only:
+        subprocess.check_call([*pip, "--no-deps", *(["-e"] if args.editable else []), str(ROOT)])
     return 0
 
 
