@@ -1,0 +1,74 @@
+"""Probe launcher: linear probes on the frozen vision tower of a Qwen2.5-VL-family checkpoint, per MedMNIST task.
+
+    python -m components.probe --model Qwen/Qwen2.5-VL-7B-Instruct --data out/medmnist_data \
+        --flags all --pooling mean --epochs 20 --image-size 224 --batch-size 64 --seed 0 \
+        --out out/probe_report --metrics-json out/probe_metrics.json
+
+Every flag except --model/--data/--out/--metrics-json is a field of components.probe.config.ProbeConfig (same name,
+dashes for underscores; --model and --data fill model_ref and data). --out is replaced atomically and holds
+probe.json, table.md, probe_accuracy.png, metrics.json and lineage.json. Features are cached under --cache-dir
+(default $MEDBRIDGE_CACHE/probe_features) and reused when the same checkpoint and npz files come again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from components.probe.config import ProbeConfig
+
+_ALIASES = {"model_ref": "--model", "data": "--data"}
+
+
+def _bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "y", "on"):
+        return True
+    if low in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for f in dataclasses.fields(ProbeConfig):
+        flag = _ALIASES.get(f.name, "--" + f.name.replace("_", "-"))
+        help_ = f.metadata.get("help", "")
+        if f.default is dataclasses.MISSING:
+            parser.add_argument(flag, dest=f.name, required=True, help=help_)
+        elif f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, type=_bool, default=f.default, metavar="BOOL", help=f"{help_} (default {f.default})")
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=f"{help_} (default {f.default!r})")
+    parser.add_argument("--out", required=True, help="probe_report output directory (replaced atomically)")
+    parser.add_argument("--metrics-json", default=None, help="also write the summary metrics JSON here (for kfp Metrics)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from components.probe.run import run_probe
+
+    args = vars(make_parser().parse_args(argv))
+    out, metrics_json = args.pop("out"), args.pop("metrics_json")
+    try:
+        cfg = ProbeConfig(**args)
+    except ValueError as e:
+        print(f"probe: {e}", file=sys.stderr)
+        return 2
+    try:
+        probe = run_probe(cfg, out, metrics_json=metrics_json)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"probe: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({f: {"accuracy": v["accuracy"], "perception_limited": v["perception_limited"]}
+                      for f, v in probe["tasks"].items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
