@@ -163,11 +163,14 @@ def class_members(data: Split) -> dict[int, np.ndarray]:
 
 def balanced_rows(data: Split, per_class: int | None, seed: int) -> list[tuple[int, int]]:
     """(row, class) pairs: `per_class` rows drawn per class with a seed (all rows of a class when it has fewer;
-    every row when per_class is None). For multi-label tasks a row is used at most once."""
+    every row when per_class is None). For multi-label tasks a row is used at most once, rarest finding first."""
     members = class_members(data)
     out: list[tuple[int, int]] = []
     used: set[int] = set()
-    for c, rows in members.items():
+    # Multi-label: the rarest findings pick their images first, so common findings do not use them up.
+    order = sorted(members, key=lambda c: (len(members[c]), c)) if data.multilabel else list(members)
+    for c in order:
+        rows = members[c]
         rows = np.array([r for r in rows if r not in used], dtype=np.int64)
         if per_class is not None and len(rows) > per_class:
             rows = np.sort(_rng(seed, data.flag, data.split, "class", c).choice(rows, size=per_class, replace=False))

@@ -5,9 +5,9 @@
     result.records, result.plan, counts_table_md(result.plan), counts_chart(result.plan, "counts.png")
 
 Quotas: the target is split equally over the eligible modalities (`none` is left out unless include_none);
-the remainder of an uneven split goes one question each to the modalities first in MODALITIES order. A modality
-with fewer questions than its quota gives all it has, and its shortfall is shared equally among the modalities
-that still have questions (water-filling), until the target is met or every modality is exhausted. The plan
+the remainder of an uneven split goes one question each to the modalities first in MODALITIES order. Modalities
+with fewer questions than their share give all they have, and what is left of the target is split equally again
+among the others (water-filling), until the target is met or every modality is exhausted. The plan
 reports, per modality: available, equal quota, selected, shortfall (equal quota not met).
 
 Which questions fill a quota is a seeded random draw, independent of the input order (records sorted by id first).
@@ -77,13 +77,16 @@ def plan_quotas(available: dict[str, int], target: int, include_none: bool = Fal
     selected = {m: 0 for m in names}
     open_ = [m for m in names if available.get(m, 0) > 0]
     left = target
-    while left > 0 and open_:
+    while open_:
         share = _equal_split(left, open_)
-        for m in open_:
-            take = min(share[m], available.get(m, 0) - selected[m])
-            selected[m] += take
-            left -= take
-        open_ = [m for m in open_ if selected[m] < available.get(m, 0)]
+        short = [m for m in open_ if available[m] < share[m]]
+        if not short:
+            selected.update(share)
+            break
+        for m in short:  # these give all they have; the rest share what is left
+            selected[m] = available[m]
+            left -= available[m]
+        open_ = [m for m in open_ if m not in short]
     return BalancePlan(
         target=target,
         include_none=include_none,
