@@ -128,7 +128,7 @@ def resolve_root(root: str, spec: BenchmarkSpec, cache_dir: str | Path | None = 
         from components.common.modeling import DEFAULT_CACHE
         from components.common.storage import download_prefix
 
-        return Path(download_prefix(f"{root.rstrip('/')}/{spec.dir}", Path(cache_dir or DEFAULT_CACHE) / "benchmarks" / spec.dir))
+        return download_prefix(f"{root.rstrip('/')}/{spec.dir}", Path(cache_dir or DEFAULT_CACHE) / "benchmarks")
     folder = Path(root).expanduser() / spec.dir
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -238,7 +238,7 @@ def prepare_benchmark(
 
     root = str(root)
     folder = resolve_root(root, spec, cache_dir)
-    synthetic = benchmark_is_synthetic(root)
+    synthetic = benchmark_is_synthetic(root) or (folder / SYNTHETIC_NOTE).is_file()
     rows = read_rows(folder, spec)
     kept, excluded = to_docs(rows, spec)
     chosen = kept

@@ -19,7 +19,7 @@ from components.common.medmnist_tasks import TASKS
 from components.common.prompts import PROMPT_VERSION, build_messages
 from components.common.records import MCQRecord, load_records, open_image
 from components.common.sampling import Prompt, SamplingConfig, make_backend
-from components.evaluate.benchmark import BENCHMARKS, benchmark_is_synthetic, parse_benchmarks, prepare_benchmark
+from components.evaluate.benchmark import BENCHMARKS, parse_benchmarks, prepare_benchmark
 from components.evaluate.config import EvalConfig
 from components.evaluate.scoring import QuestionOutcome, aggregate, paired_delta, score_question
 from components.evaluate.transfer import REGIMES, flag_benchmark_overfit, regime_for
@@ -176,7 +176,7 @@ def evaluate_models(
     results = build_results(cfg, sets, outcomes)
     results["models"] = refs
     results["synthetic_inputs"] = {
-        "benchmarks": bool(benchmarks_root) and benchmark_is_synthetic(str(benchmarks_root)),
+        "benchmarks": any(r.synthetic for qs in sets if qs.kind == "benchmark" for r in qs.records),
         "eval_set": any(r.synthetic for qs in sets if qs.kind == "eval_set" for r in qs.records),
     }
     return results, sample_rows

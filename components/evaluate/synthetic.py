@@ -206,6 +206,7 @@ def write_synthetic_benchmarks(root: str | Path, names: list[str] | None = None,
         folder = root / BENCHMARKS[name].dir
         folder.mkdir(parents=True, exist_ok=True)
         _WRITERS[name](folder, random.Random(f"{seed}-{name}"), n)
+        atomic_write_text(folder / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=name))  # travels with the folder (s3)
     atomic_write_text(root / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=", ".join(names)))
     return root
 
