@@ -1,0 +1,91 @@
+"""Modality labeller on the tiny model: constrained scores equal a plain forward pass; the cache resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.common.records import MODALITIES
+from components.curate.labeller import LabelCache, ModalityLabeller, label_modalities
+from components.curate.pmcvqa import load_pmc_vqa
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from components.common.modeling import load_model_and_processor
+
+    return load_model_and_processor(str(tiny_model_dir), device="cpu")
+
+
+def test_cached_prompt_scoring_equals_full_forward(tiny, tiny_model_dir, pmc_root):
+    import torch
+    from PIL import Image
+
+    model, proc = tiny
+    lab = ModalityLabeller(str(tiny_model_dir), model=model, processor=proc)
+    recs = load_pmc_vqa(pmc_root).records[:3]
+    items = [(Image.open(pmc_root / r.image).convert("RGB"), r.question) for r in recs]
+    scores = lab.score_batch(items)  # batched, left-padded prompts of different lengths
+    assert [set(s) for s in scores] == [set(MODALITIES)] * 3
+    tok = proc.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for (image, question), s in zip(items, scores):
+        text = proc.apply_chat_template(lab.messages(question), add_generation_prompt=True, tokenize=False)
+        enc = proc(text=[text], images=[image], return_tensors="pt")
+        for cand in ("MRI", "X-ray", "none"):
+            ids = tok(cand, add_special_tokens=False)["input_ids"] + [end]
+            full = torch.cat([enc["input_ids"], torch.tensor([ids])], dim=1)
+            mm = torch.cat([enc["mm_token_type_ids"], torch.zeros((1, len(ids)), dtype=enc["mm_token_type_ids"].dtype)], dim=1)
+            with torch.no_grad():
+                logits = model(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=enc["pixel_values"],
+                               image_grid_thw=enc["image_grid_thw"], mm_token_type_ids=mm).logits
+            lp = torch.log_softmax(logits[0, -len(ids) - 1 : -1].float(), dim=-1)
+            ref = float(sum(lp[j, t] for j, t in enumerate(ids)))
+            assert s[cand] == pytest.approx(ref, abs=1e-3)
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_without_labelling_anything_twice(tiny, tiny_model_dir, pmc_root, tmp_path):
+    model, proc = tiny
+    recs = load_pmc_vqa(pmc_root).records[:10]
+    lab = ModalityLabeller(str(tiny_model_dir), model=model, processor=proc)
+    scored: list[str] = []
+    real = lab.score_batch
+
+    def counting(items, fail_after=None):
+        if fail_after is not None and len(scored) >= fail_after:
+            raise Interrupt("simulated interruption")
+        scored.extend(q for _, q in items)
+        return real(items)
+
+    cache_path = tmp_path / "labels.jsonl"
+    lab.score_batch = lambda items: counting(items, fail_after=4)  # the second batch is interrupted
+    with pytest.raises(Interrupt):
+        label_modalities(recs, pmc_root, lab, LabelCache(cache_path), batch_size=4)
+    assert len(scored) == 4 and len(cache_path.read_text().splitlines()) == 4  # first batch flushed to disk
+
+    lab.score_batch = lambda items: counting(items)
+    labels = label_modalities(recs, pmc_root, lab, LabelCache(cache_path), batch_size=4)
+    assert len(scored) == 10  # 4 before the interruption + the 6 missing ones: nothing labelled twice
+    assert set(labels) == {r.id for r in recs} and all(e.label in MODALITIES for e in labels.values())
+    assert all(e.prompt_version == "modality-v1" and e.model == str(tiny_model_dir) for e in labels.values())
+
+    again = label_modalities(recs, pmc_root, lab, LabelCache(cache_path), batch_size=4)
+    assert len(scored) == 10 and {k: v.label for k, v in again.items()} == {k: v.label for k, v in labels.items()}
+    # a new prompt version or labeller is a different cache key: labelled again
+    lab.prompt_version = "modality-v2"
+    label_modalities(recs[:2], pmc_root, lab, LabelCache(cache_path), batch_size=4)
+    assert len(scored) == 12
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "c.jsonl"
+    good = {"key": "k1", "image_sha256": "i", "question_sha256": "q", "model": "m", "prompt_version": "v",
+            "label": "CT", "scores": {"CT": -1.0}, "created_at": ""}
+    path.write_text(json.dumps(good) + "\n" + '{"key": "k2", "ima')
+    cache = LabelCache(path)
+    assert cache.get("k1").label == "CT" and cache.get("k2") is None

@@ -1,0 +1,81 @@
+"""The curate launcher end to end on synthetic sources + the tiny model, its config checks and the kfp signature."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+from components.common.lineage import read_lineage
+from components.common.records import load_records
+from components.curate.__main__ import OUTPUTS, main, make_parser
+from components.curate.config import CurateConfig
+
+FLAGS = "pneumoniamnist,organamnist,chestmnist,dermamnist"
+
+
+def _argv(medmnist_all, pmc_root, model, out, **over):
+    args = {"medmnist-root": str(medmnist_all), "pmc-vqa-root": str(pmc_root), "flags": FLAGS, "seed": "0",
+            "rl-size": "16", "include-none": "false", "labeller-model": str(model), "diag-per-class": "2",
+            "eval-per-class": "1", "sft-per-class": "3", "label-cache": str(out / "cache.jsonl"), **over}
+    argv = [x for k, v in args.items() for x in (f"--{k}", v)]
+    return argv + [x for name in OUTPUTS for x in (f"--out-{name.replace('_', '-')}", str(out / name))]
+
+
+def test_main_writes_all_six_outputs_with_lineage(medmnist_all, pmc_root, tiny_model_dir, tmp_path, capsys):
+    assert main(_argv(medmnist_all, pmc_root, tiny_model_dir, tmp_path)) == 0
+    for name in OUTPUTS:
+        lin = read_lineage(tmp_path / name)
+        assert lin["step"] == "curate" and lin["artifact"] == name and lin["synthetic"] is True
+        assert lin["params"]["rl_size"] == 16
+    diag = load_records(tmp_path / "diag_set")
+    assert {r.split for r in diag} == {"val"} and len(diag) == 2 * (2 + 11 + 14 + 7)
+    assert len(load_records(tmp_path / "eval_set")) == 2 + 11 + 14 + 7
+    assert {r.split for r in load_records(tmp_path / "sft_set")} == {"train"}
+    rl = load_records(tmp_path / "rl_set")
+    assert len(rl) == 16 and all(r.source == "pmc-vqa" and r.meta["modality_prompt_version"] == "modality-v1" for r in rl)
+    tasks = json.loads((tmp_path / "medmnist_data" / "tasks.json").read_text())["tasks"]
+    assert set(tasks) == set(FLAGS.split(",")) and (tmp_path / "medmnist_data" / "chestmnist.npz").is_file()
+    rep = tmp_path / "curation_report"
+    for f in ("validation/diag_set.json", "validation/rl_set.json", "quarantine.jsonl", "cards/rl_set.md",
+              "rl_counts.md", "rl_counts.png", "balance.json", "labels.jsonl", "report.md"):
+        assert (rep / f).is_file(), f
+    assert json.loads((rep / "validation" / "rl_set.json").read_text())["success"] is True
+    assert "SYNTHETIC DATA" in (tmp_path / "sft_set" / "card.md").read_text()
+    assert len((rep / "labels.jsonl").read_text().splitlines()) == 40
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{"):])["counts"] == {"diag_set": 68, "eval_set": 34, "sft_set": 102, "rl_set": 16}
+
+
+def test_config_errors_name_the_value_and_the_flag():
+    with pytest.raises(ValueError, match=r"size=30 .*\(--size\)"):
+        CurateConfig(medmnist_root="a", pmc_vqa_root="b", size=30)
+    with pytest.raises(ValueError, match=r"rl_size=0 must be >= 1 \(--rl-size\)"):
+        CurateConfig(medmnist_root="a", pmc_vqa_root="b", rl_size=0)
+    with pytest.raises(ValueError, match="flags='bogusmnist'"):
+        CurateConfig(medmnist_root="a", pmc_vqa_root="b", flags="bogusmnist")
+
+
+def test_launcher_rejects_bad_config_with_status_2(tmp_path, capsys):
+    argv = ["--medmnist-root", "a", "--pmc-vqa-root", "b", "--rl-size", "0"]
+    argv += [x for name in OUTPUTS for x in (f"--out-{name.replace('_', '-')}", str(tmp_path / name))]
+    assert main(argv) == 2
+    assert "rl_size=0" in capsys.readouterr().err
+    assert make_parser().parse_args(argv[:4] + argv[6:]).include_none is False
+
+
+def test_component_signature_matches_the_pipeline_interface():
+    from components.curate.component import curate
+
+    sig = inspect.signature(curate.python_func)
+    assert list(sig.parameters) == [
+        "medmnist_root", "pmc_vqa_root", "flags", "seed", "rl_size", "include_none", "labeller_model",
+        "diag_per_class", "eval_per_class", "sft_per_class",
+        "medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "curation_report",
+    ]
+    outs = curate.component_spec.outputs
+    assert {k: v.type for k, v in outs.items()} == {
+        "medmnist_data": "system.Dataset@0.0.1", "diag_set": "system.Dataset@0.0.1", "eval_set": "system.Dataset@0.0.1",
+        "sft_set": "system.Dataset@0.0.1", "rl_set": "system.Dataset@0.0.1", "curation_report": "system.Artifact@0.0.1",
+    }
