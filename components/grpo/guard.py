@@ -28,8 +28,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def support_collapsed(pass_before: float, pass_after: float, tolerance: float = 0.05) -> bool:
-    """True when Pass@K dropped by more than `tolerance` (absolute, as a fraction 0-1)."""
-    return (pass_before - pass_after) > tolerance
+    """True when Pass@K dropped by more than `tolerance` (absolute, as a fraction 0-1; 1e-9 absorbs float noise)."""
+    return (pass_before - pass_after) > tolerance + 1e-9
 
 
 @dataclass
@@ -53,6 +53,8 @@ def measure_support(
     from components.common.records import open_image
     from components.common.sampling import Prompt, SamplingConfig, TransformersBackend
 
+    if hasattr(model, "get_base_model"):  # a PEFT model mid-training: its base carries the live adapters
+        model = model.get_base_model()
     cfg = SamplingConfig(
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
         device=str(model.device),
@@ -62,8 +64,7 @@ def measure_support(
     was_training = model.training
     model.eval()
     try:
-        samples = backend.sample(prompts, n=k)
-        greedy = backend.greedy(prompts)
+        samples, greedy = backend.sample_and_greedy(prompts, k)
     finally:
         model.train(was_training)
     passes, hits = [], []
