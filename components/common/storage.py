@@ -78,7 +78,8 @@ def s3_client(endpoint: str | None = None):
 
     endpoint = endpoint or endpoint_url()
     config = Config(
-        retries={"max_attempts": 10, "mode": "standard"},
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=10,
         s3={"addressing_style": "path"} if endpoint else {},
     )
     region = boto3.session.Session().region_name or "us-east-1"

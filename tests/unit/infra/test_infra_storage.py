@@ -1,41 +1,14 @@
-"""components.common.storage against a real HTTP S3 fake (moto's ThreadedMotoServer), reached the way a MinIO is:
+"""components.common.storage against a real HTTP S3 fake (fixture `s3` in conftest.py), reached the way a MinIO is:
 through MEDBRIDGE_S3_ENDPOINT with path-style addressing."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 
 from components.common import storage
 from components.common.storage import download_prefix, parse_s3_uri, upload_dir
-
-_bucket_ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server, monkeypatch):
-    """A client on the fake server and a fresh bucket; the environment points MedBridge at the server."""
-    monkeypatch.setenv("MEDBRIDGE_S3_ENDPOINT", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    client = storage.s3_client()
-    bucket = f"medbridge-test-{next(_bucket_ids)}"
-    client.create_bucket(Bucket=bucket)
-    return client, bucket
 
 
 class CountingClient:

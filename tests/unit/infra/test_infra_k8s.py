@@ -1,0 +1,416 @@
+"""k8s/: every overlay renders with `kubectl kustomize`, every rendered object validates against the Kubernetes
+1.31 schemas (kubernetes-validate, strict), and the objects agree with each other, with the images and with the
+compiled pipeline's expectations. The re-diagnosis CronJob's script is run against an S3 fake."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+K8S = ROOT / "k8s"
+K8S_VERSION = "1.31"  # oldest Kubernetes minor MedBridge supports (CronJob timeZone is GA since 1.27)
+OVERLAYS = ("dev", "prod")
+CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
+NAMESPACE = "medbridge"
+GPU = "nvidia.com/gpu"
+
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (client) not on PATH: cannot render kustomize overlays")
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """{overlay: [objects]} rendered once per module."""
+    out = {}
+    for overlay in OVERLAYS:
+        proc = subprocess.run(
+            [KUBECTL, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{proc.stderr}"
+        out[overlay] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return out
+
+
+def by_kind(objects, kind):
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def pod_specs(objects):
+    """(kind, name, pod spec) of every workload that carries a pod template."""
+    for o in objects:
+        if o["kind"] == "CronJob":
+            yield o["kind"], o["metadata"]["name"], o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif o["kind"] in ("Job", "Deployment", "StatefulSet", "DaemonSet"):
+            yield o["kind"], o["metadata"]["name"], o["spec"]["template"]["spec"]
+        elif o["kind"] == "Pod":
+            yield o["kind"], o["metadata"]["name"], o["spec"]
+
+
+def containers(objects):
+    for kind, name, spec in pod_specs(objects):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            yield kind, name, spec, c
+
+
+def image_names() -> set[str]:
+    text = (ROOT / "components" / "common" / "images.py").read_text()
+    return set(re.findall(r'_IMAGE = f"\{REGISTRY\}/([a-z0-9-]+):\{TAG\}"', text))
+
+
+def pipeline_text() -> str:
+    path = ROOT / "pipelines" / "pipeline.py"
+    if not path.is_file():
+        pytest.skip("pipelines/pipeline.py not present")
+    return path.read_text()
+
+
+# ---- rendering and schema validation ---------------------------------------------------------------------------
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_against_the_pinned_kubernetes_schema(rendered, overlay):
+    import kubernetes_validate
+
+    objects = rendered[overlay]
+    assert len(objects) >= 10
+    for obj in objects:
+        where = f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{where}: {e.message} at {'/'.join(map(str, e.path))}")
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in obj["metadata"], where
+        else:
+            assert obj["metadata"]["namespace"] == NAMESPACE, where
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "medbridge", where
+    names = Counter((o["kind"], o["metadata"]["name"]) for o in objects)
+    assert max(names.values()) == 1  # no object rendered twice
+
+
+@needs_kubectl
+def test_overlays_contain_the_expected_objects(rendered):
+    expected = {
+        ("Namespace", NAMESPACE), ("ServiceAccount", "medbridge-runner"), ("Role", "medbridge-pipeline-runner"),
+        ("RoleBinding", "medbridge-pipeline-runner"), ("PersistentVolumeClaim", "medbridge-cache"),
+        ("ConfigMap", "medbridge-config"), ("PriorityClass", "medbridge-gpu"), ("LimitRange", "medbridge-limits"),
+        ("ResourceQuota", "medbridge-gpus"), ("CronJob", "medbridge-rediagnose"), ("CronJob", "medbridge-seed-cache"),
+    }
+    for overlay in OVERLAYS:
+        kinds = {(o["kind"], o["metadata"]["name"]) for o in rendered[overlay]}
+        assert expected <= kinds, f"{overlay} lacks {expected - kinds}"
+    assert ("CronJob", "medbridge-gpu-check") in {(o["kind"], o["metadata"]["name"]) for o in rendered["prod"]}
+
+
+# ---- GPUs -----------------------------------------------------------------------------------------------------
+
+
+def _gpus(container) -> tuple[int, int]:
+    res = container.get("resources", {})
+    return int(res.get("requests", {}).get(GPU, 0)), int(res.get("limits", {}).get(GPU, 0))
+
+
+@needs_kubectl
+@pytest.mark.parametrize(
+    "overlay, expected",
+    [
+        ("dev", {}),  # CPU-only demo: nothing asks for a GPU
+        ("prod", {("medbridge-gpu-check", "gpu-check"): (1, 1)}),  # only the GPU smoke test; pipeline tasks come from KFP
+    ],
+)
+def test_gpus_are_requested_only_where_intended(rendered, overlay, expected):
+    found = {(name, c["name"]): _gpus(c) for _, name, _, c in containers(rendered[overlay]) if any(_gpus(c))}
+    assert found == expected
+    for _, name, spec, c in containers(rendered[overlay]):
+        tolerates = any(t.get("key") == GPU for t in spec.get("tolerations", []))
+        if any(_gpus(c)):
+            # A GPU pod must reach tainted GPU nodes, with the same placement the pipeline's GPU tasks get.
+            assert tolerates and spec.get("priorityClassName") == "medbridge-gpu", name
+            assert c["image"].rsplit("/", 1)[-1].startswith(("medbridge-train:", "medbridge-serve:")), name
+        else:
+            assert not tolerates, f"{name}: a CPU pod must not tolerate the GPU taint (it would take GPU nodes)"
+
+
+@needs_kubectl
+def test_gpu_quota(rendered):
+    dev = by_kind(rendered["dev"], "ResourceQuota")["medbridge-gpus"]["spec"]["hard"]
+    prod = by_kind(rendered["prod"], "ResourceQuota")["medbridge-gpus"]["spec"]["hard"]
+    assert dev[f"requests.{GPU}"] == "0"  # dev cannot schedule GPU pods at all
+    train_gpus = int(re.search(r"train_gpus: int = (\d+)", pipeline_text()).group(1))
+    assert int(prod[f"requests.{GPU}"]) >= 2 * train_gpus  # room for the SFT/GRPO task of two runs
+
+
+# ---- images, config, references ---------------------------------------------------------------------------------
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_pinned_and_match_the_configmap(rendered, overlay):
+    config = by_kind(rendered[overlay], "ConfigMap")["medbridge-config"]["data"]
+    for _, name, _, c in containers(rendered[overlay]):
+        m = re.fullmatch(r"(?P<registry>.+)/(?P<name>[a-z0-9-]+)(?::(?P<tag>[\w.-]+))?(?:@sha256:[0-9a-f]{64})?", c["image"])
+        assert m and m["name"] in image_names(), f"{name}: {c['image']} is not one of components/common/images.py"
+        assert m["tag"] and m["tag"] != "latest" and re.fullmatch(r"\d+\.\d+\.\d+.*", m["tag"]), f"{name}: pin {c['image']}"
+        # The CronJob compiles the pipeline with these: its steps must run the same release as the CronJob.
+        assert (m["registry"], m["tag"]) == (config["MEDBRIDGE_IMAGE_REGISTRY"], config["MEDBRIDGE_IMAGE_TAG"]), name
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_references_resolve(rendered, overlay):
+    """Every Secret / ConfigMap key, PVC, ServiceAccount and PriorityClass a pod names exists (prod: Secrets are
+    created outside the repo, so their keys are checked against the template)."""
+    objects = rendered[overlay]
+    configmaps = {n: set(o["data"]) for n, o in by_kind(objects, "ConfigMap").items()}
+    secrets = {n: set(o.get("data", {})) | set(o.get("stringData", {})) for n, o in by_kind(objects, "Secret").items()}
+    if overlay == "prod":
+        assert secrets == {}
+        secrets = template_secret_keys()
+    for kind, name, spec, c in containers(objects):
+        assert spec["serviceAccountName"] in by_kind(objects, "ServiceAccount"), name
+        if "priorityClassName" in spec:
+            assert spec["priorityClassName"] in by_kind(objects, "PriorityClass"), name
+        for v in spec.get("volumes", []):
+            if "persistentVolumeClaim" in v:
+                assert v["persistentVolumeClaim"]["claimName"] in by_kind(objects, "PersistentVolumeClaim"), name
+        for src in c.get("envFrom", []):
+            assert src["configMapRef"]["name"] in configmaps, name
+        for env in c.get("env", []):
+            ref = env.get("valueFrom", {})
+            if "secretKeyRef" in ref:
+                assert ref["secretKeyRef"]["key"] in secrets[ref["secretKeyRef"]["name"]], f"{name}: {env['name']}"
+            if "configMapKeyRef" in ref:
+                assert ref["configMapKeyRef"]["key"] in configmaps[ref["configMapKeyRef"]["name"]], f"{name}: {env['name']}"
+        mounts = {m["name"] for m in c.get("volumeMounts", [])}
+        assert mounts <= {v["name"] for v in spec.get("volumes", [])}, name
+
+
+@needs_kubectl
+def test_names_the_compiled_pipeline_relies_on_exist(rendered):
+    """pipelines/pipeline.py mounts the cache PVC and maps Secret keys to env vars by name: they must exist here."""
+    text = pipeline_text()
+    defaults = dict(re.findall(r"^\s+(cache_pvc|s3_secret|hf_secret|gpu_toleration_key): str = \"([^\"]+)\"", text, re.M))
+    assert defaults == {
+        "cache_pvc": "medbridge-cache", "s3_secret": "medbridge-s3", "hf_secret": "medbridge-hf", "gpu_toleration_key": GPU,
+    }
+    dev = rendered["dev"]
+    assert defaults["cache_pvc"] in by_kind(dev, "PersistentVolumeClaim")
+    secrets = by_kind(dev, "Secret")
+    for call in re.findall(r"use_secret_as_env\((.*?)\)\n", text, re.S):
+        secret = {"settings.s3_secret": defaults["s3_secret"], "settings.hf_secret": defaults["hf_secret"]}[
+            re.search(r"secret_name=([\w.]+)", call).group(1)
+        ]
+        keys = set(re.findall(r'"(\w+)": "\w+"', call))
+        assert keys and keys <= set(secrets[secret]["data"]), f"{secret} lacks {keys - set(secrets[secret]['data'])}"
+
+
+@needs_kubectl
+def test_storage_and_limits(rendered):
+    dev_pvc = by_kind(rendered["dev"], "PersistentVolumeClaim")["medbridge-cache"]["spec"]
+    prod_pvc = by_kind(rendered["prod"], "PersistentVolumeClaim")["medbridge-cache"]["spec"]
+    assert dev_pvc["accessModes"] == ["ReadWriteOnce"] and dev_pvc["resources"]["requests"]["storage"] == "20Gi"
+    assert prod_pvc["accessModes"] == ["ReadWriteMany"] and prod_pvc["resources"]["requests"]["storage"] == "2Ti"
+    # The pipeline's largest task (sft/grpo memory request) must fit under prod's per-container ceiling.
+    biggest = max(int(g) for g in re.findall(r'"(\d+)Gi"\)', pipeline_text()))
+    prod_max = by_kind(rendered["prod"], "LimitRange")["medbridge-limits"]["spec"]["limits"][0]["max"]["memory"]
+    assert prod_max.endswith("Gi") and int(prod_max[:-2]) >= biggest
+
+
+# ---- security ---------------------------------------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_role_is_least_privilege(rendered):
+    objects = rendered["prod"]
+    role = by_kind(objects, "Role")["medbridge-pipeline-runner"]
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"] and rule.get("resourceNames"), "Secrets: get by name only, never list"
+    binding = by_kind(objects, "RoleBinding")["medbridge-pipeline-runner"]
+    assert binding["roleRef"]["name"] in by_kind(objects, "Role")
+    assert [(s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]] == [
+        ("ServiceAccount", "medbridge-runner", NAMESPACE)
+    ]
+    assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_run_as_the_images_non_root_user(rendered, overlay):
+    dockerfile_uid = re.findall(r"^USER (\d+)$", (ROOT / "images" / "cpu.Dockerfile").read_text(), re.M)[-1]
+    for _, name, spec, c in containers(rendered[overlay]):
+        sc = spec["securityContext"]
+        assert sc["runAsNonRoot"] is True and str(sc["runAsUser"]) == dockerfile_uid, name
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+        assert spec["automountServiceAccountToken"] is False, name  # none of them calls the Kubernetes API
+        assert "memory" in c["resources"]["limits"], name
+
+
+# Patterns of real credentials; placeholders look like CHANGE-ME-...
+SECRET_PATTERNS = [
+    ("AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")),
+    ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
+]
+_ASSIGNMENT = re.compile(r"(?i)\b[\w.-]*(secret|token|password|passwd|access_key|api_key)[\w.-]*\s*[:=]\s*\"?([^\s\"#]+)")
+
+
+def _entropy(s: str) -> float:
+    return -sum(n / len(s) * math.log2(n / len(s)) for n in Counter(s).values())
+
+
+def find_secrets(text: str) -> list[str]:
+    """What in `text` looks like a real credential (named patterns, or a long random-looking secret value)."""
+    hits = [name for name, pattern in SECRET_PATTERNS if pattern.search(text)]
+    for _, value in _ASSIGNMENT.findall(text):
+        placeholder = "CHANGE-ME" in value or value.startswith(("$", "{{", "<", "/", "http://", "https://", "s3://"))
+        if not placeholder and len(value) >= 20 and _entropy(value) > 3.5:
+            hits.append(f"random-looking value for a secret ({value[:4]}...)")
+    return hits
+
+
+@pytest.mark.parametrize(
+    "text, found",
+    [
+        ("AWS_ACCESS_KEY_ID=" + "AKIA" + "Z7Q2" * 4, True),  # AWS key id shape
+        ("HF_TOKEN=hf_" + "aB3dE5gH7jK9" * 3, True),  # Hugging Face token shape
+        ("AWS_SECRET_ACCESS_KEY=" + "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "9xq2Lr8Tz", True),  # 40-char random secret
+        ("-----BEGIN RSA " + "PRIVATE KEY-----", True),  # a pasted private key
+        ("AWS_SECRET_ACCESS_KEY=CHANGE-ME-secret-access-key", False),  # the template's placeholder
+        ("HF_TOKEN=CHANGE-ME-hf-read-token", False),  # the template's placeholder
+        ("secretKeyRef: {name: medbridge-s3, key: AWS_SECRET_ACCESS_KEY}", False),  # a reference, not a value
+        ("KF_PIPELINES_SA_TOKEN_PATH=/var/run/secrets/kubeflow/pipelines/token", False),  # a path
+    ],
+)
+def test_secret_scanner(text, found):
+    assert bool(find_secrets(text)) == found
+
+
+def test_no_real_looking_secret_in_k8s_or_images():
+    files = [p for d in ("k8s", "images") for p in (ROOT / d).rglob("*") if p.is_file()]
+    files.append(ROOT / ".dockerignore")
+    assert any(p.name == "s3.env.example" for p in files)  # the scan covers the templates
+    for path in files:
+        hits = find_secrets(path.read_text(errors="replace"))
+        assert not hits, f"{path.relative_to(ROOT)}: {hits}"
+
+
+def template_secret_keys() -> dict[str, set[str]]:
+    out = {}
+    for name, file in (("medbridge-s3", "s3.env.example"), ("medbridge-hf", "hf.env.example")):
+        lines = (K8S / "components" / "secrets-template" / file).read_text().splitlines()
+        out[name] = {ln.split("=", 1)[0] for ln in lines if ln.strip() and not ln.startswith("#")}
+    return out
+
+
+@needs_kubectl
+def test_dev_secrets_are_marked_placeholders(rendered):
+    secrets = by_kind(rendered["dev"], "Secret")
+    assert set(secrets) == {"medbridge-s3", "medbridge-hf"}
+    for name, secret in secrets.items():
+        assert "PLACEHOLDER" in secret["metadata"]["annotations"]["medbridge.io/template"]
+        for key, value in secret["data"].items():
+            plain = base64.b64decode(value).decode()
+            assert plain.startswith("CHANGE-ME") or plain.startswith("http://"), f"{name}.{key}"
+            assert not find_secrets(f"{key}={plain}")
+
+
+# ---- the re-diagnosis schedule ----------------------------------------------------------------------------------
+
+
+def _rediagnose(objects):
+    cron = by_kind(objects, "CronJob")["medbridge-rediagnose"]
+    return cron, cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+
+@needs_kubectl
+def test_rediagnose_cronjob_calls_medbridge_submit(rendered):
+    cron, container = _rediagnose(rendered["prod"])
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and not cron["spec"].get("suspend", False)
+    assert _rediagnose(rendered["dev"])[0]["spec"]["suspend"] is True  # the demo does not fire on its own
+    assert container["image"].rsplit("/", 1)[-1].startswith("medbridge-cpu:")
+    script = container["args"][0]
+    submit = re.search(r"medbridge submit (.*?)(?<!\\)\n", script, re.S).group(1).replace("\\\n", " ")
+    argv = shlex.split(submit)
+    for flag, value in (("--host", "$KFP_HOST"), ("--experiment", "$MEDBRIDGE_EXPERIMENT"),
+                        ("--profile", "cluster"), ("--model-ref", "$ckpt")):
+        assert argv[argv.index(flag) + 1] == value, flag
+    # Every variable the script reads is set by the ConfigMap or the container's env (or by the script itself).
+    config = set(by_kind(rendered["prod"], "ConfigMap")["medbridge-config"]["data"])
+    provided = config | {e["name"] for e in container["env"]} | {"ckpt", "pending", "HOSTNAME"}
+    assert set(re.findall(r"\$\{?(\w+)", script)) <= provided
+
+
+@needs_kubectl
+def test_rediagnose_submit_flags_parse_with_the_cli(rendered):
+    """The flags the CronJob passes are accepted by `medbridge submit` (pipelines/cli.py)."""
+    cli = pytest.importorskip("pipelines.cli", reason="pipelines/cli.py not importable")
+    _, container = _rediagnose(rendered["prod"])
+    submit = re.search(r"medbridge (submit .*?)(?<!\\)\n", container["args"][0], re.S).group(1).replace("\\\n", " ")
+    argv = [a for a in shlex.split(submit) if a != "$MEDBRIDGE_SUBMIT_ARGS"]
+    try:
+        args = cli.make_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`medbridge {' '.join(argv)}` is rejected by pipelines/cli.py: the CronJob would fail every hour")
+    assert args.command == "submit" and args.host == "$KFP_HOST"
+
+
+@needs_kubectl
+def test_rediagnose_script_submits_each_new_checkpoint_once(rendered, s3, tmp_path):
+    """Run the CronJob's shell script against the S3 fake, with a stand-in `medbridge` that records its argv."""
+    client, bucket = s3
+    _, container = _rediagnose(rendered["prod"])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "submitted.txt"
+    fake = bindir / "medbridge"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(log))}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (bindir / "python").symlink_to(sys.executable)
+    config = by_kind(rendered["prod"], "ConfigMap")["medbridge-config"]["data"]
+    env = {
+        **os.environ, **config,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "MEDBRIDGE_S3_ENDPOINT": os.environ["MEDBRIDGE_S3_ENDPOINT"],  # the fake, not the ConfigMap's MinIO
+        "MEDBRIDGE_CHECKPOINTS_URI": f"s3://{bucket}/checkpoints",
+        "MEDBRIDGE_STATE_URI": f"s3://{bucket}/state",
+        "MEDBRIDGE_SUBMIT_LIMIT": "5",
+        "HOSTNAME": "rediagnose-test",
+    }
+    for name in ("step-100", "step-200"):
+        client.put_object(Bucket=bucket, Key=f"checkpoints/{name}/model.safetensors", Body=b"w")
+        client.put_object(Bucket=bucket, Key=f"checkpoints/{name}/config.json", Body=b"{}")
+
+    def run():
+        proc = subprocess.run(["/bin/sh", "-c", container["args"][0]], env=env, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    run()
+    calls = sorted(log.read_text().splitlines())
+    assert len(calls) == 2
+    for call, name in zip(calls, ("step-100", "step-200")):
+        assert f"--model-ref s3://{bucket}/checkpoints/{name}" in call and "--profile cluster" in call
+    assert "no new checkpoint" in run()  # second run: everything is marked, nothing submitted
+    assert len(log.read_text().splitlines()) == 2
