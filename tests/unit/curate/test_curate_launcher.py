@@ -15,16 +15,22 @@ from components.curate.config import CurateConfig
 FLAGS = "pneumoniamnist,organamnist,chestmnist,dermamnist"
 
 
-def _argv(medmnist_all, pmc_root, model, out, **over):
+@pytest.fixture(scope="module")
+def label_cache(tmp_path_factory):
+    # shared by the launcher runs: the second run finds every label cached and never opens the model
+    return tmp_path_factory.mktemp("labels") / "cache.jsonl"
+
+
+def _argv(medmnist_all, pmc_root, model, out, cache, **over):
     args = {"medmnist-root": str(medmnist_all), "pmc-vqa-root": str(pmc_root), "flags": FLAGS, "seed": "0",
             "rl-size": "16", "include-none": "false", "labeller-model": str(model), "diag-per-class": "2",
-            "eval-per-class": "1", "sft-per-class": "3", "label-cache": str(out / "cache.jsonl"), **over}
+            "eval-per-class": "1", "sft-per-class": "3", "label-cache": str(cache), **over}
     argv = [x for k, v in args.items() for x in (f"--{k}", v)]
     return argv + [x for name in OUTPUTS for x in (f"--out-{name.replace('_', '-')}", str(out / name))]
 
 
-def test_main_writes_all_six_outputs_with_lineage(medmnist_all, pmc_root, tiny_model_dir, tmp_path, capsys):
-    assert main(_argv(medmnist_all, pmc_root, tiny_model_dir, tmp_path)) == 0
+def test_main_writes_all_six_outputs_with_lineage(medmnist_all, pmc_root, tiny_model_dir, label_cache, tmp_path, capsys):
+    assert main(_argv(medmnist_all, pmc_root, tiny_model_dir, tmp_path, label_cache)) == 0
     for name in OUTPUTS:
         lin = read_lineage(tmp_path / name)
         assert lin["step"] == "curate" and lin["artifact"] == name and lin["synthetic"] is True
@@ -79,3 +85,32 @@ def test_component_signature_matches_the_pipeline_interface():
         "medmnist_data": "system.Dataset@0.0.1", "diag_set": "system.Dataset@0.0.1", "eval_set": "system.Dataset@0.0.1",
         "sft_set": "system.Dataset@0.0.1", "rl_set": "system.Dataset@0.0.1", "curation_report": "system.Artifact@0.0.1",
     }
+
+
+def test_failing_validation_stops_the_step_but_writes_the_report(medmnist_all, pmc_root, tiny_model_dir, label_cache, tmp_path):
+    from components.curate.run import DatasetValidationErrorGroup
+
+    # 28 px MedMNIST images are below a 29 px minimum side; the 64 px PMC-VQA images are not
+    argv = _argv(medmnist_all, pmc_root, tiny_model_dir, tmp_path, label_cache, flags="pneumoniamnist", **{"image-min-side": "29"})
+    with pytest.raises(DatasetValidationErrorGroup) as ei:
+        main(argv)
+    msg = str(ei.value)
+    assert "dataset 'diag_set' failed validation" in msg and "dataset 'sft_set' failed validation" in msg
+    assert "expect_column_values_to_be_between" in msg and "row 0 (id 'pneumoniamnist-val-" in msg
+    assert not (tmp_path / "diag_set").exists()  # a dataset that fails never appears
+    assert (tmp_path / "rl_set" / "records.jsonl").is_file()
+    rep = tmp_path / "curation_report"
+    assert json.loads((rep / "validation" / "diag_set.json").read_text())["success"] is False
+    assert "Validation failures" in (rep / "report.md").read_text()
+
+
+def test_s3_roots_are_mirrored_through_storage(monkeypatch, tmp_path):
+    import components.common.storage as storage
+    from components.curate.run import resolve_root
+
+    calls = []
+    monkeypatch.setattr(storage, "download_prefix", lambda uri, cache: calls.append((uri, cache)) or tmp_path)
+    assert resolve_root("s3://bucket/medmnist", tmp_path / "cache") == tmp_path
+    assert calls == [("s3://bucket/medmnist", tmp_path / "cache")]
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        resolve_root(str(tmp_path / "nope"), tmp_path)
