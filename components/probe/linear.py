@@ -78,17 +78,32 @@ def train_linear_probe(
 ) -> ProbeResult:
     """Fit BatchNorm1d + Linear on (x_train, y_train) and score it on (x_test, y_test)."""
     import torch
-    from torch import nn
 
     if len(x_train) < 2:
         raise ValueError(f"{len(x_train)} training examples: a linear probe with BatchNorm needs at least 2")
     if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
         raise ValueError(f"features must be 2-D with equal widths, got train {x_train.shape} and test {x_test.shape}")
+    dev = torch.device(device)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        # A BatchNorm + Linear step on <= 4k-wide features is a few MFLOPs: one thread is fastest, and OpenMP
+        # teams on a busy machine turn each tiny op into tens of milliseconds of spinning.
+        torch.set_num_threads(1)
+    try:
+        return _fit(x_train, y_train, x_test, y_test, task, n_classes, epochs, lr, momentum, weight_decay, batch_size,
+                    seed, dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(x_train, y_train, x_test, y_test, task, n_classes, epochs, lr, momentum, weight_decay, batch_size, seed, dev):
+    import torch
+    from torch import nn
+
     multilabel = is_multilabel(task)
     n_out = y_train.shape[1] if multilabel else n_classes
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    dev = torch.device(device)
     xt = torch.as_tensor(x_train, dtype=torch.float32, device=dev)
     if multilabel:
         yt = torch.as_tensor(y_train, dtype=torch.float32, device=dev)

@@ -127,7 +127,7 @@ def bar_chart(probe: dict[str, Any], path: str | Path) -> Path:
     tasks = probe["tasks"]
     xs = range(len(flags))
     w = 0.27
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(flags) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.0 * len(flags) + 2), 4.6))
     bars = ax.bar([x - w for x in xs], [tasks[f]["accuracy"] for f in flags], w, label="this checkpoint (probe)", color="#1f77b4")
     for b, f in zip(bars, flags):
         if tasks[f]["perception_limited"]:
@@ -139,11 +139,11 @@ def bar_chart(probe: dict[str, Any], path: str | Path) -> Path:
     ax.set_xticklabels([f"{tasks[f]['name']}\n({tasks[f]['group']})" for f in flags], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
-    title = f"Linear probe on the frozen vision tower ({probe['pooling']} pooling); hatched = perception-limited"
+    title = f"Linear probe on the frozen vision tower ({probe['pooling']} pooling)\nhatched red = perception-limited"
     if probe.get("synthetic"):
         title = "SYNTHETIC — " + title
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
