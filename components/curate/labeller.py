@@ -110,11 +110,14 @@ class ModalityLabeller:
 
     def _load(self):
         if self._model is None:
-            from components.common.modeling import load_model_and_processor
+            from components.common.modeling import load_model_and_processor, load_processor
 
-            self._model, self._processor = load_model_and_processor(
-                self.model_ref, device=self.device, max_pixels=self.max_pixels
-            )
+            self._model, self._processor = load_model_and_processor(self.model_ref, device=self.device)
+            size = getattr(self._processor.image_processor, "size", None)
+            longest = getattr(size, "longest_edge", None)
+            if self.max_pixels is not None and longest is not None and longest > self.max_pixels:
+                # cap image tokens (PMC-VQA figures can be large); never raise a checkpoint's own, smaller limit
+                self._processor = load_processor(self.model_ref, max_pixels=self.max_pixels)
         return self._model, self._processor
 
     def messages(self, question: str) -> list[dict]:
