@@ -2,7 +2,16 @@
 
     parse_answer("<think>…</think><answer> b </answer>", ["cat", "dog"])  -> ParsedAnswer("B", format_ok=True)
     parse_answer("<answer>dog</answer>", ["cat", "dog"])                   -> ParsedAnswer("B", format_ok=True)
+    parse_answer("<answer>(B) dog</answer>", ["cat", "dog"])               -> ParsedAnswer("B", format_ok=True)
     parse_answer("no tags here", ["cat", "dog"])                          -> ParsedAnswer(None, format_ok=False)
+
+Rules (in order), applied to the text of the LAST <answer>…</answer> block:
+1. a lone option letter, any case, optionally wrapped or followed by punctuation: "B", "b", "(B)", "B.", "B)", "B:",
+   "[B]", "Option B", "Answer: B", or a letter followed by its text: "B) dog", "B. dog", "(B) dog";
+2. otherwise the text of exactly one option (case, spacing and a trailing period ignored);
+3. otherwise None (format_ok stays True: the tags were there, the content was not an option).
+A completion without a closed <answer> block is a format failure (letter None). An unreadable answer can be sent to
+an LLM judge (`judge_answers`), which maps it to a letter or to nothing; the judge never overrides a parsed letter.
 """
 
 from __future__ import annotations
@@ -13,7 +22,12 @@ from dataclasses import dataclass
 from components.common.records import LETTERS
 
 _ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE | re.DOTALL)
-_LETTER_RE = re.compile(r"^\(?([A-Za-z])\)?[.):]?(?:\s+.*)?$", re.DOTALL)
+# "B", "(B)", "[B]", "B.", "B)", "B:", "Option B", "Answer: B", "B) text", "B. text", "(B) text", "**B**"
+_LETTER_RE = re.compile(
+    r"^(?:(?:the\s+)?(?:final\s+)?(?:answer|option|choice)\s*(?:is)?\s*[:\-]?\s*)?"
+    r"[\(\[\*]*([A-Za-z])[\)\]\*]*(?:[.):\-]\s*|\s+)?(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -23,23 +37,76 @@ class ParsedAnswer:
 
 
 def _normalise(s: str) -> str:
-    return re.sub(r"\s+", " ", s).strip().strip(".").lower()
+    return re.sub(r"\s+", " ", s).strip().strip(".").strip().lower()
 
 
 def _letter_from(body: str, options: list[str]) -> str | None:
     valid = LETTERS[: len(options)]
-    m = _LETTER_RE.match(body.strip())
-    if m and m.group(1).upper() in valid:
-        return m.group(1).upper()
+    body = body.strip()
     norm = _normalise(body)
-    matches = [LETTERS[i] for i, opt in enumerate(options) if _normalise(opt) == norm]
-    return matches[0] if len(matches) == 1 else None
+    # Whole-option text first: an option such as "A" or "B cells" must not be read as a letter.
+    text_matches = [LETTERS[i] for i, opt in enumerate(options) if _normalise(opt) == norm]
+    if len(text_matches) == 1:
+        return text_matches[0]
+    m = _LETTER_RE.match(body)
+    if m:
+        letter, rest = m.group(1).upper(), _normalise(m.group(2) or "")
+        # a lone letter, or a letter followed by exactly its own option text ("dog" is not D + "og")
+        if letter in valid and rest in ("", _normalise(options[valid.index(letter)])):
+            return letter
+    return None
 
 
 def parse_answer(completion: str, options: list[str]) -> ParsedAnswer:
-    """Read the option letter from the last <answer> block: a letter (any case, optional '(B)', 'B.') or
-    the text of exactly one option. Without an <answer> block the completion is a format failure."""
+    """Read the option letter from the last <answer> block (see the module docstring for the rules)."""
     blocks = _ANSWER_RE.findall(completion or "")
     if not blocks:
         return ParsedAnswer(None, False)
     return ParsedAnswer(_letter_from(blocks[-1], options), True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Optional LLM judge for unreadable answers (production: Qwen2.5-VL-32B-Instruct through the sampling backend)
+# --------------------------------------------------------------------------------------------------------------
+
+JUDGE_INSTRUCTION = (
+    "You grade answers to a multiple-choice question. Read the question, its options and a model's response. "
+    "Decide which single option the response commits to. If it commits to none, or to more than one, reply NONE. "
+    "Reply with only the option letter or NONE inside <answer> </answer> tags."
+)
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    question: str
+    options: list[str]
+    completion: str
+
+
+def judge_messages(item: JudgeItem) -> list[dict]:
+    """The judge's text-only prompt: the question, lettered options and the response (truncated to 2,000 chars)."""
+    opts = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(item.options))
+    text = (
+        f"{JUDGE_INSTRUCTION}\n\nQuestion: {item.question}\nOptions:\n{opts}\n\n"
+        f"Response:\n\"\"\"\n{item.completion[-2000:]}\n\"\"\""
+    )
+    return [{"role": "user", "content": [{"type": "text", "text": text}]}]
+
+
+def read_judge_reply(reply: str, options: list[str]) -> str | None:
+    """The judge's letter; NONE, an invalid letter or an unreadable reply give None."""
+    blocks = _ANSWER_RE.findall(reply or "")
+    body = (blocks[-1] if blocks else reply or "").strip()
+    if body.upper().startswith("NONE"):
+        return None
+    return _letter_from(body, options)
+
+
+def judge_answers(backend, items: list[JudgeItem]) -> list[str | None]:
+    """Letters for unreadable answers, chosen by an LLM judge through `backend.greedy` (deterministic)."""
+    if not items:
+        return []
+    from components.common.sampling import Prompt
+
+    replies = backend.greedy([Prompt(judge_messages(it)) for it in items])
+    return [read_judge_reply(r, it.options) for r, it in zip(replies, items)]

@@ -1,0 +1,100 @@
+"""Human-facing outputs of the diagnosis: Pass@k curves (PNG) and a Table 2-style Markdown table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from components.common.medmnist_tasks import TASKS
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "group"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _ks(m: dict) -> list[int]:
+    return sorted(int(k) for k in m["pass_at_k"])
+
+
+def plot_curves(path: str | Path, curves: dict[str, dict], title: str, synthetic: bool) -> Path:
+    """One line per entry of `curves` (name -> metrics block M): Pass@k vs k with its 95% band, Acc@1 as a marker
+    at k = 1 and a dotted level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for i, (name, m) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        ks = _ks(m)
+        ys = [m["pass_at_k"][str(k)] for k in ks]
+        ax.plot(ks, ys, "-o", color=color, ms=3, label=f"{name} (n={m['n']})")
+        band = m.get("ci_curve")
+        if band:
+            ax.fill_between(ks, [band[str(k)][0] for k in ks], [band[str(k)][1] for k in ks], color=color, alpha=0.15)
+        ax.plot([1], [m["acc_at_1"]], marker="*", ms=11, color=color, ls="none")
+        ax.axhline(m["acc_at_1"], color=color, ls=":", lw=0.8)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("Pass@k")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title + ("  [SYNTHETIC]" if synthetic else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", title="★ / dotted = Acc@1 (greedy)", title_fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def task_name(task: str) -> str:
+    return TASKS[task].name if task in TASKS else task
+
+
+def markdown_table(diag: dict) -> str:
+    """Table 2 style: tasks grouped by modality group, Acc@1 / Pass@K / Δ in percent, with the Pass@K interval."""
+    k = diag["k"]
+    lines = []
+    if diag.get("synthetic"):
+        lines += ["> **SYNTHETIC**: random-weight model and/or synthetic data; these numbers are a plumbing check, "
+                  "not a medical result.", ""]
+    lines += [
+        f"Support diagnosis, prompt format `{diag['prompt_format']}`, K = {k}, temperature {diag['sampling']['temperature']}, "
+        f"top-p {diag['sampling']['top_p']}; percent; 95% bootstrap intervals over questions.",
+        "",
+        f"| Group | Task | n | Acc@1 | Pass@{k} | Δ | Pass@{k} 95% CI | Branch |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    task_group = diag.get("task_groups", {})
+    dec = diag["decision"]
+    for group, gm in diag["per_modality"].items():
+        for task, m in diag["per_task"].items():
+            if task_group.get(task) != group:
+                continue
+            lo, hi = m["ci"]["pass_at_k"]
+            weak = " (weak)" if task in dec.get("weak_tasks", []) else ""
+            lines.append(
+                f"| {group} | {task_name(task)}{weak} | {m['n']} | {_pct(m['acc_at_1'])} | {_pct(m['pass_at_k'][str(k)])} | "
+                f"{_pct(m['gap'])} | {_pct(lo)}-{_pct(hi)} | |"
+            )
+        lo, hi = gm["ci"]["pass_at_k"]
+        branch = dec["per_modality"].get(group, {}).get("branch", "")
+        lines.append(
+            f"| **{group}** | all | {gm['n']} | {_pct(gm['acc_at_1'])} | {_pct(gm['pass_at_k'][str(k)])} | {_pct(gm['gap'])} | "
+            f"{_pct(lo)}-{_pct(hi)} | {branch} |"
+        )
+    m = diag["overall"]
+    lo, hi = m["ci"]["pass_at_k"]
+    lines.append(
+        f"| **overall** | all | {m['n']} | {_pct(m['acc_at_1'])} | {_pct(m['pass_at_k'][str(k)])} | {_pct(m['gap'])} | "
+        f"{_pct(lo)}-{_pct(hi)} | **{dec['branch']}**{' (forced)' if dec['forced'] else ''} |"
+    )
+    lines += ["", f"Decision: {dec['rule']}"]
+    if diag.get("perception_limited"):
+        lines.append(f"Perception-limited tasks (probe): {', '.join(task_name(t) for t in diag['perception_limited'])}.")
+    return "\n".join(lines) + "\n"
