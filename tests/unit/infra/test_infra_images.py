@@ -219,3 +219,20 @@ def test_install_deps_unknown_extra(pip_calls):
     with pytest.raises(SystemExit, match="unknown extra 'gpu'"):
         module.main(["--extras", "gpu"])
     assert calls == []
+
+
+def test_readme_says_which_step_runs_on_which_image():
+    """images/README.md's table lists each step in the row of the image its component.py uses."""
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"^\| `(medbridge-[a-z]+)` \|.*$", (IMAGES / "README.md").read_text(), re.M)
+    }
+    constants = {"CPU_IMAGE": "medbridge-cpu", "TRAIN_IMAGE": "medbridge-train", "SERVE_IMAGE": "medbridge-serve"}
+    components = sorted((ROOT / "components").glob("*/component.py"))
+    if not components:
+        pytest.skip("no components/<step>/component.py yet")
+    for path in components:
+        step = path.parent.name
+        constant = re.search(r"base_image=(\w+)", path.read_text()).group(1)
+        image = constants[constant]
+        assert re.search(rf"\b{step}\b", rows[image].split("|")[4]), f"images/README.md: {step} runs on {image}"
