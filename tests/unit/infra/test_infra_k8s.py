@@ -180,7 +180,7 @@ def test_references_resolve(rendered, overlay):
     if overlay == "prod":
         assert secrets == {}
         secrets = template_secret_keys()
-    for kind, name, spec, c in containers(objects):
+    for _, name, spec, c in containers(objects):
         assert spec["serviceAccountName"] in by_kind(objects, "ServiceAccount"), name
         if "priorityClassName" in spec:
             assert spec["priorityClassName"] in by_kind(objects, "PriorityClass"), name
@@ -410,7 +410,7 @@ def test_rediagnose_script_submits_each_new_checkpoint_once(rendered, s3, tmp_pa
     run()
     calls = sorted(log.read_text().splitlines())
     assert len(calls) == 2
-    for call, name in zip(calls, ("step-100", "step-200")):
+    for call, name in zip(calls, ("step-100", "step-200"), strict=True):
         assert f"--model-ref s3://{bucket}/checkpoints/{name}" in call and "--profile cluster" in call
     assert "no new checkpoint" in run()  # second run: everything is marked, nothing submitted
     assert len(log.read_text().splitlines()) == 2
