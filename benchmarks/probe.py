@@ -59,12 +59,36 @@ def tower_flops_per_image(v: dict, image_size: int) -> dict[str, float]:
     return {"patch_embed": patch_embed, "blocks": blocks, "merger": merger, "total": patch_embed + blocks + merger}
 
 
+def time_preprocessing(image_size: int, workers: list[int], n: int, batch: int = 64) -> list[dict]:
+    """Images/s of the pipeline's CPU side (PIL resize + the Qwen2-VL image processor, as in
+    components.probe.features), through a DataLoader with `w` worker processes."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+    from transformers import Qwen2VLImageProcessorPil
+
+    from components.probe.features import _Batches
+
+    ip = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2)  # Qwen2.5-VL-7B's preprocessor settings
+    imgs = np.random.default_rng(0).integers(0, 255, size=(n, 28, 28), dtype=np.uint8)
+    rows = []
+    for w in workers:
+        loader = DataLoader(_Batches(imgs, batch, ip, image_size), batch_size=None, num_workers=w)
+        t0 = time.perf_counter()
+        count = sum(int(thw.shape[0]) for _, thw in loader)
+        rows.append({"workers": w, "images_per_s": count / (time.perf_counter() - t0)})
+        print(f"preprocess {image_size}px, {w:2d} workers: {rows[-1]['images_per_s']:8.1f} img/s", flush=True)
+    return rows
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image-size", type=int, default=224, help="square image side in pixels (multiple of 28)")
     p.add_argument("--baseline-batch", type=int, default=64, help="images per call of the stock HF tower")
     p.add_argument("--fast-batches", default="64,256,512", help="comma-separated batch sizes for the fast path")
-    p.add_argument("--compile-batch", type=int, default=256, help="batch size for the torch.compile'd fast path (0: skip)")
+    p.add_argument("--compile-batches", default="256", help="comma-separated batch sizes for the torch.compile'd fast path ('' to skip)")
+    p.add_argument("--preprocess-workers", default="", help="also time the image processor (28 px grey -> image size) with these "
+                   "DataLoader worker counts, e.g. 0,8,16 (CPU side of the pipeline)")
+    p.add_argument("--preprocess-images", type=int, default=2048, help="images per preprocessing measurement")
     p.add_argument("--iters", type=int, default=8, help="timed calls per variant (median reported)")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--small", action="store_true", help="tiny tower (CPU smoke test of the benchmark itself)")
@@ -168,24 +192,27 @@ def main(argv: list[str] | None = None) -> int:
            bench(lambda p, t: hf_pooled_features(visual, p, t, "mean"), args.baseline_batch, max(3, args.iters // 2)))
     for b in [int(x) for x in args.fast_batches.split(",") if x]:
         record("fast_eager", b, bench(lambda p, t: fast_pooled_features(visual, p, plan, "mean"), b, args.iters))
-    if args.compile_batch:
+    for cb in [int(x) for x in args.compile_batches.split(",") if x]:
         try:
             t0 = time.perf_counter()
             with torch.inference_mode():
-                p, _ = inputs(args.compile_batch, 1)
+                p, _ = inputs(cb, 1)
                 c_out = fast_pooled_features(visual, p, plan, "mean", compile=True)
                 e_out = fast_pooled_features(visual, p, plan, "mean")
-                info["compile_vs_eager_rel_l2"] = ((c_out.float() - e_out.float()).norm() / e_out.float().norm()).item()
+                rel_c = ((c_out.float() - e_out.float()).norm() / e_out.float().norm()).item()
             sync()
-            info["compile_seconds"] = time.perf_counter() - t0
-            print(f"torch.compile warm-up {info['compile_seconds']:.1f} s; rel L2 vs eager "
-                  f"{info['compile_vs_eager_rel_l2']:.3e}", flush=True)
-            record("fast_compiled", args.compile_batch,
-                   bench(lambda p, t: fast_pooled_features(visual, p, plan, "mean", compile=True), args.compile_batch,
-                         args.iters))
+            info[f"compile_seconds_b{cb}"] = time.perf_counter() - t0
+            info[f"compile_vs_eager_rel_l2_b{cb}"] = rel_c
+            print(f"torch.compile warm-up (batch {cb}) {info[f'compile_seconds_b{cb}']:.1f} s; rel L2 vs eager {rel_c:.3e}",
+                  flush=True)
+            record("fast_compiled", cb,
+                   bench(lambda p, t: fast_pooled_features(visual, p, plan, "mean", compile=True), cb, args.iters))
         except Exception as e:  # report, keep the eager figures
             info["compile_error"] = f"{type(e).__name__}: {e}"[:500]
             print("torch.compile failed:", info["compile_error"])
+    if args.preprocess_workers:
+        info["preprocess"] = time_preprocessing(args.image_size, [int(w) for w in args.preprocess_workers.split(",")],
+                                                args.preprocess_images)
 
     base = results[0]["images_per_s"]
     best = max(results[1:], key=lambda r: r["images_per_s"])

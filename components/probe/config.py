@@ -21,7 +21,7 @@ class ProbeConfig:
     image_size: int = field(default=224, metadata={"help": "square side the images are resized to before the tower (multiple of 28; the paper: 224)"})
     npz_size: int = field(default=0, metadata={"help": "which MedMNIST file to read: 28/64/128/224, or 0 = <flag>_<image_size>.npz if present, else the largest present"})
     batch_size: int = field(default=64, metadata={"help": "images per vision-tower forward"})
-    num_workers: int = field(default=0, metadata={"help": "processes preprocessing images with the checkpoint's image processor (0 = in the main process)"})
+    num_workers: int = field(default=-1, metadata={"help": "processes running the checkpoint's image processor: 0 = in the main process, -1 = auto (0 on CPU, min(16, cores - 1) on GPU)"})
     max_per_split: int = field(default=0, metadata={"help": "cap on images per split (seeded random subset); 0 = every image"})
     epochs: int = field(default=20, metadata={"help": "linear-probe epochs (public code: 20)"})
     lr: float = field(default=0.1, metadata={"help": "SGD learning rate, cosine-annealed to 0 (public code: 0.1)"})
@@ -55,7 +55,9 @@ class ProbeConfig:
         for name in ("batch_size", "epochs", "probe_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (--{name.replace('_', '-')})")
-        for name in ("num_workers", "max_per_split"):
+        if self.num_workers < -1:
+            raise ValueError(f"num_workers={self.num_workers} must be >= 0, or -1 for auto (--num-workers)")
+        for name in ("max_per_split",):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (--{name.replace('_', '-')})")
         if not self.lr > 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ class FeatureExtractor:
         device: str = "auto",
         fast_tower: bool = True,
         compile: bool = True,
-        num_workers: int = 0,
+        num_workers: int = -1,
     ):
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling={pooling!r} is not known; choose 'mean' or 'max'")
@@ -178,10 +179,13 @@ class FeatureExtractor:
         self.load()
         visual, dev = self.visual, torch.device(self.device)
         cuda = dev.type == "cuda"
+        workers = self.num_workers
+        if workers < 0:  # auto: the image processor (~100 img/s per core) must keep up with the GPU tower
+            workers = min(16, max(0, (os.cpu_count() or 1) - 1)) if cuda else 0
         loader = DataLoader(
             _Batches(images, self.batch_size, self.image_processor, self.image_size),
             batch_size=None,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=cuda,
         )
         out: list[np.ndarray] = []

@@ -36,3 +36,18 @@ def test_fast_tower_matches_hf_on_gpu_bf16(image_size):
     assert torch.isfinite(got).all()
     assert ((got_tok - ref_tok).norm() / ref_tok.norm()).item() < 2e-2
     assert ((got - ref).norm() / ref.norm()).item() < 2e-2
+
+
+@pytest.mark.gpu
+def test_extractor_on_gpu_matches_cpu(tiny_model_dir):
+    """The pipeline path on CUDA: bf16, compiled fast tower, padded last batch, image-processor workers."""
+    import numpy as np
+
+    from components.probe.features import FeatureExtractor
+
+    imgs = np.random.default_rng(0).integers(0, 255, size=(10, 28, 28), dtype=np.uint8)
+    gpu = FeatureExtractor(str(tiny_model_dir), image_size=112, batch_size=4, device="cuda", num_workers=2)
+    cpu = FeatureExtractor(str(tiny_model_dir), image_size=112, batch_size=4, device="cpu", num_workers=0)
+    a, b = gpu.extract(imgs), cpu.extract(imgs)
+    assert gpu.path_used == "fast" and gpu.forward_calls == 3 and a.shape == b.shape == (10, 64)
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 3e-2
