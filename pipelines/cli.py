@@ -23,6 +23,7 @@ def _add_profile_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--profile", default=default, help=f"pipelines/profiles/<name>.yaml or a YAML path (default: {default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override one pipeline parameter, e.g. --set tau=0.6 (repeatable)")
+    p.add_argument("--model-ref", default=None, help="checkpoint to diagnose (same as --set model_ref=...)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def make_parser() -> argparse.ArgumentParser:
     subm.add_argument("--schedule", default=None, metavar="CRON",
                       help="create a recurring run with this cron expression instead of a single run")
     subm.add_argument("--train-gpus", type=int, default=4)
+    subm.add_argument("--no-gpu", action="store_true", help="submit without GPU requests, secrets and cache volume")
 
     demo = sub.add_parser("demo-assets", help="build the tiny model and the synthetic data")
     demo.add_argument("--out", required=True)
@@ -59,7 +61,10 @@ def make_parser() -> argparse.ArgumentParser:
 def _params(args):
     from pipelines.params import load_profile, parse_overrides
 
-    return load_profile(args.profile, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    if args.model_ref:
+        overrides["model_ref"] = args.model_ref
+    return load_profile(args.profile, overrides)
 
 
 def cmd_run(args) -> int:
@@ -90,11 +95,12 @@ def cmd_submit(args) -> int:
 
     import kfp
 
-    from pipelines.pipeline import ClusterSettings, compile_pipeline
+    from pipelines.pipeline import LOCAL, ClusterSettings, compile_pipeline
 
     params = _params(args)
+    settings = LOCAL if args.no_gpu else ClusterSettings(train_gpus=args.train_gpus)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = compile_pipeline(str(Path(tmp) / "pipeline.yaml"), params, ClusterSettings(train_gpus=args.train_gpus))
+        spec = compile_pipeline(str(Path(tmp) / "pipeline.yaml"), params, settings)
         client = kfp.Client(host=args.host)
         experiment = client.create_experiment(args.experiment)
         name = args.run_name or f"medbridge-{Path(params.model_ref).name}"
