@@ -66,19 +66,9 @@ def load_question_sets(cfg: EvalConfig, eval_set: str | Path | None, benchmarks_
 
 
 def _run_set(backend, qs: QuestionSet, cfg: EvalConfig) -> tuple[list[QuestionOutcome], list[dict]]:
-    """Greedy + K samples for every question of one set; prompts with and without an image go in separate batches."""
+    """Greedy + K samples for every question of one set, from one prefill per prompt (`sample_and_greedy`)."""
     prompts = [Prompt(build_messages(r, cfg.prompt_format), open_image(qs.dataset_dir, r)) for r in qs.records]
-    greedy: list[str] = [""] * len(prompts)
-    samples: list[list[str]] = [[] for _ in prompts]
-    for has_image in (True, False):
-        idx = [i for i, p in enumerate(prompts) if (p.image is not None) == has_image]
-        if not idx:
-            continue
-        sub = [prompts[i] for i in idx]
-        for i, g in zip(idx, backend.greedy(sub)):
-            greedy[i] = g
-        for i, s in zip(idx, backend.sample(sub, n=cfg.k)):
-            samples[i] = s
+    samples, greedy = backend.sample_and_greedy(prompts, cfg.k)
     outcomes = [score_question(r, g, s, qs.scorer) for r, g, s in zip(qs.records, greedy, samples)]
     rows = [
         {"set": qs.name, "id": o.id, "answer": o.answer, "greedy": g, "greedy_letter": o.greedy_letter, "greedy_correct": o.greedy_correct,

@@ -30,6 +30,9 @@ class ScriptedBackend:
     def sample(self, prompts, n):
         return [[f"<answer>{self.letter}</answer>"] * n for _ in prompts]
 
+    def sample_and_greedy(self, prompts, n):
+        return self.sample(prompts, n), self.greedy(prompts)
+
 
 def _pmc_with_labels(root, labels):
     """A synthetic PMC-VQA copy whose Answer_label column is set by hand."""
