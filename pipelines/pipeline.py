@@ -7,7 +7,6 @@ function of the measured Pass@K interval and tau). Each branch ends with its own
 needs `dsl.OneOf` over artifacts: the DAG runs unchanged under kfp.local and on a cluster.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 
@@ -213,7 +212,7 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
     return medbridge
 
 
-def compile_pipeline(out_path: str, params: PipelineParams | None = None, settings: ClusterSettings | None = None) -> str:
+def compile_pipeline(out_path: str, params: "PipelineParams | None" = None, settings: "ClusterSettings | None" = None) -> str:
     """Write the pipeline spec YAML to `out_path` with `params` as the parameters' defaults."""
     import dataclasses
 

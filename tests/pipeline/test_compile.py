@@ -50,14 +50,21 @@ def test_spec_holds_condition_and_all_six_steps(compiled):
     executors = spec["deploymentSpec"]["executors"]
     for step in STEPS:
         assert any(name.startswith(f"exec-{step}") for name in executors), f"no executor for {step}"
-    root_tasks = spec["root"]["dag"]["tasks"]
-    conditions = [t["triggerPolicy"]["condition"] for t in root_tasks.values() if "triggerPolicy" in t]
-    assert any("'bridge'" in c for c in conditions), conditions
-    # The bridge branch trains SFT then GRPO from the SFT model; the sharpen branch runs GRPO on the input model.
     comps = spec["components"]
+    branches = next(v for k, v in comps.items() if k.startswith("comp-condition-branches"))
+    conditions = [t["triggerPolicy"]["condition"] for t in branches["dag"]["tasks"].values()]
+    # dsl.If on the diagnose step's string, and its dsl.Else as the negation.
+    assert conditions == [
+        "inputs.parameter_values['pipelinechannel--diagnose-Output'] == 'bridge'",
+        "!(inputs.parameter_values['pipelinechannel--diagnose-Output'] == 'bridge')",
+    ]
+    # The bridge branch trains SFT then GRPO from the SFT model; the sharpen branch runs GRPO on the input model.
     bridge = next(v for k, v in comps.items() if k.startswith("comp-condition") and "sft" in v["dag"]["tasks"])
     grpo_in_bridge = next(t for n, t in bridge["dag"]["tasks"].items() if n.startswith("grpo"))
     assert grpo_in_bridge["inputs"]["artifacts"]["init_model"]["taskOutputArtifact"]["producerTask"] == "sft"
+    sharpen = next(v for k, v in comps.items() if k.startswith("comp-condition") and "sft" not in v["dag"]["tasks"] and "evaluate-2" in v["dag"]["tasks"])
+    grpo_in_sharpen = next(t for n, t in sharpen["dag"]["tasks"].items() if n.startswith("grpo"))
+    assert "init_model" not in grpo_in_sharpen["inputs"].get("artifacts", {})
     # Cluster placement: GPU requests and the k8s platform config (secrets, PVC, tolerations) are present.
     assert "nvidia.com/gpu" in compiled
     assert len(docs) == 2 and "kubernetes" in docs[1]["platforms"]
