@@ -181,13 +181,13 @@ def _with_ci(value: str, interval: str) -> str:
     return f"{value} {interval}".strip()
 
 
-def _metric_rows(m: dict | None) -> list[list[str]]:
+def _metric_rows(m: dict | None, k: Any = "K") -> list[list[str]]:
     m = m or {}
     c = m.get("ci", {})
     return [
         ["Acc@1 (greedy)", _with_ci(pct(m.get("acc_at_1")), ci(c.get("acc_at_1")))],
-        ["Pass@K", _with_ci(pct(_passk(m)), ci(c.get("pass_at_k")))],
-        ["gap = Pass@K - Acc@1", _with_ci(pct(m.get("gap")), ci(c.get("gap")))],
+        [f"Pass@{k}", _with_ci(pct(_passk(m)), ci(c.get("pass_at_k")))],
+        [f"gap = Pass@{k} - Acc@1", _with_ci(pct(m.get("gap")), ci(c.get("gap")))],
         ["format failures", pct(m.get("format_failure_rate"))],
         ["distinct answers among K", NA if m.get("mean_distinct_answers") is None else f"{m['mean_distinct_answers']:.2f}"],
         ["questions", str(m.get("n", NA))],
@@ -280,7 +280,7 @@ def render_markdown(ctx: dict) -> str:
         forced = " (forced by the operator)" if dec.get("forced") else ""
         out += [f"**Branch: {str(dec.get('branch', NA)).upper()}**{forced}", "", f"Rule: {dec.get('rule', NA)}", "",
                 f"K = {dg.get('k', NA)}, tau = {dg.get('tau', NA)}, prompt format `{dg.get('prompt_format', NA)}`", "",
-                md_table(["overall", "value [95% CI]"], _metric_rows(dg.get("overall"))), ""]
+                md_table(["overall", "value [95% CI]"], _metric_rows(dg.get("overall"), dg.get("k", "K"))), ""]
         pm = dec.get("per_modality") or {}
         if pm:
             rows = [[g, str(d.get("branch", NA)), pct(_passk((dg.get("per_modality") or {}).get(g))), pct(((dg.get("per_modality") or {}).get(g) or {}).get("acc_at_1")), d.get("rule", "")] for g, d in pm.items()]
@@ -432,7 +432,7 @@ def render_html(ctx: dict) -> str:
         b.append(f"<div class='rule'><b>{e(branch.upper())}</b>{' (forced by the operator)' if dec.get('forced') else ''}: {e(str(dec.get('rule', NA)))}</div>")
         b.append(f"<p class='small'>K = {e(str(dg.get('k', NA)))}, τ = {e(str(dg.get('tau', NA)))}, prompt format <code>{e(str(dg.get('prompt_format', NA)))}</code>, "
                  f"sampling {e(json.dumps(dg.get('sampling', {})))}</p>")
-        b.append(h_table(["overall (diagnosis set)", "value [95% CI]"], _metric_rows(ov)))
+        b.append(h_table(["overall (diagnosis set)", "value [95% CI]"], _metric_rows(ov, dg.get("k", "K"))))
         pm = dec.get("per_modality") or {}
         if pm:
             pmm = dg.get("per_modality") or {}
