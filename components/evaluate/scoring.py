@@ -5,29 +5,20 @@
     d = paired_delta(base_outcomes, trained_outcomes, k=16)      # after - before, with bootstrap intervals
 
 All fractions are 0-1. Pass@k per question is the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021),
-averaged over questions. The same estimator lives in components.diagnose.metrics (written in parallel); keep the
-two in step, or import one from the other once both have settled.
+averaged over questions: the diagnose step's `components.diagnose.metrics.pass_at_k`, imported so that diagnosis and
+evaluation use one estimator.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from math import comb
 from typing import Callable
 
 from components.common.answers import parse_answer
 from components.common.records import MCQRecord
+from components.diagnose.metrics import pass_at_k
 
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one question with n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n:
-        raise ValueError(f"c={c} correct samples must lie in [0, n={n}]")
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k} must lie in [1, n={n}]; draw at least k samples per question")
-    if n - c < k:
-        return 1.0
-    return 1.0 - comb(n - c, k) / comb(n, k)
+__all__ = ["pass_at_k", "option_letter_scorer", "SCORERS", "QuestionOutcome", "score_question", "aggregate", "paired_delta"]
 
 
 def option_letter_scorer(completion: str, rec: MCQRecord) -> tuple[str | None, bool, bool]:
