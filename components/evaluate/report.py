@@ -81,37 +81,64 @@ def synthetic_reasons(results: dict, steps: list[dict], diagnosis: dict | None, 
 
 
 def _curation_summary(curation_dir: Path | None) -> dict:
-    """Whatever the curation report holds: top-level JSON numbers, images, cards, other files."""
-    out: dict[str, Any] = {"numbers": {}, "images": [], "cards": {}, "files": []}
+    """Whatever the curation report holds: tables from its JSON files, images, cards, the file list."""
+    out: dict[str, Any] = {"tables": [], "images": [], "cards": {}, "files": []}
     if curation_dir is None or not curation_dir.is_dir():
         return out
+    shown: set[str] = set()
+    nested: dict[str, dict[str, dict]] = {}
     for p in sorted(curation_dir.rglob("*")):
         if not p.is_file() or p.name == "lineage.json":
             continue
         rel = p.relative_to(curation_dir).as_posix()
         out["files"].append((rel, p.stat().st_size))
-        if p.suffix == ".json" and p.stat().st_size < 2_000_000 and rel.count("/") <= 1:
+        if p.suffix == ".json" and p.stat().st_size < 2_000_000:
             data = _read_json(p)
-            flat = _flatten_numbers(data, prefix="") if isinstance(data, (dict, list)) else {}
-            if flat:
-                out["numbers"][rel] = dict(list(flat.items())[:60])
+            if isinstance(data, dict) and "/" not in rel:
+                out["tables"] += _json_tables(data, rel, shown)[:8]
+            elif isinstance(data, dict):  # e.g. validation/<dataset>.json: one row of its top-level fields
+                nested.setdefault(rel.rsplit("/", 1)[0], {})[rel] = {k: v for k, v in data.items() if _scalar(v)}
         elif p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.stat().st_size < 3_000_000:
             out["images"].append(p)
         elif p.suffix == ".md" and len(out["cards"]) < 8:
             out["cards"][rel] = p.read_text(errors="ignore")[:3000]
+    for folder, files in nested.items():
+        cols = list(dict.fromkeys(c for x in files.values() for c in x))[:10]
+        out["tables"].append((f"{folder}/", ["file", *cols], [[f, *(str(x.get(c, "")) for c in cols)] for f, x in list(files.items())[:40]]))
     return out
 
 
-def _flatten_numbers(obj: Any, prefix: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            flat.update(_flatten_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, list) and len(obj) <= 20 and all(not isinstance(x, (dict, list)) for x in obj):
-        flat[prefix] = ", ".join(map(str, obj))
-    elif isinstance(obj, (int, float, bool, str)) and not (isinstance(obj, str) and len(obj) > 120):
-        flat[prefix] = obj
-    return flat
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 120)
+
+
+def _json_tables(data: dict, title: str, shown: set[str]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) tables for a JSON object: its scalars as key/value rows, each dict-of-dicts of scalars
+    as a matrix (rows = keys, columns = fields), other nested objects recursively. A block already shown (e.g. the
+    same counts in two files) is shown once."""
+    key = json.dumps(data, sort_keys=True, default=str)
+    if key in shown:
+        return []
+    shown.add(key)
+    tables: list[tuple[str, list[str], list[list[str]]]] = []
+    scalars = [[k, str(v)] for k, v in data.items() if _scalar(v) or (isinstance(v, list) and len(v) <= 20 and all(_scalar(x) for x in v))]
+    scalars = [[k, ", ".join(map(str, data[k])) if isinstance(data[k], list) else v] for k, v in scalars]
+    if scalars:
+        tables.append((title, ["key", "value"], scalars[:40]))
+    for k, v in data.items():
+        if not isinstance(v, dict) or not v:
+            continue
+        sub = f"{title} › {k}"
+        if all(isinstance(x, dict) and all(_scalar(y) for y in x.values()) for x in v.values()):
+            sub_key = json.dumps(v, sort_keys=True, default=str)
+            if sub_key in shown:
+                continue
+            shown.add(sub_key)
+            cols = list(dict.fromkeys(c for x in v.values() for c in x))[:12]
+            tables.append((sub, [k, *cols], [[name, *(str(x.get(c, "")) for c in cols)] for name, x in list(v.items())[:40]]))
+        else:
+            tables += _json_tables(v, sub, shown)
+    return tables
 
 
 def build_context(
@@ -290,7 +317,8 @@ def render_markdown(ctx: dict) -> str:
         out += [f"Pass@k curves: {', '.join(p.name for p in ctx['curves'])} (in the diagnosis artifact)" if ctx["curves"] else "", ""]
     else:
         out += ["diagnosis.json not available", ""]
-    out += ["## Vision probe", "", ctx.get("probe_table") or _probe_md(ctx.get("probe")), ""]
+    probe_md = re.sub(r"^(#+)", r"##\1", ctx["probe_table"], flags=re.M) if ctx.get("probe_table") else _probe_md(ctx.get("probe"))
+    out += ["## Vision probe", "", probe_md, ""]
     out += ["## Curation", "", *_curation_md(ctx), ""]
     head, rows = benchmark_rows(r)
     out += ["## Benchmarks (base vs trained, percent)", "", md_table(head, rows) if rows else "no benchmark scored", ""]
@@ -319,8 +347,8 @@ def _probe_md(probe: dict | None) -> str:
 def _curation_md(ctx: dict) -> list[str]:
     cur, lin = ctx["curation"], ctx.get("curation_lineage")
     lines = [lin["summary"]] if lin and lin.get("summary") else []
-    for rel, nums in cur["numbers"].items():
-        lines += ["", f"`{rel}`:", "", md_table(["key", "value"], [[k, str(v)] for k, v in nums.items()])]
+    for title, head, rows in cur["tables"]:
+        lines += ["", f"`{title}`:", "", md_table(head, rows)]
     if cur["files"]:
         lines += ["", "Files: " + ", ".join(f"`{f}`" for f, _ in cur["files"][:40])]
     return lines or ["curation report not available"]
@@ -353,8 +381,14 @@ details{margin:4px 0}summary{cursor:pointer;color:#4a6fa5}pre{white-space:pre-wr
 _NUM = re.compile(r"^[+\-]?\d+(\.\d+)?( \[[^\]]*\])?$")
 
 
-def h_table(head: list[str], rows: list[list[str]], group_prefix: str = "**") -> str:
-    e = html.escape
+def _inline_md(escaped: str) -> str:
+    """**bold** and `code` in already-escaped text."""
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+def h_table(head: list[str], rows: list[list[str]], group_prefix: str = "**", inline_md: bool = False) -> str:
+    e = (lambda x: _inline_md(html.escape(x))) if inline_md else html.escape
     out = ["<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr></thead><tbody>"]
     for r in rows:
         is_group = str(r[0]).startswith(group_prefix)
@@ -376,7 +410,7 @@ def md_to_html(md: str) -> str:
     def flush():
         if table:
             rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table if not re.match(r"^\s*\|?\s*:?-{2,}", line)]
-            out.append(h_table(rows[0], rows[1:], group_prefix="\0") if rows else "")
+            out.append(h_table(rows[0], rows[1:], group_prefix="\0", inline_md=True) if rows else "")
             table.clear()
 
     for line in md.splitlines():
@@ -387,7 +421,7 @@ def md_to_html(md: str) -> str:
         if m := re.match(r"^(#{1,6})\s+(.*)", line):
             out.append(f"<h3>{e(m.group(2))}</h3>")
         elif line.strip():
-            out.append(f"<p class='small'>{e(line)}</p>")
+            out.append(f"<p class='small'>{_inline_md(e(line.lstrip('> ')))}</p>")
     flush()
     return "\n".join(out)
 
@@ -462,8 +496,8 @@ def render_html(ctx: dict) -> str:
     cur, lin = ctx["curation"], ctx.get("curation_lineage")
     if lin and lin.get("summary"):
         b.append(f"<p>{e(lin['summary'])}</p>")
-    for rel, nums in cur["numbers"].items():
-        b.append(f"<details open><summary><code>{e(rel)}</code></summary>" + h_table(["key", "value"], [[k, str(v)] for k, v in nums.items()]) + "</details>")
+    for title, head, rows in cur["tables"]:
+        b.append(f"<details open><summary><code>{e(title)}</code></summary>" + h_table(head, rows, group_prefix="\0") + "</details>")
     for p in cur["images"][:6]:
         b.append(_img(p))
     for rel, text in cur["cards"].items():

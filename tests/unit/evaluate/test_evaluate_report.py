@@ -49,7 +49,7 @@ def test_report_renders_decision_banner_tables_and_steps(upstream, tmp_path):
     assert "SHARPEN" in html and "test rule text" in html  # decision branch and its rule
     assert html.count("data:image/png;base64,") >= 2  # Pass@k curves + curation chart embedded, no external files
     assert "<td>OrganA</td>" in html  # probe table.md rendered as a table
-    assert "quarantined" in html and "rl_set.CT" in html  # curation counts flattened
+    assert "quarantined" in html and "counts.json › rl_set" in html and "<td>CT</td>" in html  # curation counts as tables
     assert "FLAGGED" in html and "wins pmc-vqa" in html
     assert "+50.0 [40.0, 60.0]" in html  # benchmark delta with its interval, in points
     # one line per step, in pipeline order, each artifact once
