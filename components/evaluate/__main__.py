@@ -27,7 +27,9 @@ METRICS_FILE = "metrics.json"
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m components.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--model", required=True, help="trained model: directory, hub id or s3:// URI")
     io.add_argument("--base-model", required=True, help="base model it was trained from (same forms)")
@@ -35,13 +37,17 @@ def make_parser() -> argparse.ArgumentParser:
     io.add_argument("--diagnosis", default="", help="diagnosis artifact dir (diagnosis.json, passk_curves.png)")
     io.add_argument("--probe-report", default="", help="probe artifact dir (probe.json, table.md)")
     io.add_argument("--curation-report", default="", help="curation report dir")
-    io.add_argument("--benchmarks-root", default="", help="local dir or s3:// URI holding the benchmarks in their public layouts")
+    io.add_argument(
+        "--benchmarks-root", default="", help="local dir or s3:// URI holding the benchmarks in their public layouts"
+    )
     io.add_argument("--out-results", required=True, help="results directory to write")
     io.add_argument("--out-report", required=True, help="HTML report file to write")
     cfg = p.add_argument_group("evaluation (EvalConfig)")
     for f in dataclasses.fields(EvalConfig):
         flag = "--" + f.name.replace("_", "-")
-        cfg.add_argument(flag, type=type(f.default), default=f.default, help=f"{f.metadata.get('help', '')} (default: {f.default})")
+        cfg.add_argument(
+            flag, type=type(f.default), default=f.default, help=f"{f.metadata.get('help', '')} (default: {f.default})"
+        )
     return p
 
 
@@ -83,16 +89,29 @@ def run(args: argparse.Namespace) -> dict:
     inputs = {k: v for k, v in inputs.items() if v}
     lineage_dirs = {k: v for k, v in inputs.items() if k not in ("base_model", "benchmarks_root")}
     with atomic_dir(args.out_results) as tmp:
-        results, samples = evaluate_models(cfg, args.model, args.base_model, args.eval_set or None, args.benchmarks_root or None, tmp)
+        results, samples = evaluate_models(
+            cfg, args.model, args.base_model, args.eval_set or None, args.benchmarks_root or None, tmp
+        )
         n_flags = len(results["overfit"]["flags"])
         summary = (
             f"scored {len(results['benchmarks'])} benchmark(s) and {len(results['transfer']['tasks'])} MedMNIST task(s), "
             f"base vs trained, K={cfg.k}; overfit flags: {n_flags}"
         )
-        own = {"step": "evaluate", "artifact": "results", "sha256": None, "summary": summary, "params": dataclasses.asdict(cfg)}
+        own = {
+            "step": "evaluate",
+            "artifact": "results",
+            "sha256": None,
+            "summary": summary,
+            "params": dataclasses.asdict(cfg),
+        }
         ctx = build_context(
-            results, diagnosis_dir=args.diagnosis or None, probe_dir=args.probe_report or None,
-            curation_dir=args.curation_report or None, input_dirs=lineage_dirs, own_lineage=own, base_model_ref=args.base_model,
+            results,
+            diagnosis_dir=args.diagnosis or None,
+            probe_dir=args.probe_report or None,
+            curation_dir=args.curation_report or None,
+            input_dirs=lineage_dirs,
+            own_lineage=own,
+            base_model_ref=args.base_model,
         )
         results["synthetic"] = ctx["synthetic"]
         results["synthetic_reasons"] = ctx["synthetic_reasons"]
@@ -101,12 +120,22 @@ def run(args: argparse.Namespace) -> dict:
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / METRICS_FILE, metrics_for_kfp(results))
         atomic_write_text(tmp / "report.md", render_markdown(ctx))
-        lineage = write_lineage(tmp, step="evaluate", artifact="results", inputs=inputs, params=dataclasses.asdict(cfg),
-                                summary=summary, synthetic=ctx["synthetic"])
+        lineage = write_lineage(
+            tmp,
+            step="evaluate",
+            artifact="results",
+            inputs=inputs,
+            params=dataclasses.asdict(cfg),
+            summary=summary,
+            synthetic=ctx["synthetic"],
+        )
     # The HTML report carries the results' final hash, so it is written once the results directory is in place.
     own.update({k: lineage[k] for k in ("sha256", "code_version", "created_at")})
     atomic_write_text(args.out_report, render_html(ctx))
-    print(f"[evaluate] {summary}\n[evaluate] report: {args.out_report}\n[evaluate] results: {args.out_results}", flush=True)
+    print(
+        f"[evaluate] {summary}\n[evaluate] report: {args.out_report}\n[evaluate] results: {args.out_results}",
+        flush=True,
+    )
     return results
 
 

@@ -86,7 +86,11 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a benchmark YAML must be a mapping")
     known = {f.name for f in dataclasses.fields(BenchmarkSpec)} - {"extra"}
-    missing = [f.name for f in dataclasses.fields(BenchmarkSpec) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data]
+    missing = [
+        f.name
+        for f in dataclasses.fields(BenchmarkSpec)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data
+    ]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
     kwargs = {k: v for k, v in data.items() if k in known}
@@ -109,7 +113,11 @@ DEFAULT_BENCHMARKS = ("pmc-vqa", "mmmu-med", "medxpertqa-mm", "pathvqa", "slake"
 def parse_benchmarks(names: str | list[str]) -> list[str]:
     """'a,b' / ['a', 'b'] / 'all' -> validated names; '' or 'none' -> [] (evaluate on the eval set only)."""
     if isinstance(names, str):
-        names = list(DEFAULT_BENCHMARKS) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip() and n.strip() != "none"]
+        names = (
+            list(DEFAULT_BENCHMARKS)
+            if names.strip() == "all"
+            else [n.strip() for n in names.split(",") if n.strip() and n.strip() != "none"]
+        )
     out: list[str] = []
     for n in names:
         if n not in BENCHMARKS:
@@ -141,7 +149,9 @@ def resolve_root(root: str, spec: BenchmarkSpec, cache_dir: str | Path | None = 
 def _data_paths(folder: Path, spec: BenchmarkSpec) -> list[Path]:
     paths = sorted({p for pattern in spec.data_files for p in folder.glob(pattern) if p.is_file()})
     if not paths:
-        raise FileNotFoundError(f"benchmark {spec.name!r}: no file in {folder} matches {spec.data_files} ({spec.layout} layout)")
+        raise FileNotFoundError(
+            f"benchmark {spec.name!r}: no file in {folder} matches {spec.data_files} ({spec.layout} layout)"
+        )
     return paths
 
 

@@ -16,7 +16,9 @@ class EvalConfig:
     )
     train_task: str = field(
         default="pmc-vqa",
-        metadata={"help": "task the post-training targeted: a benchmark name (pmc-vqa for the RL set) or a MedMNIST flag"},
+        metadata={
+            "help": "task the post-training targeted: a benchmark name (pmc-vqa for the RL set) or a MedMNIST flag"
+        },
     )
     k: int = field(default=16, metadata={"help": "samples per question for Pass@K (n = K, the unbiased estimator)"})
     prompt_format: str = field(default="think", metadata={"help": f"prompt format: {', '.join(PROMPT_FORMATS)}"})
@@ -28,11 +30,15 @@ class EvalConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     max_questions: int = field(
         default=200,
-        metadata={"help": "closed-form questions scored per benchmark, a seeded subsample (0 = all; the paper used ~200)"},
+        metadata={
+            "help": "closed-form questions scored per benchmark, a seeded subsample (0 = all; the paper used ~200)"
+        },
     )
     overfit_margin: float = field(
         default=0.05,
-        metadata={"help": "delta (fraction) above which a benchmark counts as won and below minus which transfer counts as lost"},
+        metadata={
+            "help": "delta (fraction) above which a benchmark counts as won and below minus which transfer counts as lost"
+        },
     )
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
     seed: int = field(default=0, metadata={"help": "seed for subsampling, sampling and the bootstrap"})
@@ -42,11 +48,15 @@ class EvalConfig:
 
         parse_benchmarks(self.benchmarks)  # raises naming the unknown benchmark
         if not self.train_task or not self.train_task.strip():
-            raise ValueError("train_task is empty; pass the task the model was trained on (e.g. 'pmc-vqa' or 'organamnist')")
+            raise ValueError(
+                "train_task is empty; pass the task the model was trained on (e.g. 'pmc-vqa' or 'organamnist')"
+            )
         if self.k < 1:
             raise ValueError(f"k={self.k} must be >= 1 (samples per question for Pass@K)")
         if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"prompt_format={self.prompt_format!r} is not known; choose one of {', '.join(PROMPT_FORMATS)}")
+            raise ValueError(
+                f"prompt_format={self.prompt_format!r} is not known; choose one of {', '.join(PROMPT_FORMATS)}"
+            )
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         if not self.temperature > 0:
@@ -60,6 +70,8 @@ class EvalConfig:
         if self.max_questions < 0:
             raise ValueError(f"max_questions={self.max_questions} must be >= 0 (0 scores every closed-form question)")
         if not 0 <= self.overfit_margin < 1:
-            raise ValueError(f"overfit_margin={self.overfit_margin} must be a fraction in [0, 1), e.g. 0.05 for 5 points")
+            raise ValueError(
+                f"overfit_margin={self.overfit_margin} must be a fraction in [0, 1), e.g. 0.05 for 5 points"
+            )
         if self.n_boot < 100:
             raise ValueError(f"n_boot={self.n_boot} is too few resamples for a 95% interval; use >= 100")

@@ -37,18 +37,31 @@ class QuestionSet:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def load_question_sets(cfg: EvalConfig, eval_set: str | Path | None, benchmarks_root: str | None, work_dir: Path) -> list[QuestionSet]:
+def load_question_sets(
+    cfg: EvalConfig, eval_set: str | Path | None, benchmarks_root: str | None, work_dir: Path
+) -> list[QuestionSet]:
     """The benchmarks (converted to MCQ dataset dirs under work_dir/benchmarks) and the eval set split by task."""
     sets: list[QuestionSet] = []
     names = parse_benchmarks(cfg.benchmarks)
     if names and not benchmarks_root:
-        raise ValueError(f"benchmarks {names} requested but no benchmarks root given; pass --benchmarks-root or --benchmarks none")
+        raise ValueError(
+            f"benchmarks {names} requested but no benchmarks root given; pass --benchmarks-root or --benchmarks none"
+        )
     for name in names:
         spec = BENCHMARKS[name]
-        records, stats = prepare_benchmark(spec, benchmarks_root, work_dir / "benchmarks" / name, max_questions=cfg.max_questions, seed=cfg.seed)
+        records, stats = prepare_benchmark(
+            spec, benchmarks_root, work_dir / "benchmarks" / name, max_questions=cfg.max_questions, seed=cfg.seed
+        )
         if not records:
-            raise ValueError(f"benchmark {name!r}: no closed-form question survived the filter ({stats.excluded}); check its files")
-        info = {"hf_dataset": spec.hf_dataset, "split": spec.split, "description": spec.description, **dataclasses.asdict(stats)}
+            raise ValueError(
+                f"benchmark {name!r}: no closed-form question survived the filter ({stats.excluded}); check its files"
+            )
+        info = {
+            "hf_dataset": spec.hf_dataset,
+            "split": spec.split,
+            "description": spec.description,
+            **dataclasses.asdict(stats),
+        }
         sets.append(QuestionSet(name, "benchmark", work_dir / "benchmarks" / name, records, spec.scorer, info))
     if eval_set:
         records = load_records(eval_set)
@@ -58,7 +71,12 @@ def load_question_sets(cfg: EvalConfig, eval_set: str | Path | None, benchmarks_
         for task, recs in by_task.items():
             group = recs[0].meta.get("group") or (TASKS[task].group if task in TASKS else None)
             regime = regime_for(task, cfg.train_task, group)
-            info = {"group": group, "regime": regime.name, "shift": regime.shift, "name": TASKS[task].name if task in TASKS else task}
+            info = {
+                "group": group,
+                "regime": regime.name,
+                "shift": regime.shift,
+                "name": TASKS[task].name if task in TASKS else task,
+            }
             sets.append(QuestionSet(task, "eval_set", Path(eval_set), recs, "option_letter", info))
     if not sets:
         raise ValueError("nothing to evaluate: give --eval-set and/or --benchmarks with --benchmarks-root")
@@ -71,19 +89,35 @@ def _run_set(backend, qs: QuestionSet, cfg: EvalConfig) -> tuple[list[QuestionOu
     samples, greedy = backend.sample_and_greedy(prompts, cfg.k)
     outcomes = [score_question(r, g, s, qs.scorer) for r, g, s in zip(qs.records, greedy, samples)]
     rows = [
-        {"set": qs.name, "id": o.id, "answer": o.answer, "greedy": g, "greedy_letter": o.greedy_letter, "greedy_correct": o.greedy_correct,
-         "samples": s, "sample_letters": o.sample_letters, "n_correct": o.n_correct}
+        {
+            "set": qs.name,
+            "id": o.id,
+            "answer": o.answer,
+            "greedy": g,
+            "greedy_letter": o.greedy_letter,
+            "greedy_correct": o.greedy_correct,
+            "samples": s,
+            "sample_letters": o.sample_letters,
+            "n_correct": o.n_correct,
+        }
         for o, g, s in zip(outcomes, greedy, samples)
     ]
     return outcomes, rows
 
 
-def score_model(model_ref: str, sets: list[QuestionSet], cfg: EvalConfig, backend=None) -> tuple[dict[str, list[QuestionOutcome]], list[dict]]:
+def score_model(
+    model_ref: str, sets: list[QuestionSet], cfg: EvalConfig, backend=None
+) -> tuple[dict[str, list[QuestionOutcome]], list[dict]]:
     """Outcomes per set name for one model (loaded once), and one row per question with every completion."""
     if backend is None:
         scfg = SamplingConfig(
-            backend=cfg.backend, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+            backend=cfg.backend,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            device=cfg.device,
         )
         backend = make_backend(scfg, model_ref)
     outcomes: dict[str, list[QuestionOutcome]] = {}
@@ -105,7 +139,9 @@ def _entry(base: list[QuestionOutcome], trained: list[QuestionOutcome], cfg: Eva
     }
 
 
-def build_results(cfg: EvalConfig, sets: list[QuestionSet], outcomes: dict[str, dict[str, list[QuestionOutcome]]]) -> dict:
+def build_results(
+    cfg: EvalConfig, sets: list[QuestionSet], outcomes: dict[str, dict[str, list[QuestionOutcome]]]
+) -> dict:
     """Benchmark table, transfer table (per task and per regime, pooled questions), overfit flags."""
     benchmarks: dict[str, dict] = {}
     tasks: dict[str, dict] = {}
@@ -121,7 +157,7 @@ def build_results(cfg: EvalConfig, sets: list[QuestionSet], outcomes: dict[str, 
 
     flags: list[dict] = []
     for metric in ("acc_at_1", "pass_at_k"):
-        delta = lambda e: e["delta"][metric]["value"]  # noqa: E731
+        delta = lambda e, metric=metric: e["delta"][metric]["value"]  # noqa: E731
         bench = {n: delta(e) for n, e in benchmarks.items() if n == cfg.train_task}
         bench.update({n: delta(e) for n, e in tasks.items() if n == cfg.train_task})
         transfer = {r: delta(e) for r, e in regimes.items() if r != "in-domain"}
@@ -132,7 +168,14 @@ def build_results(cfg: EvalConfig, sets: list[QuestionSet], outcomes: dict[str, 
         "k": cfg.k,
         "prompt_format": cfg.prompt_format,
         "prompt_version": PROMPT_VERSION,
-        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "backend": cfg.backend, "n": cfg.k, "seed": cfg.seed},
+        "sampling": {
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+            "backend": cfg.backend,
+            "n": cfg.k,
+            "seed": cfg.seed,
+        },
         "train_task": cfg.train_task,
         "benchmarks": benchmarks,
         "transfer": {"train_task": cfg.train_task, "tasks": tasks, "regimes": regimes},
@@ -140,7 +183,9 @@ def build_results(cfg: EvalConfig, sets: list[QuestionSet], outcomes: dict[str, 
             "margin": cfg.overfit_margin,
             "flags": flags,
             "checked": in_domain_found,
-            "note": "" if in_domain_found else f"train_task {cfg.train_task!r} was not scored (not among the benchmarks or eval-set tasks): no in-domain delta to check",
+            "note": ""
+            if in_domain_found
+            else f"train_task {cfg.train_task!r} was not scored (not among the benchmarks or eval-set tasks): no in-domain delta to check",
         },
     }
 

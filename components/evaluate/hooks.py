@@ -110,7 +110,9 @@ def mmmu(row: dict, spec: BenchmarkSpec) -> MCQDoc | str:
     answer = _text(row, spec.fields["answer"]).upper()
     if answer not in LETTERS[: len(options)] or len(answer) != 1:
         return "answer is not an option letter"
-    question = _MMMU_IMAGE_TAG.sub(lambda m: "the image" if len(images) == 1 else f"image {m.group(1)}", _text(row, spec.fields["question"]))
+    question = _MMMU_IMAGE_TAG.sub(
+        lambda m: "the image" if len(images) == 1 else f"image {m.group(1)}", _text(row, spec.fields["question"])
+    )
     return MCQDoc(question=question, options=options, answer=answer, images=images, meta={"subject": subject})
 
 
@@ -125,7 +127,9 @@ def letter_dict(row: dict, spec: BenchmarkSpec) -> MCQDoc | str:
         return "malformed options"
     options = [str(raw[k]).strip() for k in letters]
     raw_images = row.get(spec.fields["image"])
-    raw_images = [raw_images] if isinstance(raw_images, (str, dict)) else list(raw_images if raw_images is not None else [])
+    raw_images = (
+        [raw_images] if isinstance(raw_images, (str, dict)) else list(raw_images if raw_images is not None else [])
+    )
     images = [im for im in raw_images if _present(im)]
     if not images:
         return "no image"

@@ -55,10 +55,14 @@ def collect_steps(input_dirs: dict[str, str | Path | None], own: dict | None = N
     if own is not None:
         steps.append(own)
     order = {s: i for i, s in enumerate(STEP_ORDER)}
-    return sorted(steps, key=lambda r: (order.get(r.get("step"), len(order)), r.get("created_at") or "", r.get("artifact") or ""))
+    return sorted(
+        steps, key=lambda r: (order.get(r.get("step"), len(order)), r.get("created_at") or "", r.get("artifact") or "")
+    )
 
 
-def synthetic_reasons(results: dict, steps: list[dict], diagnosis: dict | None, probe: dict | None, base_model_ref: str | None) -> list[str]:
+def synthetic_reasons(
+    results: dict, steps: list[dict], diagnosis: dict | None, probe: dict | None, base_model_ref: str | None
+) -> list[str]:
     """Why this run counts as synthetic (empty: it does not)."""
     reasons = []
     syn_steps = sorted({f"{s.get('step')}/{s.get('artifact')}" for s in steps if s.get("synthetic")})
@@ -104,7 +108,13 @@ def _curation_summary(curation_dir: Path | None) -> dict:
             out["cards"][rel] = p.read_text(errors="ignore")[:3000]
     for folder, files in nested.items():
         cols = list(dict.fromkeys(c for x in files.values() for c in x))[:10]
-        out["tables"].append((f"{folder}/", ["file", *cols], [[f, *(str(x.get(c, "")) for c in cols)] for f, x in list(files.items())[:40]]))
+        out["tables"].append(
+            (
+                f"{folder}/",
+                ["file", *cols],
+                [[f, *(str(x.get(c, "")) for c in cols)] for f, x in list(files.items())[:40]],
+            )
+        )
     return out
 
 
@@ -121,7 +131,11 @@ def _json_tables(data: dict, title: str, shown: set[str]) -> list[tuple[str, lis
         return []
     shown.add(key)
     tables: list[tuple[str, list[str], list[list[str]]]] = []
-    scalars = [[k, str(v)] for k, v in data.items() if _scalar(v) or (isinstance(v, list) and len(v) <= 20 and all(_scalar(x) for x in v))]
+    scalars = [
+        [k, str(v)]
+        for k, v in data.items()
+        if _scalar(v) or (isinstance(v, list) and len(v) <= 20 and all(_scalar(x) for x in v))
+    ]
     scalars = [[k, ", ".join(map(str, data[k])) if isinstance(data[k], list) else v] for k, v in scalars]
     if scalars:
         tables.append((title, ["key", "value"], scalars[:40]))
@@ -135,7 +149,9 @@ def _json_tables(data: dict, title: str, shown: set[str]) -> list[tuple[str, lis
                 continue
             shown.add(sub_key)
             cols = list(dict.fromkeys(c for x in v.values() for c in x))[:12]
-            tables.append((sub, [k, *cols], [[name, *(str(x.get(c, "")) for c in cols)] for name, x in list(v.items())[:40]]))
+            tables.append(
+                (sub, [k, *cols], [[name, *(str(x.get(c, "")) for c in cols)] for name, x in list(v.items())[:40]])
+            )
         else:
             tables += _json_tables(v, sub, shown)
     return tables
@@ -192,7 +208,11 @@ def signed(x: Any) -> str:
 
 
 def ci(pair: Any) -> str:
-    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or any(not isinstance(v, (int, float)) or v != v for v in pair):
+    if (
+        not isinstance(pair, (list, tuple))
+        or len(pair) != 2
+        or any(not isinstance(v, (int, float)) or v != v for v in pair)
+    ):
         return ""
     return f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
 
@@ -216,44 +236,87 @@ def _metric_rows(m: dict | None, k: Any = "K") -> list[list[str]]:
         [f"Pass@{k}", _with_ci(pct(_passk(m)), ci(c.get("pass_at_k")))],
         [f"gap = Pass@{k} - Acc@1", _with_ci(pct(m.get("gap")), ci(c.get("gap")))],
         ["format failures", pct(m.get("format_failure_rate"))],
-        ["distinct answers among K", NA if m.get("mean_distinct_answers") is None else f"{m['mean_distinct_answers']:.2f}"],
+        [
+            "distinct answers among K",
+            NA if m.get("mean_distinct_answers") is None else f"{m['mean_distinct_answers']:.2f}",
+        ],
         ["questions", str(m.get("n", NA))],
     ]
 
 
 def benchmark_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     k = results.get("k", "K")
-    head = ["benchmark", "questions", "Acc@1 base", "Acc@1 trained", "Δ Acc@1 [95% CI]", f"Pass@{k} base", f"Pass@{k} trained", f"Δ Pass@{k} [95% CI]"]
+    head = [
+        "benchmark",
+        "questions",
+        "Acc@1 base",
+        "Acc@1 trained",
+        "Δ Acc@1 [95% CI]",
+        f"Pass@{k} base",
+        f"Pass@{k} trained",
+        f"Δ Pass@{k} [95% CI]",
+    ]
     rows = []
     for name, e in results.get("benchmarks", {}).items():
         d = e.get("delta", {})
-        rows.append([
-            name,
-            f"{e.get('used', e.get('base', {}).get('n', NA))} of {e.get('kept', NA)} closed ({e.get('rows', NA)} rows)",
-            pct(e["base"].get("acc_at_1")), pct(e["trained"].get("acc_at_1")),
-            _with_ci(signed(d.get("acc_at_1", {}).get("value")), ci(d.get("acc_at_1", {}).get("ci"))),
-            pct(_passk(e["base"])), pct(_passk(e["trained"])),
-            _with_ci(signed(d.get("pass_at_k", {}).get("value")), ci(d.get("pass_at_k", {}).get("ci"))),
-        ])
+        rows.append(
+            [
+                name,
+                f"{e.get('used', e.get('base', {}).get('n', NA))} of {e.get('kept', NA)} closed ({e.get('rows', NA)} rows)",
+                pct(e["base"].get("acc_at_1")),
+                pct(e["trained"].get("acc_at_1")),
+                _with_ci(signed(d.get("acc_at_1", {}).get("value")), ci(d.get("acc_at_1", {}).get("ci"))),
+                pct(_passk(e["base"])),
+                pct(_passk(e["trained"])),
+                _with_ci(signed(d.get("pass_at_k", {}).get("value")), ci(d.get("pass_at_k", {}).get("ci"))),
+            ]
+        )
     if rows:
         avg = lambda m, key: sum(e[m].get(key) or 0 for e in results["benchmarks"].values()) / len(rows)  # noqa: E731
-        rows.append(["average", "", pct(avg("base", "acc_at_1")), pct(avg("trained", "acc_at_1")),
-                     signed(avg("trained", "acc_at_1") - avg("base", "acc_at_1")), "", "", ""])
+        rows.append(
+            [
+                "average",
+                "",
+                pct(avg("base", "acc_at_1")),
+                pct(avg("trained", "acc_at_1")),
+                signed(avg("trained", "acc_at_1") - avg("base", "acc_at_1")),
+                "",
+                "",
+                "",
+            ]
+        )
     return head, rows
 
 
 def transfer_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     k = results.get("k", "K")
     tr = results.get("transfer", {})
-    head = ["regime / task", "shift", "questions", "Acc@1 base", "Acc@1 trained", "Δ Acc@1 [95% CI]", f"Pass@{k} base", f"Pass@{k} trained", f"Δ Pass@{k} [95% CI]"]
+    head = [
+        "regime / task",
+        "shift",
+        "questions",
+        "Acc@1 base",
+        "Acc@1 trained",
+        "Δ Acc@1 [95% CI]",
+        f"Pass@{k} base",
+        f"Pass@{k} trained",
+        f"Δ Pass@{k} [95% CI]",
+    ]
     rows = []
 
     def row(label, shift, e):
         d = e.get("delta", {})
-        return [label, shift, str(e["base"].get("n", NA)), pct(e["base"].get("acc_at_1")), pct(e["trained"].get("acc_at_1")),
-                _with_ci(signed(d.get("acc_at_1", {}).get("value")), ci(d.get("acc_at_1", {}).get("ci"))),
-                pct(_passk(e["base"])), pct(_passk(e["trained"])),
-                _with_ci(signed(d.get("pass_at_k", {}).get("value")), ci(d.get("pass_at_k", {}).get("ci")))]
+        return [
+            label,
+            shift,
+            str(e["base"].get("n", NA)),
+            pct(e["base"].get("acc_at_1")),
+            pct(e["trained"].get("acc_at_1")),
+            _with_ci(signed(d.get("acc_at_1", {}).get("value")), ci(d.get("acc_at_1", {}).get("ci"))),
+            pct(_passk(e["base"])),
+            pct(_passk(e["trained"])),
+            _with_ci(signed(d.get("pass_at_k", {}).get("value")), ci(d.get("pass_at_k", {}).get("ci"))),
+        ]
 
     for regime, e in tr.get("regimes", {}).items():
         rows.append(row(f"**{regime}**", f"{len(e.get('tasks', []))} task(s)", e))
@@ -272,8 +335,15 @@ def flag_lines(results: dict) -> list[str]:
 
 def step_rows(steps: list[dict]) -> list[list[str]]:
     return [
-        [s.get("step") or "?", s.get("artifact") or "?", s["sha256"][:12] if s.get("sha256") else "in lineage.json",
-         s.get("summary") or "", s.get("code_version") or "", s.get("created_at") or "", "yes" if s.get("synthetic") else "no"]
+        [
+            s.get("step") or "?",
+            s.get("artifact") or "?",
+            s["sha256"][:12] if s.get("sha256") else "in lineage.json",
+            s.get("summary") or "",
+            s.get("code_version") or "",
+            s.get("created_at") or "",
+            "yes" if s.get("synthetic") else "no",
+        ]
         for s in steps
     ]
 
@@ -300,48 +370,114 @@ def render_markdown(ctx: dict) -> str:
     out = ["# MedBridge run report", ""]
     if ctx["synthetic"]:
         out += [f"> **{BANNER}.** " + "; ".join(ctx["synthetic_reasons"]), ""]
-    out += [f"Trained model: `{r.get('models', {}).get('trained', NA)}`  ", f"Base model: `{r.get('models', {}).get('base', NA)}`  ",
-            f"Created: {ctx['created_at']}", ""]
+    out += [
+        f"Trained model: `{r.get('models', {}).get('trained', NA)}`  ",
+        f"Base model: `{r.get('models', {}).get('base', NA)}`  ",
+        f"Created: {ctx['created_at']}",
+        "",
+    ]
     out += ["## Decision", ""]
     if dg:
         forced = " (forced by the operator)" if dec.get("forced") else ""
-        out += [f"**Branch: {str(dec.get('branch', NA)).upper()}**{forced}", "", f"Rule: {dec.get('rule', NA)}", "",
-                f"K = {dg.get('k', NA)}, tau = {dg.get('tau', NA)}, prompt format `{dg.get('prompt_format', NA)}`", "",
-                md_table(["overall", "value [95% CI]"], _metric_rows(dg.get("overall"), dg.get("k", "K"))), ""]
+        out += [
+            f"**Branch: {str(dec.get('branch', NA)).upper()}**{forced}",
+            "",
+            f"Rule: {dec.get('rule', NA)}",
+            "",
+            f"K = {dg.get('k', NA)}, tau = {dg.get('tau', NA)}, prompt format `{dg.get('prompt_format', NA)}`",
+            "",
+            md_table(["overall", "value [95% CI]"], _metric_rows(dg.get("overall"), dg.get("k", "K"))),
+            "",
+        ]
         pm = dec.get("per_modality") or {}
         if pm:
-            rows = [[g, str(d.get("branch", NA)), pct(_passk((dg.get("per_modality") or {}).get(g))), pct(((dg.get("per_modality") or {}).get(g) or {}).get("acc_at_1")), d.get("rule", "")] for g, d in pm.items()]
+            rows = [
+                [
+                    g,
+                    str(d.get("branch", NA)),
+                    pct(_passk((dg.get("per_modality") or {}).get(g))),
+                    pct(((dg.get("per_modality") or {}).get(g) or {}).get("acc_at_1")),
+                    d.get("rule", ""),
+                ]
+                for g, d in pm.items()
+            ]
             out += ["Per modality:", "", md_table(["group", "branch", "Pass@K", "Acc@1", "rule"], rows), ""]
-        out += [f"Weak tasks: {', '.join(dec.get('weak_tasks') or []) or 'none'}; weak modalities: {', '.join(dec.get('weak_modalities') or []) or 'none'}; "
-                f"perception-limited (probe): {', '.join(dg.get('perception_limited') or []) or 'none'}", ""]
-        out += [f"Pass@k curves: {', '.join(p.name for p in ctx['curves'])} (in the diagnosis artifact)" if ctx["curves"] else "", ""]
+        out += [
+            f"Weak tasks: {', '.join(dec.get('weak_tasks') or []) or 'none'}; weak modalities: {', '.join(dec.get('weak_modalities') or []) or 'none'}; "
+            f"perception-limited (probe): {', '.join(dg.get('perception_limited') or []) or 'none'}",
+            "",
+        ]
+        out += [
+            f"Pass@k curves: {', '.join(p.name for p in ctx['curves'])} (in the diagnosis artifact)"
+            if ctx["curves"]
+            else "",
+            "",
+        ]
     else:
         out += ["diagnosis.json not available", ""]
-    probe_md = re.sub(r"^(#+)", r"##\1", ctx["probe_table"], flags=re.M) if ctx.get("probe_table") else _probe_md(ctx.get("probe"))
+    probe_md = (
+        re.sub(r"^(#+)", r"##\1", ctx["probe_table"], flags=re.M)
+        if ctx.get("probe_table")
+        else _probe_md(ctx.get("probe"))
+    )
     out += ["## Vision probe", "", probe_md, ""]
     out += ["## Curation", "", *_curation_md(ctx), ""]
     head, rows = benchmark_rows(r)
     out += ["## Benchmarks (base vs trained, percent)", "", md_table(head, rows) if rows else "no benchmark scored", ""]
     head, rows = transfer_rows(r)
-    out += [f"## Transfer on MedMNIST (trained on {r.get('train_task', NA)})", "", md_table(head, rows) if rows else "no eval set scored", ""]
+    out += [
+        f"## Transfer on MedMNIST (trained on {r.get('train_task', NA)})",
+        "",
+        md_table(head, rows) if rows else "no eval set scored",
+        "",
+    ]
     lines = flag_lines(r)
-    out += ["## Benchmark-overfit flag", "", f"margin {pct(r.get('overfit', {}).get('margin'))} points: "
-            + ("**FLAGGED**: " + "; ".join(lines) if r.get("overfit", {}).get("flags") else (lines[0] if lines else "clean: no benchmark won at the cost of transfer")), ""]
+    out += [
+        "## Benchmark-overfit flag",
+        "",
+        f"margin {pct(r.get('overfit', {}).get('margin'))} points: "
+        + (
+            "**FLAGGED**: " + "; ".join(lines)
+            if r.get("overfit", {}).get("flags")
+            else (lines[0] if lines else "clean: no benchmark won at the cost of transfer")
+        ),
+        "",
+    ]
     s = r.get("sampling", {})
-    out += ["## Evaluation settings", "", f"K = {r.get('k')}, prompt format `{r.get('prompt_format')}` (v{r.get('prompt_version')}), "
-            f"temperature {s.get('temperature')}, top_p {s.get('top_p')}, max_new_tokens {s.get('max_new_tokens')}, backend {s.get('backend')}, seed {s.get('seed')}; "
-            "closed-form questions scored by option letter (components.common.answers.parse_answer).", ""]
-    out += ["## Steps (lineage)", "", md_table(STEP_HEAD, step_rows(ctx["steps"])) if ctx["steps"] else "no lineage found on the inputs", ""]
+    out += [
+        "## Evaluation settings",
+        "",
+        f"K = {r.get('k')}, prompt format `{r.get('prompt_format')}` (v{r.get('prompt_version')}), "
+        f"temperature {s.get('temperature')}, top_p {s.get('top_p')}, max_new_tokens {s.get('max_new_tokens')}, backend {s.get('backend')}, seed {s.get('seed')}; "
+        "closed-form questions scored by option letter (components.common.answers.parse_answer).",
+        "",
+    ]
+    out += [
+        "## Steps (lineage)",
+        "",
+        md_table(STEP_HEAD, step_rows(ctx["steps"])) if ctx["steps"] else "no lineage found on the inputs",
+        "",
+    ]
     return "\n".join(out)
 
 
 def _probe_md(probe: dict | None) -> str:
     if not probe or not probe.get("tasks"):
         return "probe report not available"
-    rows = [[t.get("name", f), t.get("group", ""), pct((t.get("accuracy") or 0) / 100) if t.get("accuracy") is not None else NA,
-             str(t.get("qwen25vl_7b_probe", "")), str(t.get("medvit_v2", "")), "yes" if t.get("perception_limited") else "no"]
-            for f, t in probe["tasks"].items()]
-    return md_table(["task", "group", "probe acc", "paper Qwen2.5-VL-7B", "paper MedViT-V2", "perception-limited"], rows)
+    rows = [
+        [
+            t.get("name", f),
+            t.get("group", ""),
+            pct((t.get("accuracy") or 0) / 100) if t.get("accuracy") is not None else NA,
+            str(t.get("qwen25vl_7b_probe", "")),
+            str(t.get("medvit_v2", "")),
+            "yes" if t.get("perception_limited") else "no",
+        ]
+        for f, t in probe["tasks"].items()
+    ]
+    return md_table(
+        ["task", "group", "probe acc", "paper Qwen2.5-VL-7B", "paper MedViT-V2", "perception-limited"], rows
+    )
 
 
 def _curation_md(ctx: dict) -> list[str]:
@@ -409,7 +545,11 @@ def md_to_html(md: str) -> str:
 
     def flush():
         if table:
-            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table if not re.match(r"^\s*\|?\s*:?-{2,}", line)]
+            rows = [
+                [c.strip() for c in line.strip().strip("|").split("|")]
+                for line in table
+                if not re.match(r"^\s*\|?\s*:?-{2,}", line)
+            ]
             out.append(h_table(rows[0], rows[1:], group_prefix="\0", inline_md=True) if rows else "")
             table.clear()
 
@@ -437,48 +577,88 @@ def render_html(ctx: dict) -> str:
     r, dg, dec = ctx["results"], ctx.get("diagnosis") or {}, _decision(ctx)
     branch = str(dec.get("branch", NA))
     flags = r.get("overfit", {}).get("flags", [])
-    b = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>MedBridge run report</title><style>{CSS}</style></head><body>"]
+    b = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>MedBridge run report</title><style>{CSS}</style></head><body>"
+    ]
     if ctx["synthetic"]:
         b.append(f"<div class='banner'>{e(BANNER)}<small>{e('; '.join(ctx['synthetic_reasons']))}</small></div>")
     b.append("<main><h1>MedBridge run report</h1>")
     models = r.get("models", {})
-    b.append(f"<div class='meta'>trained model <code>{e(str(models.get('trained', NA)))}</code> · base model <code>{e(str(models.get('base', NA)))}</code>"
-             f" · trained on <code>{e(str(r.get('train_task', NA)))}</code> · {e(ctx['created_at'])}</div>")
+    b.append(
+        f"<div class='meta'>trained model <code>{e(str(models.get('trained', NA)))}</code> · base model <code>{e(str(models.get('base', NA)))}</code>"
+        f" · trained on <code>{e(str(r.get('train_task', NA)))}</code> · {e(ctx['created_at'])}</div>"
+    )
     bench = r.get("benchmarks", {})
     avg = lambda m: sum(x[m].get("acc_at_1") or 0 for x in bench.values()) / len(bench) if bench else None  # noqa: E731
     b.append("<div class='cards'>")
-    b.append(f"<div class='card'><div class='label'>decision</div><div class='value {e(branch)}'>{e(branch.upper())}</div>"
-             f"<div class='small'>{'forced by operator' if dec.get('forced') else 'from the diagnosis rule'}</div></div>")
+    b.append(
+        f"<div class='card'><div class='label'>decision</div><div class='value {e(branch)}'>{e(branch.upper())}</div>"
+        f"<div class='small'>{'forced by operator' if dec.get('forced') else 'from the diagnosis rule'}</div></div>"
+    )
     ov = dg.get("overall") or {}
-    b.append(f"<div class='card'><div class='label'>support (diagnosis)</div><div class='value'>Pass@{e(str(dg.get('k', 'K')))} {pct(_passk(ov))}</div>"
-             f"<div class='small'>Acc@1 {pct(ov.get('acc_at_1'))} · gap {pct(ov.get('gap'))}</div></div>")
+    b.append(
+        f"<div class='card'><div class='label'>support (diagnosis)</div><div class='value'>Pass@{e(str(dg.get('k', 'K')))} {pct(_passk(ov))}</div>"
+        f"<div class='small'>Acc@1 {pct(ov.get('acc_at_1'))} · gap {pct(ov.get('gap'))}</div></div>"
+    )
     if bench:
-        b.append(f"<div class='card'><div class='label'>benchmark avg Acc@1</div><div class='value'>{pct(avg('trained'))}</div>"
-                 f"<div class='small'>base {pct(avg('base'))} · Δ {signed(avg('trained') - avg('base'))}</div></div>")
+        b.append(
+            f"<div class='card'><div class='label'>benchmark avg Acc@1</div><div class='value'>{pct(avg('trained'))}</div>"
+            f"<div class='small'>base {pct(avg('base'))} · Δ {signed(avg('trained') - avg('base'))}</div></div>"
+        )
     flag_cls, flag_txt = ("bad", f"FLAGGED ({len(flags)})") if flags else ("good", "clean")
     if not r.get("overfit", {}).get("checked", True):
         flag_cls, flag_txt = "", "not checked"
-    b.append(f"<div class='card'><div class='label'>wins benchmark, loses transfer</div><div class='value {flag_cls}'>{flag_txt}</div>"
-             f"<div class='small'>margin {pct(r.get('overfit', {}).get('margin'))} points</div></div></div>")
+    b.append(
+        f"<div class='card'><div class='label'>wins benchmark, loses transfer</div><div class='value {flag_cls}'>{flag_txt}</div>"
+        f"<div class='small'>margin {pct(r.get('overfit', {}).get('margin'))} points</div></div></div>"
+    )
 
     b.append("<h2>Decision: bridge (SFT) or sharpen (GRPO)</h2>")
     if dg:
-        b.append(f"<div class='rule'><b>{e(branch.upper())}</b>{' (forced by the operator)' if dec.get('forced') else ''}: {e(str(dec.get('rule', NA)))}</div>")
-        b.append(f"<p class='small'>K = {e(str(dg.get('k', NA)))}, τ = {e(str(dg.get('tau', NA)))}, prompt format <code>{e(str(dg.get('prompt_format', NA)))}</code>, "
-                 f"sampling {e(json.dumps(dg.get('sampling', {})))}</p>")
+        b.append(
+            f"<div class='rule'><b>{e(branch.upper())}</b>{' (forced by the operator)' if dec.get('forced') else ''}: {e(str(dec.get('rule', NA)))}</div>"
+        )
+        b.append(
+            f"<p class='small'>K = {e(str(dg.get('k', NA)))}, τ = {e(str(dg.get('tau', NA)))}, prompt format <code>{e(str(dg.get('prompt_format', NA)))}</code>, "
+            f"sampling {e(json.dumps(dg.get('sampling', {})))}</p>"
+        )
         b.append(h_table(["overall (diagnosis set)", "value [95% CI]"], _metric_rows(ov, dg.get("k", "K"))))
         pm = dec.get("per_modality") or {}
         if pm:
             pmm = dg.get("per_modality") or {}
-            rows = [[g, str(d.get("branch", NA)), pct(_passk(pmm.get(g))), pct((pmm.get(g) or {}).get("acc_at_1")), pct((pmm.get(g) or {}).get("gap")), d.get("rule", "")] for g, d in pm.items()]
+            rows = [
+                [
+                    g,
+                    str(d.get("branch", NA)),
+                    pct(_passk(pmm.get(g))),
+                    pct((pmm.get(g) or {}).get("acc_at_1")),
+                    pct((pmm.get(g) or {}).get("gap")),
+                    d.get("rule", ""),
+                ]
+                for g, d in pm.items()
+            ]
             b.append(h_table(["modality group", "branch", "Pass@K", "Acc@1", "gap", "rule"], rows))
         pt = dg.get("per_task") or {}
         if pt:
-            rows = [[t, str(m.get("n", NA)), _with_ci(pct(m.get("acc_at_1")), ci((m.get("ci") or {}).get("acc_at_1"))),
-                     _with_ci(pct(_passk(m)), ci((m.get("ci") or {}).get("pass_at_k"))), pct(m.get("gap"))] for t, m in pt.items()]
-            b.append("<details><summary>per task</summary>" + h_table(["task", "n", "Acc@1", "Pass@K", "gap"], rows) + "</details>")
-        b.append(f"<p class='small'>Weak tasks: {e(', '.join(dec.get('weak_tasks') or []) or 'none')} · weak modalities: "
-                 f"{e(', '.join(dec.get('weak_modalities') or []) or 'none')} · perception-limited (probe): {e(', '.join(dg.get('perception_limited') or []) or 'none')}</p>")
+            rows = [
+                [
+                    t,
+                    str(m.get("n", NA)),
+                    _with_ci(pct(m.get("acc_at_1")), ci((m.get("ci") or {}).get("acc_at_1"))),
+                    _with_ci(pct(_passk(m)), ci((m.get("ci") or {}).get("pass_at_k"))),
+                    pct(m.get("gap")),
+                ]
+                for t, m in pt.items()
+            ]
+            b.append(
+                "<details><summary>per task</summary>"
+                + h_table(["task", "n", "Acc@1", "Pass@K", "gap"], rows)
+                + "</details>"
+            )
+        b.append(
+            f"<p class='small'>Weak tasks: {e(', '.join(dec.get('weak_tasks') or []) or 'none')} · weak modalities: "
+            f"{e(', '.join(dec.get('weak_modalities') or []) or 'none')} · perception-limited (probe): {e(', '.join(dg.get('perception_limited') or []) or 'none')}</p>"
+        )
         for p in ctx["curves"]:
             b.append(_img(p))
     else:
@@ -497,13 +677,21 @@ def render_html(ctx: dict) -> str:
     if lin and lin.get("summary"):
         b.append(f"<p>{e(lin['summary'])}</p>")
     for title, head, rows in cur["tables"]:
-        b.append(f"<details open><summary><code>{e(title)}</code></summary>" + h_table(head, rows, group_prefix="\0") + "</details>")
+        b.append(
+            f"<details open><summary><code>{e(title)}</code></summary>"
+            + h_table(head, rows, group_prefix="\0")
+            + "</details>"
+        )
     for p in cur["images"][:6]:
         b.append(_img(p))
     for rel, text in cur["cards"].items():
         b.append(f"<details><summary>{e(rel)}</summary><pre>{e(text)}</pre></details>")
     if cur["files"]:
-        b.append("<p class='small'>Files: " + ", ".join(f"<code>{e(f)}</code> ({s:,} B)" for f, s in cur["files"][:40]) + "</p>")
+        b.append(
+            "<p class='small'>Files: "
+            + ", ".join(f"<code>{e(f)}</code> ({s:,} B)" for f, s in cur["files"][:40])
+            + "</p>"
+        )
     if not (lin or cur["files"]):
         b.append("<p>curation report not available</p>")
 
@@ -512,38 +700,59 @@ def render_html(ctx: dict) -> str:
     b.append(h_table(head, rows) if rows else "<p>no benchmark scored</p>")
     excl = {n: x.get("excluded") for n, x in bench.items() if x.get("excluded")}
     if excl:
-        b.append("<details><summary>questions left out by the closed-form filter</summary><ul>" + "".join(
-            f"<li><b>{e(n)}</b>: " + ", ".join(f"{e(k)}: {v}" for k, v in x.items()) + "</li>" for n, x in excl.items()) + "</ul></details>")
+        b.append(
+            "<details><summary>questions left out by the closed-form filter</summary><ul>"
+            + "".join(
+                f"<li><b>{e(n)}</b>: " + ", ".join(f"{e(k)}: {v}" for k, v in x.items()) + "</li>"
+                for n, x in excl.items()
+            )
+            + "</ul></details>"
+        )
 
     head, rows = transfer_rows(r)
     b.append(f"<h2>Transfer on MedMNIST (trained on {e(str(r.get('train_task', NA)))})</h2>")
     b.append(h_table(head, rows) if rows else "<p>no eval set scored</p>")
-    b.append("<p class='small'>in-domain: the trained task · within-modality: same group (OrganA → OrganC/OrganS same modality; "
-             "OrganA → Pneumonia a larger shift) · cross-modality: another group (OCT → Path, OrganA → Path, OrganA → OCT) · "
-             "cross-dataset: trained on a non-MedMNIST task.</p>")
+    b.append(
+        "<p class='small'>in-domain: the trained task · within-modality: same group (OrganA → OrganC/OrganS same modality; "
+        "OrganA → Pneumonia a larger shift) · cross-modality: another group (OCT → Path, OrganA → Path, OrganA → OCT) · "
+        "cross-dataset: trained on a non-MedMNIST task.</p>"
+    )
 
     b.append("<h2>Benchmark-overfit flag (ChexReason failure mode)</h2>")
     lines = flag_lines(r)
     if flags:
-        b.append("<div class='rule bad'><b>FLAGGED</b><ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul></div>")
+        b.append(
+            "<div class='rule bad'><b>FLAGGED</b><ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul></div>"
+        )
     else:
-        b.append(f"<p class='{'good' if r.get('overfit', {}).get('checked', True) else ''}'>{e(lines[0] if lines else 'clean: no benchmark won at the cost of transfer')}</p>")
-    b.append("<p class='small'>A checkpoint is flagged when it gains more than the margin on the task it was trained for while any transfer "
-             "regime or other benchmark drops by more than the margin (ChexReason: GRPO +23% on CheXpert, −19% on NIH).</p>")
+        b.append(
+            f"<p class='{'good' if r.get('overfit', {}).get('checked', True) else ''}'>{e(lines[0] if lines else 'clean: no benchmark won at the cost of transfer')}</p>"
+        )
+    b.append(
+        "<p class='small'>A checkpoint is flagged when it gains more than the margin on the task it was trained for while any transfer "
+        "regime or other benchmark drops by more than the margin (ChexReason: GRPO +23% on CheXpert, −19% on NIH).</p>"
+    )
 
     s = r.get("sampling", {})
     b.append("<h2>Evaluation settings</h2>")
-    b.append(f"<p class='small'>K = {e(str(r.get('k')))}, prompt format <code>{e(str(r.get('prompt_format')))}</code> (v{e(str(r.get('prompt_version')))}), "
-             f"temperature {e(str(s.get('temperature')))}, top_p {e(str(s.get('top_p')))}, max_new_tokens {e(str(s.get('max_new_tokens')))}, "
-             f"backend {e(str(s.get('backend')))}, seed {e(str(s.get('seed')))}. Closed-form questions, scored by the option letter inside "
-             "&lt;answer&gt;…&lt;/answer&gt;. Every completion is in the results artifact (samples.jsonl).</p>")
+    b.append(
+        f"<p class='small'>K = {e(str(r.get('k')))}, prompt format <code>{e(str(r.get('prompt_format')))}</code> (v{e(str(r.get('prompt_version')))}), "
+        f"temperature {e(str(s.get('temperature')))}, top_p {e(str(s.get('top_p')))}, max_new_tokens {e(str(s.get('max_new_tokens')))}, "
+        f"backend {e(str(s.get('backend')))}, seed {e(str(s.get('seed')))}. Closed-form questions, scored by the option letter inside "
+        "&lt;answer&gt;…&lt;/answer&gt;. Every completion is in the results artifact (samples.jsonl).</p>"
+    )
 
     b.append("<h2>Steps (lineage of the inputs)</h2>")
     if ctx["steps"]:
         b.append(h_table(STEP_HEAD, step_rows(ctx["steps"]), group_prefix="\0"))
-        b.append("<details><summary>parameters of every step</summary>" + "".join(
-            f"<p><b>{e(str(st.get('step')))} / {e(str(st.get('artifact')))}</b></p><pre>{e(json.dumps(st.get('params', {}), indent=1, default=str))}</pre>"
-            for st in ctx["steps"]) + "</details>")
+        b.append(
+            "<details><summary>parameters of every step</summary>"
+            + "".join(
+                f"<p><b>{e(str(st.get('step')))} / {e(str(st.get('artifact')))}</b></p><pre>{e(json.dumps(st.get('params', {}), indent=1, default=str))}</pre>"
+                for st in ctx["steps"]
+            )
+            + "</details>"
+        )
     else:
         b.append("<p>no lineage found on the inputs</p>")
     b.append("</main></body></html>")

@@ -18,7 +18,15 @@ from components.common.answers import parse_answer
 from components.common.records import MCQRecord
 from components.diagnose.metrics import pass_at_k
 
-__all__ = ["pass_at_k", "option_letter_scorer", "SCORERS", "QuestionOutcome", "score_question", "aggregate", "paired_delta"]
+__all__ = [
+    "pass_at_k",
+    "option_letter_scorer",
+    "SCORERS",
+    "QuestionOutcome",
+    "score_question",
+    "aggregate",
+    "paired_delta",
+]
 
 
 def option_letter_scorer(completion: str, rec: MCQRecord) -> tuple[str | None, bool, bool]:
@@ -83,7 +91,15 @@ def aggregate(outcomes: list[QuestionOutcome], k: int, n_boot: int = 1000, seed:
     answers. The shape matches diagnosis.json's per-group entries."""
     n = len(outcomes)
     if n == 0:
-        return {"n": 0, "acc_at_1": None, "pass_at_k": {}, "gap": None, "ci": {}, "format_failure_rate": None, "mean_distinct_answers": None}
+        return {
+            "n": 0,
+            "acc_at_1": None,
+            "pass_at_k": {},
+            "gap": None,
+            "ci": {},
+            "format_failure_rate": None,
+            "mean_distinct_answers": None,
+        }
     acc = [float(o.greedy_correct) for o in outcomes]
     pk = [_question_pass(o, k) for o in outcomes]
     gap = [p - a for p, a in zip(pk, acc)]
@@ -93,13 +109,19 @@ def aggregate(outcomes: list[QuestionOutcome], k: int, n_boot: int = 1000, seed:
         "acc_at_1": sum(acc) / n,
         "pass_at_k": {str(j): sum(_question_pass(o, j) for o in outcomes) / n for j in range(1, k + 1)},
         "gap": sum(gap) / n,
-        "ci": {"acc_at_1": _bootstrap(acc, n_boot, seed), "pass_at_k": _bootstrap(pk, n_boot, seed), "gap": _bootstrap(gap, n_boot, seed)},
+        "ci": {
+            "acc_at_1": _bootstrap(acc, n_boot, seed),
+            "pass_at_k": _bootstrap(pk, n_boot, seed),
+            "gap": _bootstrap(gap, n_boot, seed),
+        },
         "format_failure_rate": sum(o.n_format_fail for o in outcomes) / n_completions,
         "mean_distinct_answers": sum(len({x for x in o.sample_letters if x is not None}) for o in outcomes) / n,
     }
 
 
-def paired_delta(base: list[QuestionOutcome], trained: list[QuestionOutcome], k: int, n_boot: int = 1000, seed: int = 0) -> dict:
+def paired_delta(
+    base: list[QuestionOutcome], trained: list[QuestionOutcome], k: int, n_boot: int = 1000, seed: int = 0
+) -> dict:
     """after - before on the same questions, for Acc@1 and Pass@K, with paired bootstrap 95% intervals."""
     by_id = {o.id: o for o in base}
     if {o.id for o in trained} != set(by_id):

@@ -19,7 +19,13 @@ from pathlib import Path
 from components.common.io import atomic_write_text
 from components.evaluate.benchmark import BENCHMARKS, SYNTHETIC_NOTE
 
-MEDICAL_SUBJECTS = ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine", "Pharmacy", "Public_Health")
+MEDICAL_SUBJECTS = (
+    "Basic_Medical_Science",
+    "Clinical_Medicine",
+    "Diagnostics_and_Laboratory_Medicine",
+    "Pharmacy",
+    "Public_Health",
+)
 _ORGANS = ("liver", "lung", "kidney", "spleen", "heart", "brain", "colon", "bladder")
 
 
@@ -50,7 +56,9 @@ def _yes_no_rows(rng: random.Random, n: int) -> list[dict]:
         if i % 3 == 2:
             rows.append({"question": f"Which organ is abnormal in image {i}?", "answer": organ})
         else:
-            rows.append({"question": f"Is the {organ} normal in image {i}?", "answer": rng.choice(["yes", "no", "Yes"])})
+            rows.append(
+                {"question": f"Is the {organ} normal in image {i}?", "answer": rng.choice(["yes", "no", "Yes"])}
+            )
     return rows
 
 
@@ -206,7 +214,9 @@ def write_synthetic_benchmarks(root: str | Path, names: list[str] | None = None,
         folder = root / BENCHMARKS[name].dir
         folder.mkdir(parents=True, exist_ok=True)
         _WRITERS[name](folder, random.Random(f"{seed}-{name}"), n)
-        atomic_write_text(folder / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=name))  # travels with the folder (s3)
+        atomic_write_text(
+            folder / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=name)
+        )  # travels with the folder (s3)
     atomic_write_text(root / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=", ".join(names)))
     return root
 

@@ -31,11 +31,29 @@ def write_eval_set(out: Path, per_task: int = 2, answer: str = "B") -> Path:
         for i in range(per_task):
             img = f"images/{task}_{i}.png"
             (out / img).write_bytes(_png((10 * i, 80, 160)))
-            recs.append(MCQRecord(id=f"{task}-{i}", question=f"Which class does this {task} image show?", options=["liver", "kidney", "lung"],
-                                  answer=answer, image=img, task=task, modality="CT" if group == "radiology" else "microscopy",
-                                  split="test", synthetic=True, meta={"group": group}))
+            recs.append(
+                MCQRecord(
+                    id=f"{task}-{i}",
+                    question=f"Which class does this {task} image show?",
+                    options=["liver", "kidney", "lung"],
+                    answer=answer,
+                    image=img,
+                    task=task,
+                    modality="CT" if group == "radiology" else "microscopy",
+                    split="test",
+                    synthetic=True,
+                    meta={"group": group},
+                )
+            )
     save_records(out, recs)
-    write_lineage(out, step="curate", artifact="eval_set", params={"eval_per_class": per_task}, summary=f"{len(recs)} eval questions", synthetic=True)
+    write_lineage(
+        out,
+        step="curate",
+        artifact="eval_set",
+        params={"eval_per_class": per_task},
+        summary=f"{len(recs)} eval questions",
+        synthetic=True,
+    )
     return out
 
 
@@ -47,37 +65,95 @@ def write_upstream(root: Path, model_dir: Path | None = None) -> dict[str, Path]
     write_json(cur / "counts.json", {"eval_set": 6, "rl_set": {"CT": 12, "MRI": 12}, "quarantined": 1})
     (cur / "counts.png").write_bytes(_png((0, 128, 0)))
     (cur / "card_eval_set.md").write_text("# Eval set card\nClass-balanced test questions.\n")
-    write_lineage(cur, step="curate", artifact="curation_report", summary="curated 6 eval, 24 RL questions; 1 quarantined", synthetic=True)
+    write_lineage(
+        cur,
+        step="curate",
+        artifact="curation_report",
+        summary="curated 6 eval, 24 RL questions; 1 quarantined",
+        synthetic=True,
+    )
 
     probe = root / "probe_report"
     probe.mkdir()
-    write_json(probe / "probe.json", {"tasks": {"organamnist": {"name": "OrganA", "group": "radiology", "accuracy": 61.0, "auc": None,
-                                                               "medvit_v2": 97.3, "qwen25vl_7b_probe": 85.27, "perception_limited": False,
-                                                               "n_train": 10, "n_test": 10}},
-                                      "pooling": "mean", "synthetic": True, "rule": "perception-limited when probe accuracy < 50"})
+    write_json(
+        probe / "probe.json",
+        {
+            "tasks": {
+                "organamnist": {
+                    "name": "OrganA",
+                    "group": "radiology",
+                    "accuracy": 61.0,
+                    "auc": None,
+                    "medvit_v2": 97.3,
+                    "qwen25vl_7b_probe": 85.27,
+                    "perception_limited": False,
+                    "n_train": 10,
+                    "n_test": 10,
+                }
+            },
+            "pooling": "mean",
+            "synthetic": True,
+            "rule": "perception-limited when probe accuracy < 50",
+        },
+    )
     (probe / "table.md").write_text("| task | probe acc | paper |\n|---|---|---|\n| OrganA | 61.0 | 85.27 |\n")
-    write_lineage(probe, step="probe", artifact="probe_report", inputs={"eval_set": eval_set}, summary="probe: OrganA 61.0")
+    write_lineage(
+        probe, step="probe", artifact="probe_report", inputs={"eval_set": eval_set}, summary="probe: OrganA 61.0"
+    )
 
     dia = root / "diagnosis"
     dia.mkdir()
-    m = {"n": 6, "acc_at_1": 0.25, "pass_at_k": {"1": 0.3, "2": 0.55}, "gap": 0.30,
-         "ci": {"acc_at_1": [0.1, 0.4], "pass_at_k": [0.4, 0.7], "gap": [0.2, 0.4]}, "format_failure_rate": 0.1, "mean_distinct_answers": 1.5}
-    write_json(dia / "diagnosis.json", {
-        "k": 2, "tau": 0.5, "prompt_format": "think", "sampling": {"temperature": 0.7}, "synthetic": True,
-        "overall": m, "per_task": {"organamnist": m}, "per_modality": {"radiology": m},
-        "decision": {"branch": "sharpen", "rule": "Pass@2 CI lower bound 0.40 < tau 0.50 but point 0.55 >= tau: sharpen (test rule text)",
-                     "forced": False, "per_modality": {"radiology": {"branch": "sharpen", "rule": "Pass@2 0.55 >= 0.5"}},
-                     "weak_tasks": [], "weak_modalities": []},
-        "perception_limited": [],
-    })
+    m = {
+        "n": 6,
+        "acc_at_1": 0.25,
+        "pass_at_k": {"1": 0.3, "2": 0.55},
+        "gap": 0.30,
+        "ci": {"acc_at_1": [0.1, 0.4], "pass_at_k": [0.4, 0.7], "gap": [0.2, 0.4]},
+        "format_failure_rate": 0.1,
+        "mean_distinct_answers": 1.5,
+    }
+    write_json(
+        dia / "diagnosis.json",
+        {
+            "k": 2,
+            "tau": 0.5,
+            "prompt_format": "think",
+            "sampling": {"temperature": 0.7},
+            "synthetic": True,
+            "overall": m,
+            "per_task": {"organamnist": m},
+            "per_modality": {"radiology": m},
+            "decision": {
+                "branch": "sharpen",
+                "rule": "Pass@2 CI lower bound 0.40 < tau 0.50 but point 0.55 >= tau: sharpen (test rule text)",
+                "forced": False,
+                "per_modality": {"radiology": {"branch": "sharpen", "rule": "Pass@2 0.55 >= 0.5"}},
+                "weak_tasks": [],
+                "weak_modalities": [],
+            },
+            "perception_limited": [],
+        },
+    )
     (dia / "passk_curves.png").write_bytes(_png((0, 0, 200)))
-    write_lineage(dia, step="diagnose", artifact="diagnosis", inputs={"diag_set": eval_set, "probe_report": probe}, summary="sharpen: Pass@2 0.55 >= tau 0.5")
+    write_lineage(
+        dia,
+        step="diagnose",
+        artifact="diagnosis",
+        inputs={"diag_set": eval_set, "probe_report": probe},
+        summary="sharpen: Pass@2 0.55 >= tau 0.5",
+    )
     out = {"eval_set": eval_set, "curation_report": cur, "probe_report": probe, "diagnosis": dia}
     if model_dir is not None:
         model = root / "model"
         shutil.copytree(model_dir, model)
         (model / "lineage.json").unlink(missing_ok=True)
-        write_lineage(model, step="grpo", artifact="model", inputs={"model_ref": model_dir, "rl_set": eval_set, "diagnosis": dia}, summary="grpo 4 steps")
+        write_lineage(
+            model,
+            step="grpo",
+            artifact="model",
+            inputs={"model_ref": model_dir, "rl_set": eval_set, "diagnosis": dia},
+            summary="grpo 4 steps",
+        )
         out["model"] = model
     return out
 

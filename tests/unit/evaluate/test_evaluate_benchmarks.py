@@ -8,7 +8,13 @@ import json
 import pytest
 
 from components.common.records import load_records
-from components.evaluate.benchmark import BENCHMARKS, DEFAULT_BENCHMARKS, load_registry, parse_benchmarks, prepare_benchmark
+from components.evaluate.benchmark import (
+    BENCHMARKS,
+    DEFAULT_BENCHMARKS,
+    load_registry,
+    parse_benchmarks,
+    prepare_benchmark,
+)
 from components.evaluate.hooks import HOOKS
 from components.evaluate.synthetic import MEDICAL_SUBJECTS, write_synthetic_benchmarks
 
@@ -70,7 +76,9 @@ def test_yes_no_benchmarks_keep_closed_questions_as_two_options(bench_root, tmp_
 
 def test_slake_keeps_english_closed_yes_no_only(bench_root, tmp_path):
     raw = _raw_rows(bench_root, "slake")
-    want = [r for r in raw if r["q_lang"] == "en" and r["answer_type"] == "CLOSED" and r["answer"].lower() in ("yes", "no")]
+    want = [
+        r for r in raw if r["q_lang"] == "en" and r["answer_type"] == "CLOSED" and r["answer"].lower() in ("yes", "no")
+    ]
     assert any(r["q_lang"] == "zh" for r in raw)
     records, _ = prepare_benchmark(BENCHMARKS["slake"], bench_root, tmp_path / "slake")
     assert [r.id for r in records] == [f"slake-{r['qid']}" for r in want]
@@ -81,7 +89,11 @@ def test_slake_keeps_english_closed_yes_no_only(bench_root, tmp_path):
 def test_mmmu_keeps_medical_single_image_multiple_choice(bench_root, tmp_path):
     raw = _raw_rows(bench_root, "mmmu-med")
     subject = lambda r: r["id"].split("_", 1)[1].rsplit("_", 1)[0]  # noqa: E731
-    want = [r for r in raw if subject(r) in MEDICAL_SUBJECTS and r["question_type"] == "multiple-choice" and r["image_2"] is None]
+    want = [
+        r
+        for r in raw
+        if subject(r) in MEDICAL_SUBJECTS and r["question_type"] == "multiple-choice" and r["image_2"] is None
+    ]
     assert any(subject(r) == "Art" for r in raw)
     records, stats = prepare_benchmark(BENCHMARKS["mmmu-med"], bench_root, tmp_path / "mmmu")
     assert [r.id for r in records] == [f"mmmu-med-{r['id']}" for r in want]
@@ -123,21 +135,71 @@ HOOK_CASES = [
     ("vqa-rad", {"image": {"bytes": b"x", "path": None}, "question": "Is there a fracture?", "answer": "Yes."}, "A"),
     ("pathvqa", {"image": {"bytes": b"x", "path": None}, "question": "Is this benign?", "answer": "no"}, "B"),
     # an open answer is left out with its reason
-    ("vqa-rad", {"image": {"bytes": b"x", "path": None}, "question": "Where is the lesion?", "answer": "left lobe"}, "open question (answer is not yes/no)"),
+    (
+        "vqa-rad",
+        {"image": {"bytes": b"x", "path": None}, "question": "Where is the lesion?", "answer": "left lobe"},
+        "open question (answer is not yes/no)",
+    ),
     # a yes/no question without an image cannot be asked of a VLM
     ("slake", {"img_name": None, "question": "Is it normal?", "answer": "yes"}, "no image"),
     # PMC-VQA version 1 (no Answer_label): the answer text picks the option
-    ("pmc-vqa", {"Figure_path": "f.jpg", "Question": "q?", "Answer": "MRI", "Choice A": "A:CT", "Choice B": "B:MRI", "Choice C": "C:PET", "Choice D": "D:US"}, "B"),
+    (
+        "pmc-vqa",
+        {
+            "Figure_path": "f.jpg",
+            "Question": "q?",
+            "Answer": "MRI",
+            "Choice A": "A:CT",
+            "Choice B": "B:MRI",
+            "Choice C": "C:PET",
+            "Choice D": "D:US",
+        },
+        "B",
+    ),
     # PMC-VQA answer matching no option is left out
-    ("pmc-vqa", {"Figure_path": "f.jpg", "Question": "q?", "Answer": "SPECT", "Choice A": "A:CT", "Choice B": "B:MRI", "Choice C": "", "Choice D": ""}, "answer matches no single option"),
+    (
+        "pmc-vqa",
+        {
+            "Figure_path": "f.jpg",
+            "Question": "q?",
+            "Answer": "SPECT",
+            "Choice A": "A:CT",
+            "Choice B": "B:MRI",
+            "Choice C": "",
+            "Choice D": "",
+        },
+        "answer matches no single option",
+    ),
     # MMMU option lists that are images cannot be asked as text
-    ("mmmu-med", {"id": "validation_Pharmacy_3", "question": "Which? <image 1>", "options": "['<image 2>', '<image 3>']", "answer": "A",
-                  "image_1": {"bytes": b"x", "path": "a"}}, "options are images"),
+    (
+        "mmmu-med",
+        {
+            "id": "validation_Pharmacy_3",
+            "question": "Which? <image 1>",
+            "options": "['<image 2>', '<image 3>']",
+            "answer": "A",
+            "image_1": {"bytes": b"x", "path": "a"},
+        },
+        "options are images",
+    ),
     # MMMU medical subject, one image, letter answer
-    ("mmmu-med", {"id": "validation_Clinical_Medicine_7", "question": "What in <image 1>?", "options": "['a', 'b', 'c']", "answer": "C",
-                  "image_1": {"bytes": b"x", "path": "a"}}, "C"),
+    (
+        "mmmu-med",
+        {
+            "id": "validation_Clinical_Medicine_7",
+            "question": "What in <image 1>?",
+            "options": "['a', 'b', 'c']",
+            "answer": "C",
+            "image_1": {"bytes": b"x", "path": "a"},
+        },
+        "C",
+    ),
     # MedXpertQA options dict with a gap in the letters is malformed
-    ("medxpertqa-mm", {"id": "MM-1", "question": "q", "options": {"A": "x", "C": "y"}, "label": "A", "images": ["a.jpeg"]}, "malformed options"),
+    (
+        "medxpertqa-mm",
+        {"id": "MM-1", "question": "q", "options": {"A": "x", "C": "y"}, "label": "A", "images": ["a.jpeg"]},
+        "malformed options",
+    ),
 ]
 
 
@@ -166,6 +228,8 @@ def test_s3_root_is_mirrored(bench_root, tmp_path, monkeypatch):
         for p in folder.rglob("*"):
             if p.is_file():
                 s3.upload_file(str(p), "bench", f"root/vqa-rad/{p.relative_to(folder).as_posix()}")
-        records, stats = prepare_benchmark(BENCHMARKS["vqa-rad"], "s3://bench/root", tmp_path / "out", cache_dir=tmp_path / "cache")
+        records, stats = prepare_benchmark(
+            BENCHMARKS["vqa-rad"], "s3://bench/root", tmp_path / "out", cache_dir=tmp_path / "cache"
+        )
     local, _ = prepare_benchmark(BENCHMARKS["vqa-rad"], bench_root, tmp_path / "local")
     assert [r.to_dict() for r in records] == [r.to_dict() for r in local]

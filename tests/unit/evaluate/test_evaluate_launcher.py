@@ -51,15 +51,26 @@ def test_scripted_models_give_hand_computed_numbers_and_the_flag(upstream, tmp_p
     root = tmp_path / "bench"
     _pmc_with_labels(root, ["A", "A", "A", "B"])  # trained (always A) gets 3/4, base (always B) 1/4
     cfg = EvalConfig(benchmarks="pmc-vqa", train_task="pmc-vqa", k=2, max_questions=0, n_boot=200)
-    results, samples = evaluate_models(cfg, "trained-ref", "base-ref", upstream["eval_set"], str(root), tmp_path / "work",
-                                       backends={"base": ScriptedBackend("B"), "trained": ScriptedBackend("A")})
+    results, samples = evaluate_models(
+        cfg,
+        "trained-ref",
+        "base-ref",
+        upstream["eval_set"],
+        str(root),
+        tmp_path / "work",
+        backends={"base": ScriptedBackend("B"), "trained": ScriptedBackend("A")},
+    )
     pmc = results["benchmarks"]["pmc-vqa"]
     assert pmc["base"]["acc_at_1"] == pytest.approx(0.25) and pmc["trained"]["acc_at_1"] == pytest.approx(0.75)
     assert pmc["delta"]["acc_at_1"]["value"] == pytest.approx(0.5)
     assert pmc["trained"]["pass_at_k"] == pytest.approx({"1": 0.75, "2": 0.75})
     # the eval set's answers are all B: base 100%, trained 0%, every MedMNIST task is cross-dataset from pmc-vqa
     tr = results["transfer"]
-    assert set(tr["regimes"]) == {"cross-dataset"} and tr["regimes"]["cross-dataset"]["tasks"] == ["organamnist", "organcmnist", "pathmnist"]
+    assert set(tr["regimes"]) == {"cross-dataset"} and tr["regimes"]["cross-dataset"]["tasks"] == [
+        "organamnist",
+        "organcmnist",
+        "pathmnist",
+    ]
     assert tr["regimes"]["cross-dataset"]["delta"]["acc_at_1"]["value"] == pytest.approx(-1.0)
     flags = results["overfit"]["flags"]
     assert [(f["metric"], f["benchmark"]) for f in flags] == [("acc_at_1", "pmc-vqa"), ("pass_at_k", "pmc-vqa")]
@@ -69,10 +80,21 @@ def test_scripted_models_give_hand_computed_numbers_and_the_flag(upstream, tmp_p
 
 def test_train_task_on_medmnist_sets_the_regimes(upstream, tmp_path):
     cfg = EvalConfig(benchmarks="none", train_task="organamnist", k=1, n_boot=100)
-    results, _ = evaluate_models(cfg, "t", "b", upstream["eval_set"], None, tmp_path / "work",
-                                 backends={"base": ScriptedBackend("B"), "trained": ScriptedBackend("B")})
+    results, _ = evaluate_models(
+        cfg,
+        "t",
+        "b",
+        upstream["eval_set"],
+        None,
+        tmp_path / "work",
+        backends={"base": ScriptedBackend("B"), "trained": ScriptedBackend("B")},
+    )
     regimes = results["transfer"]["regimes"]
-    assert {r: e["tasks"] for r, e in regimes.items()} == {"in-domain": ["organamnist"], "within-modality": ["organcmnist"], "cross-modality": ["pathmnist"]}
+    assert {r: e["tasks"] for r, e in regimes.items()} == {
+        "in-domain": ["organamnist"],
+        "within-modality": ["organcmnist"],
+        "cross-modality": ["pathmnist"],
+    }
     assert results["overfit"]["checked"] and results["overfit"]["flags"] == []  # identical models: no delta
 
 
@@ -80,16 +102,49 @@ def test_launcher_end_to_end_with_the_tiny_model(upstream_with_model, tiny_model
     up = upstream_with_model
     bench = write_synthetic_benchmarks(tmp_path / "bench", ["vqa-rad", "mmmu-med"], n=8)
     results_dir, report = tmp_path / "out" / "results", tmp_path / "out" / "report.html"
-    rc = main([
-        "--model", str(up["model"]), "--base-model", str(tiny_model_dir), "--eval-set", str(up["eval_set"]),
-        "--diagnosis", str(up["diagnosis"]), "--probe-report", str(up["probe_report"]), "--curation-report", str(up["curation_report"]),
-        "--benchmarks-root", str(bench), "--benchmarks", "vqa-rad,mmmu-med", "--max-questions", "2",
-        "--k", "2", "--max-new-tokens", "4", "--prompt-format", "direct", "--train-task", "organamnist", "--n-boot", "100",
-        "--device", "cpu", "--out-results", str(results_dir), "--out-report", str(report),
-    ])
+    rc = main(
+        [
+            "--model",
+            str(up["model"]),
+            "--base-model",
+            str(tiny_model_dir),
+            "--eval-set",
+            str(up["eval_set"]),
+            "--diagnosis",
+            str(up["diagnosis"]),
+            "--probe-report",
+            str(up["probe_report"]),
+            "--curation-report",
+            str(up["curation_report"]),
+            "--benchmarks-root",
+            str(bench),
+            "--benchmarks",
+            "vqa-rad,mmmu-med",
+            "--max-questions",
+            "2",
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--prompt-format",
+            "direct",
+            "--train-task",
+            "organamnist",
+            "--n-boot",
+            "100",
+            "--device",
+            "cpu",
+            "--out-results",
+            str(results_dir),
+            "--out-report",
+            str(report),
+        ]
+    )
     assert rc == 0
     res = json.loads((results_dir / "results.json").read_text())
-    assert set(res["benchmarks"]) == {"vqa-rad", "mmmu-med"} and all(e["base"]["n"] == 2 for e in res["benchmarks"].values())
+    assert set(res["benchmarks"]) == {"vqa-rad", "mmmu-med"} and all(
+        e["base"]["n"] == 2 for e in res["benchmarks"].values()
+    )
     assert set(res["transfer"]["regimes"]) == {"in-domain", "within-modality", "cross-modality"}
     assert res["synthetic"] and res["models"] == {"trained": str(up["model"]), "base": str(tiny_model_dir)}
     metrics = json.loads((results_dir / "metrics.json").read_text())
@@ -117,7 +172,19 @@ def test_launcher_end_to_end_with_the_tiny_model(upstream_with_model, tiny_model
     ],
 )
 def test_launcher_rejects_bad_config(flags, message, tmp_path, capsys):
-    rc = main(["--model", "m/x", "--base-model", "m/y", "--out-results", str(tmp_path / "r"), "--out-report", str(tmp_path / "r.html"), *flags])
+    rc = main(
+        [
+            "--model",
+            "m/x",
+            "--base-model",
+            "m/y",
+            "--out-results",
+            str(tmp_path / "r"),
+            "--out-report",
+            str(tmp_path / "r.html"),
+            *flags,
+        ]
+    )
     assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -126,9 +193,26 @@ def test_component_signature_matches_the_pipeline_interface():
     from components.evaluate.component import evaluate
 
     spec = evaluate.component_spec
-    assert list(spec.inputs) == ["model", "base_model_ref", "eval_set", "diagnosis", "probe_report", "curation_report", "benchmarks_root",
-                                 "benchmarks", "k", "prompt_format", "max_new_tokens", "train_task", "seed"]
+    assert list(spec.inputs) == [
+        "model",
+        "base_model_ref",
+        "eval_set",
+        "diagnosis",
+        "probe_report",
+        "curation_report",
+        "benchmarks_root",
+        "benchmarks",
+        "k",
+        "prompt_format",
+        "max_new_tokens",
+        "train_task",
+        "seed",
+    ]
     types = {n: s.type for n, s in {**spec.inputs, **spec.outputs}.items()}
     assert types["model"].startswith("system.Model") and types["eval_set"].startswith("system.Dataset")
     assert types["k"] == "Integer" and types["benchmarks"] == "String"
-    assert types["results"].startswith("system.Artifact") and types["report"].startswith("system.HTML") and types["metrics"].startswith("system.Metrics")
+    assert (
+        types["results"].startswith("system.Artifact")
+        and types["report"].startswith("system.HTML")
+        and types["metrics"].startswith("system.Metrics")
+    )

@@ -66,7 +66,10 @@ def test_scorer_on_hand_written_completions_matches_hand_computed_accuracy():
 def test_paired_delta_is_trained_minus_base_on_the_same_questions():
     recs = [_rec(i) for i in range(4)]
     base = [score_question(r, "<answer>A</answer>", ["<answer>A</answer>", "<answer>B</answer>"]) for r in recs]
-    trained = [score_question(r, "<answer>B</answer>" if i < 3 else "<answer>A</answer>", ["<answer>B</answer>"] * 2) for i, r in enumerate(recs)]
+    trained = [
+        score_question(r, "<answer>B</answer>" if i < 3 else "<answer>A</answer>", ["<answer>B</answer>"] * 2)
+        for i, r in enumerate(recs)
+    ]
     d = paired_delta(base, trained, k=2, n_boot=200)
     assert d["acc_at_1"]["value"] == pytest.approx(3 / 4)  # base 0/4, trained 3/4
     assert d["pass_at_k"]["value"] == pytest.approx(0.0)  # both pass@2 = 1 everywhere

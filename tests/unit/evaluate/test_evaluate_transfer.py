@@ -11,7 +11,13 @@ REGIME_CASES = [
     ("organamnist", "organamnist", None, "in-domain", "same task"),  # the trained task itself
     ("organcmnist", "organamnist", None, "within-modality", "same modality (CT)"),  # OrganA -> OrganC, both CT
     ("organsmnist", "organamnist", None, "within-modality", "same modality (CT)"),  # OrganA -> OrganS
-    ("pneumoniamnist", "organamnist", None, "within-modality", "larger shift: CT -> X-ray"),  # same group, other modality
+    (
+        "pneumoniamnist",
+        "organamnist",
+        None,
+        "within-modality",
+        "larger shift: CT -> X-ray",
+    ),  # same group, other modality
     ("pathmnist", "octmnist", None, "cross-modality", "visible light -> microscopy"),  # OCT -> Path
     ("pathmnist", "organamnist", None, "cross-modality", "radiology -> microscopy"),  # OrganA -> Path
     ("octmnist", "organamnist", None, "cross-modality", "radiology -> visible light"),  # OrganA -> OCT
@@ -43,8 +49,12 @@ FLAG_CASES = [
     # exactly at the margin counts as neither win nor loss
     ({"pmc-vqa": 0.05}, {"cross-modality": -0.05}, 0.05, []),
     # several losses are all listed, worst first
-    ({"organamnist": 0.2}, {"within-modality": -0.1, "cross-modality": -0.3, "benchmark x": 0.1}, 0.05,
-     [("organamnist", ["cross-modality", "within-modality"])]),
+    (
+        {"organamnist": 0.2},
+        {"within-modality": -0.1, "cross-modality": -0.3, "benchmark x": 0.1},
+        0.05,
+        [("organamnist", ["cross-modality", "within-modality"])],
+    ),
     # missing deltas (None / NaN) are ignored, not treated as losses
     ({"pmc-vqa": 0.2}, {"cross-dataset": None, "benchmark y": float("nan")}, 0.05, []),
     # margin 0: any gain with any loss
