@@ -4,6 +4,11 @@
 
 Everything here is synthetic and every artifact built from it is marked synthetic in its lineage and in the
 report. It exists so that a newcomer can watch the whole DAG run on a laptop; its numbers mean nothing medically.
+
+The demo model starts from random weights and is then warmed up with a short TRL SFT run (step `demo-warmup`
+in its lineage) on the synthetic MedMNIST *train* split, so that it writes `<think>…</think><answer>X</answer>`
+and answers some questions right: without that, every Pass@K is 0, every GRPO reward is 0 and the demo shows
+nothing but zeros. The diagnosis and evaluation use the val and test splits.
 """
 
 from __future__ import annotations
@@ -14,7 +19,37 @@ from pathlib import Path
 
 from components.common.medmnist_tasks import DEMO_FLAGS
 
-ASSETS_VERSION = "1"
+ASSETS_VERSION = "2"
+WARMUP_STEPS = 150
+
+
+def warm_up_model(
+    raw_model: Path, medmnist_root: Path, pmc_vqa_root: Path, out_dir: Path, seed: int = 0, steps: int = WARMUP_STEPS
+) -> Path:
+    """Short SFT of the random-weight model on synthetic MedMNIST train and PMC-VQA questions -> model dir `out_dir`."""
+    import shutil
+    import tempfile
+
+    from components.common.medmnist_mcq import build_medmnist_mcq
+    from components.curate.pmcvqa import load_pmc_vqa
+    from components.sft.config import SFTConfig
+    from components.sft.data import Selection
+    from components.sft.train import fit_sft
+
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        records = []
+        for flag in DEMO_FLAGS:
+            records += build_medmnist_mcq(medmnist_root, flag, "train", tmp, per_class=6, seed=seed, synthetic=True)
+        pmc = load_pmc_vqa(pmc_vqa_root, synthetic=True).records
+        for rec in pmc:
+            (Path(tmp) / rec.image).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(pmc_vqa_root) / rec.image, Path(tmp) / rec.image)
+        records += pmc
+        selection = Selection(records, f"demo warm-up on {len(records)} synthetic train questions", False)
+        cfg = SFTConfig(max_steps=steps, learning_rate=3e-3, per_device_batch_size=8, max_examples=0, seed=seed)
+        fit_sft(cfg, str(raw_model), selection, tmp, out_dir, step="demo-warmup",
+                inputs={"random_init": str(raw_model), "medmnist_root": str(medmnist_root), "pmc_vqa_root": str(pmc_vqa_root)})
+    return out_dir
 
 
 def build_demo_assets(root: str | Path, seed: int = 0) -> dict[str, str]:
@@ -35,9 +70,10 @@ def build_demo_assets(root: str | Path, seed: int = 0) -> dict[str, str]:
     if stamp.is_file() and json.loads(stamp.read_text()) == want and all(p.exists() for p in paths.values()):
         return {k: str(v) for k, v in paths.items()}
     root.mkdir(parents=True, exist_ok=True)
-    build_tiny_model(paths["model_ref"], seed=seed)
     write_synthetic_medmnist(paths["medmnist_root"], list(DEMO_FLAGS), seed=seed)
     write_synthetic_pmc_vqa(paths["pmc_vqa_root"], seed=seed)
+    raw = build_tiny_model(root / "tiny-qwen2.5-vl-random", seed=seed)
+    warm_up_model(raw, paths["medmnist_root"], paths["pmc_vqa_root"], paths["model_ref"], seed=seed)
     write_synthetic_benchmarks(paths["benchmarks_root"], seed=seed)
     stamp.write_text(json.dumps(want))
     return {k: str(v) for k, v in paths.items()}

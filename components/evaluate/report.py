@@ -54,9 +54,10 @@ def collect_steps(input_dirs: dict[str, str | Path | None], own: dict | None = N
                 steps.append(rec)
     if own is not None:
         steps.append(own)
+    # Steps outside the pipeline (e.g. how the input checkpoint was made) come first: they happened before curate.
     order = {s: i for i, s in enumerate(STEP_ORDER)}
     return sorted(
-        steps, key=lambda r: (order.get(r.get("step"), len(order)), r.get("created_at") or "", r.get("artifact") or "")
+        steps, key=lambda r: (order.get(r.get("step"), -1), r.get("created_at") or "", r.get("artifact") or "")
     )
 
 

@@ -21,7 +21,7 @@ from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
 from components.common.records import load_records
 from components.sft.config import SFTConfig
-from components.sft.data import build_sft_rows, cap_balanced, select_proximal
+from components.sft.data import Selection, build_sft_rows, cap_balanced, select_proximal
 
 METRICS_FILE = "metrics.json"
 TRAIN_LOG_FILE = "train_log.json"
@@ -57,6 +57,24 @@ def _changed_fraction(before: dict, model) -> float:
 def train_sft(
     cfg: SFTConfig, model_ref: str, sft_set_dir: str | Path, diagnosis_dir: str | Path, out_dir: str | Path
 ) -> dict[str, Any]:
+    diagnosis = read_diagnosis(diagnosis_dir)
+    selection = select_proximal(load_records(sft_set_dir), diagnosis)
+    return fit_sft(
+        cfg, model_ref, selection, sft_set_dir, out_dir,
+        inputs={"base_model": model_ref, "sft_set": str(sft_set_dir), "diagnosis": str(diagnosis_dir)},
+    )
+
+
+def fit_sft(
+    cfg: SFTConfig,
+    model_ref: str,
+    selection: Selection,
+    sft_set_dir: str | Path,
+    out_dir: str | Path,
+    inputs: dict[str, str],
+    step: str = "sft",
+) -> dict[str, Any]:
+    """Train on `selection.records` (images under `sft_set_dir`) and write the model artifact to `out_dir`."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
@@ -64,8 +82,6 @@ def train_sft(
 
     from components.common.modeling import load_model_and_processor
 
-    diagnosis = read_diagnosis(diagnosis_dir)
-    selection = select_proximal(load_records(sft_set_dir), diagnosis)
     records = cap_balanced(selection.records, cfg.max_examples, cfg.seed)
     if not records:
         raise ValueError(f"{sft_set_dir}: no records to train on")
@@ -136,11 +152,7 @@ def train_sft(
         _save_model_dir(trained, processor, tmp)
         write_json(tmp / TRAIN_LOG_FILE, {"steps": steps})
         write_json(tmp / METRICS_FILE, metrics)
-        write_lineage(
-            tmp, step="sft", artifact="model",
-            inputs={"base_model": model_ref, "sft_set": str(sft_set_dir), "diagnosis": str(diagnosis_dir)},
-            params=dataclasses.asdict(cfg), summary=summary,
-        )
+        write_lineage(tmp, step=step, artifact="model", inputs=inputs, params=dataclasses.asdict(cfg), summary=summary)
     return metrics
 
 
