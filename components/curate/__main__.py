@@ -15,39 +15,21 @@ underscores). Each --out-* directory is replaced atomically and carries lineage.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from components.common.cli import add_config_flags
 from components.curate.config import CurateConfig
 
 OUTPUTS = ("medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "curation_report")
-
-
-def _bool(text: str) -> bool:
-    low = str(text).strip().lower()
-    if low in ("1", "true", "yes", "y", "on"):
-        return True
-    if low in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m components.curate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for f in dataclasses.fields(CurateConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata.get("help", "")
-        if f.default is dataclasses.MISSING:
-            parser.add_argument(flag, dest=f.name, required=True, help=help_)
-        elif f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, type=_bool, default=f.default, metavar="BOOL", help=f"{help_} (default {f.default})")
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=f"{help_} (default {f.default!r})")
+    add_config_flags(parser, CurateConfig)
     for name in OUTPUTS:
         parser.add_argument(f"--out-{name.replace('_', '-')}", dest=f"out_{name}", required=True,
                             help=f"output directory for {name}")

@@ -14,9 +14,9 @@ diagnosis.json, table.md, passk_curves.png, passk_<group>.png, samples.jsonl, me
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
+from components.common.cli import add_config_flags
 from components.diagnose.config import DiagnoseConfig
 
 _ALIASES = {"model_ref": "--model", "data": "--data"}
@@ -26,14 +26,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m components.diagnose", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for f in dataclasses.fields(DiagnoseConfig):
-        flag = _ALIASES.get(f.name, "--" + f.name.replace("_", "-"))
-        help_ = f.metadata.get("help", "")
-        if f.default is dataclasses.MISSING:
-            parser.add_argument(flag, dest=f.name, required=True, help=help_)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=f"{help_} (default {f.default!r})")
+    add_config_flags(parser, DiagnoseConfig, aliases=_ALIASES)
     parser.add_argument("--out", required=True, help="diagnosis output directory (replaced atomically)")
     parser.add_argument("--metrics-json", default=None, help="also write the flat metrics JSON here (for kfp Metrics)")
     parser.add_argument("--branch-file", default=None, help="also write the chosen branch to this file")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from components.common.io import atomic_dir, atomic_write_text, write_json, write_jsonl
 from components.common.lineage import write_lineage
+from components.common.cli import add_config_flags
 from components.evaluate.config import EvalConfig
 
 METRICS_FILE = "metrics.json"
@@ -43,11 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
     io.add_argument("--out-results", required=True, help="results directory to write")
     io.add_argument("--out-report", required=True, help="HTML report file to write")
     cfg = p.add_argument_group("evaluation (EvalConfig)")
-    for f in dataclasses.fields(EvalConfig):
-        flag = "--" + f.name.replace("_", "-")
-        cfg.add_argument(
-            flag, type=type(f.default), default=f.default, help=f"{f.metadata.get('help', '')} (default: {f.default})"
-        )
+    add_config_flags(cfg, EvalConfig)
     return p
 
 

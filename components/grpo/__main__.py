@@ -14,42 +14,11 @@ and lineage.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from pathlib import Path
-from typing import Any
 
+from components.common.cli import add_config_flags, config_from_args
 from components.grpo.config import SharpenConfig
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per dataclass field (bools as --x/--no-x); defaults None so only given flags override."""
-    group = parser.add_argument_group(cls.__name__)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
-        if f.type in (bool, "bool"):
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__)
-            group.add_argument(flag, dest=f.name, type=typ, default=None, help=help_text)
-
-
-def config_from_args(cls, args: argparse.Namespace):
-    values: dict[str, Any] = {}
-    if args.config:
-        import yaml
-
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-        unknown = set(loaded) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{args.config}: unknown {cls.__name__} field(s) {', '.join(sorted(unknown))}")
-        values.update(loaded)
-    for f in dataclasses.fields(cls):
-        if getattr(args, f.name) is not None:
-            values[f.name] = getattr(args, f.name)
-    return cls(**values)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -63,14 +32,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output model directory (written atomically)")
     parser.add_argument("--init-model", default=None, help="model dir to train instead of --model-ref (SFT output)")
     parser.add_argument("--config", default=None, help="YAML file of SharpenConfig fields (flags override it)")
-    add_config_flags(parser, SharpenConfig)
+    add_config_flags(parser.add_argument_group(SharpenConfig.__name__), SharpenConfig, overrides_only=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        cfg = config_from_args(SharpenConfig, args)
+        cfg = config_from_args(SharpenConfig, args, args.config)
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

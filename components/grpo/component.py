@@ -42,7 +42,7 @@ def grpo(
         "--max-steps", str(max_steps),
         "--learning-rate", str(learning_rate),
         "--num-generations", str(num_generations),
-        "--lora" if lora else "--no-lora",
+        "--lora", str(lora).lower(),
         "--consistency-bonus", str(consistency_bonus),
         "--max-new-tokens", str(max_new_tokens),
         "--watch-max-new-tokens", str(max_new_tokens),

@@ -13,38 +13,20 @@ probe.json, table.md, probe_accuracy.png, metrics.json and lineage.json. Feature
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
+from components.common.cli import add_config_flags
 from components.probe.config import ProbeConfig
 
 _ALIASES = {"model_ref": "--model", "data": "--data"}
-
-
-def _bool(text: str) -> bool:
-    low = str(text).strip().lower()
-    if low in ("1", "true", "yes", "y", "on"):
-        return True
-    if low in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m components.probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for f in dataclasses.fields(ProbeConfig):
-        flag = _ALIASES.get(f.name, "--" + f.name.replace("_", "-"))
-        help_ = f.metadata.get("help", "")
-        if f.default is dataclasses.MISSING:
-            parser.add_argument(flag, dest=f.name, required=True, help=help_)
-        elif f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, type=_bool, default=f.default, metavar="BOOL", help=f"{help_} (default {f.default})")
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=f"{help_} (default {f.default!r})")
+    add_config_flags(parser, ProbeConfig, aliases=_ALIASES)
     parser.add_argument("--out", required=True, help="probe_report output directory (replaced atomically)")
     parser.add_argument("--metrics-json", default=None, help="also write the summary metrics JSON here (for kfp Metrics)")
     return parser

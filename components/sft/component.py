@@ -35,7 +35,7 @@ def sft(
             "--prompt-format", prompt_format,
             "--max-steps", str(max_steps),
             "--learning-rate", str(learning_rate),
-            "--lora" if lora else "--no-lora",
+            "--lora", str(lora).lower(),
             "--per-device-batch-size", str(per_device_batch_size),
             "--max-examples", str(max_examples),
             "--seed", str(seed),

@@ -43,3 +43,38 @@ def test_cli_reports_bad_parameter_cleanly(capsys):
     assert main(["compile", "--set", "tau=2", "--out", "/dev/null"]) == 2
     err = capsys.readouterr().err
     assert "medbridge: error:" in err and "is outside [0, 1]" in err
+
+
+def test_config_flags_from_dataclass(tmp_path):
+    """The shared launcher flags: types from the dataclass, BOOL values, --no-x, YAML overlaid by given flags."""
+    import argparse
+    from dataclasses import dataclass, field
+
+    from components.common.cli import add_config_flags, config_from_args
+
+    @dataclass
+    class Cfg:
+        model_ref: str = field(metadata={"help": "required: no default"})
+        steps: int = 3
+        lr: float = 0.1
+        lora: bool = False
+
+    p = argparse.ArgumentParser()
+    add_config_flags(p, Cfg, aliases={"model_ref": "--model"})
+    cfg = config_from_args(Cfg, p.parse_args(["--model", "m", "--steps", "5", "--lora", "true"]))
+    assert cfg == Cfg("m", 5, 0.1, True)
+    assert config_from_args(Cfg, p.parse_args(["--model", "m", "--lora"])).lora is True  # bare flag means true
+    assert config_from_args(Cfg, p.parse_args(["--model", "m", "--no-lora"])).lora is False
+    with pytest.raises(SystemExit):
+        p.parse_args(["--steps", "1"])  # --model is required: the field has no default
+    with pytest.raises(SystemExit):
+        p.parse_args(["--model", "m", "--lora", "maybe"])
+
+    q = argparse.ArgumentParser()
+    add_config_flags(q, Cfg, overrides_only=True)
+    yml = tmp_path / "c.yaml"
+    yml.write_text("model_ref: from-file\nsteps: 9\n")
+    assert config_from_args(Cfg, q.parse_args(["--lr", "0.5"]), str(yml)) == Cfg("from-file", 9, 0.5, False)
+    yml.write_text("stpes: 9\n")
+    with pytest.raises(ValueError, match="unknown Cfg field"):
+        config_from_args(Cfg, q.parse_args([]), str(yml))

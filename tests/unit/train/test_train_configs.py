@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.common.cli import config_from_args
+
 from components.grpo.config import SharpenConfig
 from components.sft.config import SFTConfig
 
@@ -34,14 +36,14 @@ def test_config_loads_into_dataclass(path):
 def test_launcher_reads_config(path, tmp_path):
     step = path.name.split("_")[0]
     if step == "sft":
-        from components.sft.__main__ import config_from_args, make_parser
+        from components.sft.__main__ import make_parser
 
         argv = ["--model-ref", "m", "--sft-set", "s", "--diagnosis", "d", "--out", "o"]
     else:
-        from components.grpo.__main__ import config_from_args, make_parser
+        from components.grpo.__main__ import make_parser
 
         argv = ["--model-ref", "m", "--rl-set", "r", "--watch-set", "w", "--diagnosis", "d", "--out", "o"]
     args = make_parser().parse_args([*argv, "--config", str(path), "--seed", "7"])
-    cfg = config_from_args(CLASSES[step], args)
+    cfg = config_from_args(CLASSES[step], args, args.config)
     assert cfg.seed == 7  # the flag overrides the file
     assert cfg.max_steps == yaml.safe_load(path.read_text())["max_steps"]
