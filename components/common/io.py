@@ -64,6 +64,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)  # as atomic_file: readable like any file a step writes (a report, a shared cache)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -21,9 +21,14 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
+    from filelock import FileLock
+
     from components.common.demo import build_demo_assets
 
-    return build_demo_assets(tmp_path_factory.mktemp("demo") / "demo-assets")
+    # Built once and shared by the pytest-xdist workers (the base temp's parent is common to them).
+    root = tmp_path_factory.getbasetemp().parent / "demo-assets"
+    with FileLock(f"{root}.lock"):
+        return build_demo_assets(root)
 
 
 @pytest.mark.parametrize("branch", ["bridge", "sharpen"])
