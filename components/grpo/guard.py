@@ -10,21 +10,11 @@ Pass@K fell by more than a tolerance.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of one question with n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n:
-        raise ValueError(f"pass_at_k: c={c} correct samples must be within 0..n={n}")
-    if not 1 <= k <= n:
-        raise ValueError(f"pass_at_k: k={k} must be within 1..n={n}; draw at least k samples per question")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+from components.diagnose.metrics import pass_at_k  # the one unbiased estimator the project uses
 
 
 def support_collapsed(pass_before: float, pass_after: float, tolerance: float = 0.05) -> bool:
