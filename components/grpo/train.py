@@ -22,6 +22,7 @@ from typing import Any
 
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
+from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
 from components.common.records import MCQRecord, load_records, open_image
 from components.grpo.config import SharpenConfig
 
@@ -57,22 +58,8 @@ def build_grpo_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str)
     ]
 
 
-def _save_model_dir(model, processor, out: Path) -> None:
-    """A full HF model dir that components.common.modeling.load_model_and_processor opens."""
-    model.save_pretrained(out)
-    processor.tokenizer.save_pretrained(out)
-    processor.image_processor.save_pretrained(out)
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": processor.tokenizer.chat_template}, indent=2))
 
 
-def _changed_fraction(before: dict, model) -> float:
-    changed = total = 0
-    for name, p in model.named_parameters():
-        name = name.replace("base_model.model.", "").replace(".base_layer", "")
-        if name in before:
-            total += 1
-            changed += int(not bool((before[name] == p.detach().cpu()).all()))
-    return changed / total if total else 0.0
 
 
 def train_grpo(
@@ -112,7 +99,7 @@ def train_grpo(
     torch.manual_seed(cfg.seed)
     model, processor = load_model_and_processor(start)
     on_cuda = model.device.type == "cuda"
-    before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    before = snapshot_params(model)
 
     def measure(m=None):
         return measure_support(
@@ -138,25 +125,11 @@ def train_grpo(
         beta=cfg.beta,
         reward_weights=[1.0, cfg.format_weight],
         generation_kwargs={"suppress_tokens": suppress},
-        bf16=on_cuda,
-        gradient_checkpointing=on_cuda,
-        use_cpu=not on_cuda,
-        deepspeed=_deepspeed_config() if cfg.deepspeed else None,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
+        **runtime_args(on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed),
     )
     peft_config = None
     if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=cfg.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules)
     common = dict(
         model=model,
         reward_funcs=[accuracy_reward, format_reward],
@@ -205,7 +178,7 @@ def train_grpo(
         "support_collapsed": collapsed,
         "collapse_tolerance": cfg.collapse_tolerance,
         "consistency_aware": cfg.consistency_bonus > 0,
-        "params_changed_fraction": _changed_fraction(before, trained),
+        "params_changed_fraction": changed_fraction(before, trained),
         "init_from": "init_model" if init_model is not None else "model_ref",
         "diagnosis_branch": (diagnosis.get("decision") or {}).get("branch"),
     }
@@ -217,7 +190,7 @@ def train_grpo(
         + ("; SUPPORT COLLAPSED" if collapsed else "")
     )
     with atomic_dir(out_dir) as tmp:
-        _save_model_dir(trained, processor, tmp)
+        save_model_dir(trained, processor, tmp)
         write_json(tmp / TRAIN_LOG_FILE, {"steps": steps, "support_watch": watch_history})
         write_json(tmp / METRICS_FILE, metrics)
         inputs = {"base_model": start, "rl_set": str(rl_set_dir), "watch_set": str(watch_set_dir),
@@ -232,8 +205,3 @@ def train_grpo(
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
-
-def _deepspeed_config() -> dict:
-    from components.common.deepspeed import zero3_config
-
-    return zero3_config()

@@ -19,6 +19,7 @@ from typing import Any
 
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
+from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
 from components.common.records import load_records
 from components.sft.config import SFTConfig
 from components.sft.data import Selection, build_sft_rows, cap_balanced, select_proximal
@@ -37,21 +38,8 @@ def read_diagnosis(diagnosis_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
-def _save_model_dir(model, processor, out: Path) -> None:
-    """A full HF model dir that components.common.modeling.load_model_and_processor opens."""
-    model.save_pretrained(out)
-    processor.tokenizer.save_pretrained(out)
-    processor.image_processor.save_pretrained(out)
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": processor.tokenizer.chat_template}, indent=2))
 
 
-def _changed_fraction(before: dict, model) -> float:
-    changed = total = 0
-    for name, p in model.named_parameters():
-        if name in before:
-            total += 1
-            changed += int(not bool((before[name] == p.detach().cpu()).all()))
-    return changed / total if total else 0.0
 
 
 def train_sft(
@@ -91,7 +79,7 @@ def fit_sft(
     model, processor = load_model_and_processor(model_ref)
     model.train()
     on_cuda = model.device.type == "cuda"
-    before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    before = snapshot_params(model)
     args = TRLSFTConfig(
         output_dir=tempfile.mkdtemp(prefix="medbridge-sft-"),
         max_steps=cfg.max_steps,
@@ -100,25 +88,11 @@ def fit_sft(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a fraction of max_steps
         max_length=cfg.max_length,
-        bf16=on_cuda,  # CPU: fp32, and no gradient checkpointing (both only cost time there)
-        gradient_checkpointing=on_cuda,
-        use_cpu=not on_cuda,
-        deepspeed=_deepspeed_config() if cfg.deepspeed else None,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
+        **runtime_args(on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed),
     )
     peft_config = None
     if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
-        )
+        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
     )
@@ -141,7 +115,7 @@ def fit_sft(
         "tasks": tasks,
         "fell_back_to_all_tasks": selection.fell_back,
         "selection": selection.reason,
-        "params_changed_fraction": _changed_fraction(before, trained),
+        "params_changed_fraction": changed_fraction(before, trained),
         "lora": cfg.lora,
     }
     summary = (
@@ -149,14 +123,9 @@ def fit_sft(
         f"loss {steps[0]['loss']:.3f}->{final_loss:.3f}"
     )
     with atomic_dir(out_dir) as tmp:
-        _save_model_dir(trained, processor, tmp)
+        save_model_dir(trained, processor, tmp)
         write_json(tmp / TRAIN_LOG_FILE, {"steps": steps})
         write_json(tmp / METRICS_FILE, metrics)
         write_lineage(tmp, step=step, artifact="model", inputs=inputs, params=dataclasses.asdict(cfg), summary=summary)
     return metrics
 
-
-def _deepspeed_config() -> dict:
-    from components.common.deepspeed import zero3_config
-
-    return zero3_config()
