@@ -2,7 +2,8 @@
 sampler (`components.common.sampling.shared_prefix_generate`), in one run, on the same workload.
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/sampling.py --questions 256 --k 16 --new-tokens 256 \
-        --prompt-len 320 --naive-batches 2 --batches 16,64 2>&1 | tee sampling.log
+        --prompt-len 320 --naive-batches 2 --batches 16g,64,64g 2>&1 | tee sampling.log
+    ... --batches 16,64 --profile-rows 1024      # eager decoding, plus the per-part timing of a 1,024-row step
     PYTHONPATH=. python3 benchmarks/sampling.py --quick          # small shapes: correctness + a speed smoke test
 
 Workload: a Qwen2.5-VL-7B-shaped model with RANDOM weights built from the real config values (bf16, sdpa), no
@@ -13,7 +14,14 @@ tokens over wall time including prefill (and the vision tower). The naive baseli
 of 16 prompts of the same workload (each batch is the same shape, so its rate holds for the whole set).
 
 The decode memory-bandwidth bound: per step, the text model's weights plus every row's KV cache up to that step are
-read once; bound = bytes / HBM bandwidth (measured here with a device-to-device copy, and the nominal figure).
+read once; bound = bytes / HBM bandwidth (measured here with a device-to-device copy, and the nominal figure). The
+compute bound: 2 FLOPs per text weight (lm_head included) per row plus the attention FLOPs, at the nominal dense bf16
+peak (989 TFLOP/s on H100 SXM and H200). A step cannot beat the larger of the two (the roofline bound); at 1,024 rows
+the compute bound is the larger.
+
+`--profile-rows R` first times the parts of a decode step at R rows with CUDA events: the top-p sampler against the
+previous sort-based one on the same logits, and decode attention with and without a padding mask; the shared-prefix
+runs also report their per-step time split into model forward and sampling.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ QWEN25_VL_7B = dict(  # Qwen/Qwen2.5-VL-7B-Instruct config.json
 )
 SUPPRESS = [151652, 151653, 151655, 151656, 151644]  # vision start/end, image/video pad, <|im_start|>
 NOMINAL_BW = {"H100": 3.35e12, "H200": 4.8e12}
+NOMINAL_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense, SXM
 DEVICE = "cuda"  # the dry run in tests sets "cpu"
 
 
@@ -150,6 +159,78 @@ def decode_bytes(model, rows: int, prompt_len: int, steps: int) -> tuple[float, 
     return w, kv
 
 
+def decode_flops(model, rows: int, prompt_len: int, steps: int) -> float:
+    """FLOPs of the decode forwards of one batch: 2 per text weight per row, plus attention (QK and PV)."""
+    tc = model.config.text_config
+    lm = model.model.language_model
+    w = sum(p.numel() for p in lm.parameters()) - lm.embed_tokens.weight.numel() + model.lm_head.weight.numel()
+    attn = sum(4 * rows * tc.num_attention_heads * (prompt_len + t + 1) * (tc.hidden_size // tc.num_attention_heads)
+               for t in range(steps - 1)) * tc.num_hidden_layers
+    return 2 * w * rows * (steps - 1) + attn
+
+
+def sample_next_sorted(logits, *, temperature, top_p, generator, candidates=1024):
+    """The previous top-p sampler (top-`candidates` select, full-vocabulary sort when those miss top_p), for timing."""
+    import torch
+
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    kk = min(candidates, probs.shape[-1])
+    vals, idx = probs.topk(kk, dim=-1)
+    if kk < probs.shape[-1] and not bool((vals.sum(-1) >= top_p).all()):
+        vals, idx = probs.sort(dim=-1, descending=True)
+    before = vals.cumsum(dim=-1) - vals
+    vals = vals.masked_fill(before >= top_p, 0.0)
+    q = torch.empty_like(vals).exponential_(1.0, generator=generator)
+    return idx.gather(-1, (vals / q).argmax(dim=-1)[:, None]).squeeze(-1)
+
+
+def _cuda_ms(fn, reps: int = 5) -> float:
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(reps):
+        fn()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / reps
+
+
+def profile_parts(model, rows: int, prompt_len: int, new_tokens: int) -> dict:
+    """CUDA-event times of decode-step parts at `rows` rows (logits from the model's lm_head on random states)."""
+    import torch
+    import torch.nn.functional as F
+
+    from components.common.sampling import sample_next
+
+    tc = model.config.text_config
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    with torch.inference_mode():
+        h = model.model.language_model.norm(torch.randn(rows, tc.hidden_size, device=DEVICE, dtype=torch.bfloat16))
+        logits = model.lm_head(h).float()
+        logits[:, SUPPRESS] = float("-inf")
+        probs = torch.softmax(logits / 0.7, -1)
+        nucleus = (probs.sort(-1, descending=True)[0].cumsum(-1) < 0.9).sum(-1).float().mean().item() + 1
+        res = {"rows": rows, "mean_nucleus_tokens": nucleus,
+               "lm_head_ms": _cuda_ms(lambda: model.lm_head(h)),
+               "sampler_sorted_ms": _cuda_ms(lambda: sample_next_sorted(logits, temperature=0.7, top_p=0.9, generator=g)),
+               "sampler_new_ms": _cuda_ms(lambda: sample_next(logits, temperature=0.7, top_p=0.9, generator=g)),
+               "softmax_ms": _cuda_ms(lambda: torch.softmax(logits / 0.7, -1)),
+               "sort_ms": _cuda_ms(lambda: probs.sort(-1, descending=True))}
+        hkv, d = tc.num_key_value_heads, tc.hidden_size // tc.num_attention_heads
+        s_len = prompt_len + new_tokens // 2
+        q = torch.randn(rows, hkv, tc.num_attention_heads // hkv, d, device=DEVICE, dtype=torch.bfloat16)
+        kv = torch.randn(rows, hkv, prompt_len + new_tokens, d, device=DEVICE, dtype=torch.bfloat16)
+        k = kv[:, :, :s_len]
+        mask = torch.ones(rows, 1, 1, prompt_len + new_tokens, dtype=torch.bool, device=DEVICE)[..., :s_len]
+        res["attention_layer_masked_ms"] = _cuda_ms(lambda: F.scaled_dot_product_attention(q, k, k, attn_mask=mask))
+        res["attention_layer_nomask_ms"] = _cuda_ms(lambda: F.scaled_dot_product_attention(q, k, k))
+        res["attention_kv_len"] = s_len
+    return res
+
+
 def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):
     import torch
 
@@ -172,7 +253,8 @@ def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):
     return tokens, time.perf_counter() - t0
 
 
-def run_shared(model, ids, pix, grid, k, new_tokens, n_prompts, batch, greedy_row=False):
+def run_shared(model, ids, pix, grid, k, new_tokens, n_prompts, batch, greedy_row=False, profile=False,
+               cuda_graph=False):
     import torch
 
     from components.common.sampling import shared_prefix_generate
@@ -187,7 +269,7 @@ def run_shared(model, ids, pix, grid, k, new_tokens, n_prompts, batch, greedy_ro
         stats: dict = {}
         out = shared_prefix_generate(
             model, enc, n=k, greedy_row=greedy_row, max_new_tokens=new_tokens, temperature=0.7, top_p=0.9,
-            eos_ids=(), pad_id=151643, suppress_ids=SUPPRESS, image_token_id=151655, generator=gen, stats=stats,
+            eos_ids=(), pad_id=151643, suppress_ids=SUPPRESS, image_token_id=151655, generator=gen, stats=stats, profile=profile, cuda_graph=cuda_graph,
         )
         tokens += out.numel()
         prefill += stats["prefill_s"]
@@ -211,9 +293,16 @@ def check_greedy(model, ids, pix, grid, new_tokens):
     ours = shared_prefix_generate(model, enc, n=3, greedy_row=True, max_new_tokens=new_tokens, eos_ids=(),
                                   pad_id=151643, suppress_ids=SUPPRESS, image_token_id=151655,
                                   generator=torch.Generator(device=DEVICE).manual_seed(0))[:, 0]
+    try:
+        graphed = shared_prefix_generate(model, enc, n=3, greedy_row=True, max_new_tokens=new_tokens, eos_ids=(),
+                                         pad_id=151643, suppress_ids=SUPPRESS, image_token_id=151655, cuda_graph=True,
+                                         generator=torch.Generator(device=DEVICE).manual_seed(0))[:, 0]
+    except Exception as e:  # report and go on with the eager sampler
+        print(f"CUDA-graph decode failed: {type(e).__name__}: {e}", flush=True)
+        graphed = torch.full_like(ours, -1)
     same = (ref == ours).float()
     first_diff = [int((~(ref[i] == ours[i])).nonzero()[0]) if (ref[i] != ours[i]).any() else new_tokens for i in range(2)]
-    return float(same.mean()), first_diff
+    return float(same.mean()), first_diff, float((graphed == ours).float().mean())
 
 
 def main(argv=None) -> int:
@@ -223,9 +312,12 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--prompt-len", type=int, default=320)
     p.add_argument("--naive-batches", type=int, default=2, help="batches of 16 prompts for the naive baseline")
-    p.add_argument("--batches", default="16,64", help="prompts per prefill batch for the shared-prefix sampler")
+    p.add_argument("--batches", default="16,64", help="prompts per prefill batch for the shared-prefix sampler; "
+                   "a trailing g (64g) decodes with CUDA graphs")
     p.add_argument("--quick", action="store_true", help="4-layer model, short run: correctness and smoke speed")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
+    p.add_argument("--profile-rows", type=int, default=0, help="first time the parts of a decode step at this many rows")
+    p.add_argument("--skip-naive", action="store_true", help="skip the naive baseline (profiling runs only)")
     a = p.parse_args(argv)
 
     import torch
@@ -239,6 +331,7 @@ def main(argv=None) -> int:
     print(f"transformers {transformers.__version__}", flush=True)
     bw = measure_bandwidth()
     nominal = next((v for key, v in NOMINAL_BW.items() if key in name), None)
+    peak_flops = next((v for key, v in NOMINAL_BF16_FLOPS.items() if key in name), None)
     print(f"measured copy bandwidth {bw / 1e12:.2f} TB/s; nominal {nominal and nominal / 1e12} TB/s", flush=True)
     t = time.perf_counter()
     model = build_model(small=a.quick)
@@ -248,43 +341,75 @@ def main(argv=None) -> int:
                  "workload": dict(questions=a.questions, k=a.k, new_tokens=a.new_tokens, prompt_len=a.prompt_len),
                  "bandwidth_measured": bw, "bandwidth_nominal": nominal}
 
-    match, first_diff = check_greedy(model, ids, pix, grid, 32)
-    print(f"greedy row vs generate(do_sample=False), 32 tokens x 2 prompts: {match:.2%} equal, first diff at {first_diff}", flush=True)
-    res["greedy_match"] = {"fraction": match, "first_diff": first_diff}
+    match, first_diff, graph_match = check_greedy(model, ids, pix, grid, 32)
+    print(f"greedy row vs generate(do_sample=False), 32 tokens x 2 prompts: {match:.2%} equal, first diff at {first_diff}; "
+          f"CUDA-graph greedy row vs eager greedy row: {graph_match:.2%} equal", flush=True)
+    res["greedy_match"] = {"fraction": match, "first_diff": first_diff, "cuda_graph_vs_eager": graph_match}
 
     # warm-up (kernels, allocator) on a small slice, not timed
     run_shared(model, ids, pix, grid, 2, 4, 2, 2)
-    tok, dt = run_naive(model, ids, pix, grid, a.k, a.new_tokens, a.naive_batches)
-    res["naive"] = {"tokens": tok, "seconds": dt, "tok_s": tok / dt, "prompts": 16 * a.naive_batches}
-    print(f"naive generate(num_return_sequences={a.k}), 16-prompt batches x{a.naive_batches}: {tok} tokens {dt:.1f}s "
-          f"-> {tok / dt:,.0f} tok/s", flush=True)
+    if any(x.endswith("g") for x in a.batches.split(",")):
+        try:
+            run_shared(model, ids, pix, grid, 2, 4, 2, 2, cuda_graph=True)
+        except Exception as e:
+            print(f"CUDA-graph warm-up failed: {type(e).__name__}: {e}", flush=True)
+    if a.profile_rows:
+        res["profile"] = profile_parts(model, a.profile_rows, a.prompt_len, a.new_tokens)
+        print("decode-step parts (CUDA events, ms): " + json.dumps(res["profile"]), flush=True)
+        torch.cuda.empty_cache()
+    if a.skip_naive:
+        res["naive"] = {"tok_s": float("nan")}
+    else:
+        tok, dt = run_naive(model, ids, pix, grid, a.k, a.new_tokens, a.naive_batches)
+        res["naive"] = {"tokens": tok, "seconds": dt, "tok_s": tok / dt, "prompts": 16 * a.naive_batches}
+        print(f"naive generate(num_return_sequences={a.k}), 16-prompt batches x{a.naive_batches}: {tok} tokens "
+              f"{dt:.1f}s -> {tok / dt:,.0f} tok/s", flush=True)
     torch.cuda.empty_cache()
 
     res["shared"] = []
-    for b in [int(x) for x in a.batches.split(",")]:
+    for spec in a.batches.split(","):
+        graphs = spec.endswith("g")
+        b = int(spec.rstrip("g"))
         free = torch.cuda.mem_get_info()[0]
         tc = model.config.text_config
         kv_need = b * a.k * (a.prompt_len + a.new_tokens) * tc.num_hidden_layers * 2 * tc.num_key_value_heads * 128 * 2
         if kv_need > 0.8 * free:
-            print(f"shared-prefix, {b} prompts/batch: skipped (KV cache {kv_need / 2**30:.1f} GiB > 80% of free {free / 2**30:.1f} GiB)")
+            print(f"shared-prefix, {spec} prompts/batch: skipped (KV cache {kv_need / 2**30:.1f} GiB > 80% of free {free / 2**30:.1f} GiB)")
             continue
-        tok, dt, pre, dec, stats, peak = run_shared(model, ids, pix, grid, a.k, a.new_tokens, a.questions, b)
+        try:
+            tok, dt, pre, dec, stats, peak = run_shared(model, ids, pix, grid, a.k, a.new_tokens, a.questions, b,
+                                                        profile=True, cuda_graph=graphs)
+        except Exception as e:
+            print(f"shared-prefix, {spec} prompts/batch: failed: {type(e).__name__}: {e}", flush=True)
+            torch.cuda.empty_cache()
+            continue
         rows = b * a.k
         w, kv = decode_bytes(model, rows, a.prompt_len, a.new_tokens)
         n_batches = len(stats)
+        n_steps = n_batches * (a.new_tokens - 1)
         bytes_total = n_batches * ((a.new_tokens - 1) * w + kv)
         bound = bytes_total / bw
-        r = {"prompts_per_batch": b, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
+        flops = n_batches * decode_flops(model, rows, a.prompt_len, a.new_tokens)
+        compute_bound = flops / peak_flops if peak_flops else 0.0
+        roofline = max(bound, compute_bound)
+        r = {"prompts_per_batch": b, "cuda_graph": graphs, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
              "prefill_s": pre, "decode_s": dec, "ms_per_step": 1e3 * dec / (n_batches * (a.new_tokens - 1)),
              "bound_s_measured_bw": bound, "fraction_of_bound": bound / dec,
              "fraction_of_nominal_bound": (bytes_total / nominal) / dec if nominal else None,
-             "speedup_vs_naive": (tok / dt) / res["naive"]["tok_s"], "peak_mem_gib": peak / 2**30}
+             "speedup_vs_naive": (tok / dt) / res["naive"]["tok_s"], "peak_mem_gib": peak / 2**30,
+             "bound_ms_per_step_bandwidth": 1e3 * bound / n_steps, "bound_ms_per_step_compute": 1e3 * compute_bound / n_steps,
+             "fraction_of_roofline_bound": roofline / dec,
+             "forward_ms_per_step": 1e3 * sum(s["forward_s"] for s in stats) / n_steps,
+             "sample_ms_per_step": 1e3 * sum(s["sample_s"] for s in stats) / (n_steps + n_batches)}
         res["shared"].append(r)
-        print(f"shared-prefix, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
+        print(f"shared-prefix{' + CUDA graphs' if graphs else ''}, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
               f"({r['speedup_vs_naive']:.2f}x naive); prefill {pre:.1f}s decode {dec:.1f}s, {r['ms_per_step']:.1f} ms/step; "
               f"bandwidth bound {bound:.1f}s = {r['fraction_of_bound']:.0%} of bound (measured BW)"
               + (f", {r['fraction_of_nominal_bound']:.0%} (nominal)" if nominal else "")
               + f"; peak mem {peak / 2**30:.1f} GiB", flush=True)
+        print(f"  per step: forward {r['forward_ms_per_step']:.1f} ms + sampling {r['sample_ms_per_step']:.1f} ms; "
+              f"bounds: bandwidth {r['bound_ms_per_step_bandwidth']:.1f} ms, compute {r['bound_ms_per_step_compute']:.1f} ms "
+              f"-> {r['fraction_of_roofline_bound']:.0%} of the roofline bound", flush=True)
         torch.cuda.empty_cache()
     print(json.dumps(res, indent=1, default=str))
     if a.json:

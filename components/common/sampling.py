@@ -12,7 +12,8 @@ Backends
   ONCE (one prefill of the batch, vision tower included), copies the prompt's KV cache into K (+1 greedy) rows of a
   preallocated cache and decodes all B×(K+1) rows together: no K-fold prefill, no cache re-concatenation per step,
   and grouped-query attention without repeating the KV heads. Positions follow Qwen2.5-VL's multimodal RoPE
-  (`rope_deltas` from the prefill).
+  (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes, the cache
+  read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`).
 - `vllm` (production): `SamplingParams(n=K)` with prefix caching and tensor parallelism; requests are built by the
   pure function `build_vllm_requests` (testable without vLLM installed); vLLM is imported only when used.
 """
@@ -98,7 +99,14 @@ class _PrefixCache:
             self.values.append(vv)
         self.length = length
 
+        self.write_pos = None  # static mode (CUDA graphs): a device tensor holding the write position
+        self.view_len = 0  # static mode: every call returns this many positions (later ones masked out)
+
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if self.write_pos is not None:  # static shapes: no host-side position, fixed-length views
+            self.keys[layer_idx].index_copy_(2, self.write_pos, key_states)
+            self.values[layer_idx].index_copy_(2, self.write_pos, value_states)
+            return self.keys[layer_idx][:, :, : self.view_len], self.values[layer_idx][:, :, : self.view_len]
         pos = self.length
         n = key_states.shape[-2]
         self.keys[layer_idx][:, :, pos : pos + n] = key_states
@@ -121,9 +129,78 @@ def _cache_tensors(cache) -> list[tuple[Any, Any]]:
     return [(k, v) for k, v in cache]
 
 
+GRAPH_BUCKET = 64  # new positions per CUDA graph of the static-shape decode
+
+
+class _GraphDecode:
+    """The decode forward (token in, logits out) with static shapes, captured as CUDA graphs and replayed.
+
+    The cache is read in buckets of `bucket` new positions (one graph per bucket, captured on first use) with a bool
+    mask that hides padding and the not-yet-written positions, so a replay needs no host-side shape or position: the
+    step index lives in a device tensor. On a device without CUDA the same static-shape step runs eagerly (that is
+    what the CPU tests check)."""
+
+    def __init__(self, model, text_model, cache, prompt_mask, next_pos, max_new_tokens: int, bucket: int | None = None):
+        import torch
+
+        r, length = prompt_mask.shape
+        dev = prompt_mask.device
+        self.model, self.text_model, self.cache = model, text_model, cache
+        self.length, self.max_new, self.bucket = length, max_new_tokens, bucket or GRAPH_BUCKET
+        self.tok = torch.zeros(r, dtype=torch.long, device=dev)
+        self.step = torch.zeros(1, dtype=torch.long, device=dev)
+        self.next_pos = next_pos.clone()
+        self.mask = torch.zeros((r, 1, 1, length + max_new_tokens), dtype=torch.bool, device=dev)
+        self.mask[:, 0, 0, :length] = prompt_mask
+        for kk, vv in zip(cache.keys, cache.values):  # masked-out slots get weight 0: they must hold no NaN garbage
+            kk[:, :, length:].zero_()
+            vv[:, :, length:].zero_()
+        self.use_graphs = dev.type == "cuda"
+        self.graphs: dict = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+
+    def _body(self, view: int):
+        wpos = self.step + self.length
+        self.mask.index_fill_(-1, wpos, True)
+        self.cache.write_pos, self.cache.view_len = wpos, view
+        mask = self.mask[..., :view]
+        r = self.tok.shape[0]
+        h = self.text_model(
+            input_ids=self.tok[:, None],
+            attention_mask={"full_attention": mask, "sliding_attention": mask},
+            position_ids=(self.next_pos + self.step).view(1, r, 1).expand(3, -1, -1),
+            past_key_values=self.cache,
+            use_cache=True,
+        ).last_hidden_state
+        return self.model.lm_head(h[:, -1])
+
+    def __call__(self, tok, t: int):
+        import torch
+
+        self.tok.copy_(tok)
+        self.step.fill_(t)
+        view = self.length + min((t // self.bucket + 1) * self.bucket, self.max_new)
+        if not self.use_graphs:
+            return self._body(view)
+        if view not in self.graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the capture (writes the same KV the replay writes)
+                self._body(view)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self._body(view)
+            self.graphs[view] = (graph, out)
+        graph, out = self.graphs[view]
+        graph.replay()
+        return out
+
+
 def _gqa_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Attention for one query token per sequence without repeating KV heads: the q heads sharing a KV head are
-    laid out as that head's query rows. `attention_mask` is a bool (R, 1, 1, S) mask, True = attend."""
+    laid out as that head's query rows. `attention_mask` is a bool (R, 1, 1, S) mask, True = attend, or None (no
+    padding: every cached key is attended, and sdpa may take its flash kernel)."""
     import torch.nn.functional as F
 
     r, hq, lq, d = query.shape
@@ -156,19 +233,16 @@ def _decode_attention(text_config):
         text_config._attn_implementation = old
 
 
-def _categorical(p, generator):
-    """One draw per row from unnormalised probabilities `p` (exact: argmax p / Exp(1) noise, no sort, no cumsum)."""
-    import torch
+def sample_next(logits, *, temperature: float, top_p: float, generator, suppress_ids=None):
+    """Next tokens from (R, V) logits: temperature, nucleus top-p, suppressed ids never drawn. Exact, no sort.
 
-    q = torch.empty_like(p).exponential_(1.0, generator=generator)
-    return (p / q).argmax(dim=-1)
-
-
-def sample_next(logits, *, temperature: float, top_p: float, generator, suppress_ids=None, candidates: int = 1024):
-    """Next tokens from (R, V) logits: temperature, nucleus top-p, suppressed ids never drawn.
-
-    Top-p looks at the `candidates` most probable tokens first (a top-k select, not a full-vocabulary sort) and
-    sorts the whole vocabulary only when those do not reach `top_p` mass for some row; the result is exact."""
+    The nucleus of a row is every token whose strictly more probable tokens hold less than `top_p` mass (the smallest
+    set reaching `top_p`; tokens tied at its edge are all kept). The draw is the exponential race over the nucleus,
+    argmax p / Exp(1) noise, which samples exactly ∝ p restricted to it; the nucleus itself is never built: the race
+    winner over the whole vocabulary is checked with one masked sum, and a row whose winner lies outside the nucleus
+    reruns the race (same noise) among tokens more probable than that winner, which excludes only non-nucleus tokens.
+    The result equals the argmax over the explicit nucleus with the same noise; O(V) per round, usually 1-3 rounds
+    (most rows finish in the first), instead of an O(V log V) vocabulary sort per step."""
     import torch
 
     logits = logits.float()
@@ -176,15 +250,34 @@ def sample_next(logits, *, temperature: float, top_p: float, generator, suppress
         logits = logits.clone()
         logits[:, suppress_ids] = float("-inf")
     probs = torch.softmax(logits / temperature, dim=-1)
+    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    score = probs / noise  # race score: the argmax is a draw ∝ probs (suppressed tokens score 0)
+    del noise
+    tok = score.argmax(dim=-1)
     if top_p >= 1.0:
-        return _categorical(probs, generator)
-    kk = min(candidates, probs.shape[-1])
-    vals, idx = probs.topk(kk, dim=-1)
-    if kk < probs.shape[-1] and not bool((vals.sum(-1) >= top_p).all()):
-        vals, idx = probs.sort(dim=-1, descending=True)
-    before = vals.cumsum(dim=-1) - vals  # probability mass ranked above each token
-    vals = vals.masked_fill(before >= top_p, 0.0)  # keep the smallest set reaching top_p
-    return idx.gather(-1, _categorical(vals, generator)[:, None]).squeeze(-1)
+        return tok
+    return _nucleus_race(probs, score, tok, top_p)
+
+
+def _nucleus_race(probs, score, tok, top_p: float):
+    """The race winner restricted to each row's top-p nucleus (see `sample_next`); `tok` is the unrestricted winner."""
+    import torch
+
+    out = tok.clone()
+    rows = torch.arange(len(tok), device=tok.device)  # rows still being checked
+    p_rows, s_rows = probs, score
+    while True:
+        p_tok = p_rows.gather(-1, tok[:, None])  # (n, 1)
+        above = torch.where(p_rows > p_tok, p_rows, 0.0).sum(-1)  # mass strictly more probable than the winner
+        outside = above >= top_p
+        if not bool(outside.any()):  # one host sync per round
+            return out
+        sel = outside.nonzero().squeeze(1)
+        rows, p_tok = rows[sel], p_tok[sel]
+        p_rows, s_rows = probs[rows], score[rows]
+        # rerun the race among tokens more probable than the rejected winner (every nucleus token is among them)
+        tok = torch.where(p_rows > p_tok, s_rows, -1.0).argmax(dim=-1)
+        out[rows] = tok
 
 
 def shared_prefix_generate(
@@ -202,6 +295,8 @@ def shared_prefix_generate(
     image_token_id: int | None = None,
     generator=None,
     stats: dict | None = None,
+    profile: bool = False,
+    cuda_graph: bool = False,
 ):
     """Sample `n` continuations (plus one greedy row first when `greedy_row`) of each prompt in `enc`.
 
@@ -209,6 +304,10 @@ def shared_prefix_generate(
     image_grid_thw for images). The batch is prefilled ONCE; its KV cache is copied into rows = n (+1) per prompt
     and all B×rows sequences decode together. Returns a LongTensor (B, rows, T) of new tokens, `pad_id` after a
     sequence's end (eos included, then padding). With no eos ids every row runs to `max_new_tokens`.
+    A batch without left padding decodes with no attention mask at all (sdpa then takes its flash kernel).
+    `profile` (CUDA): CUDA-event time of the model forward and of sampling per step, added to `stats`.
+    `cuda_graph`: decode with static shapes, replaying CUDA graphs of the forward (`_GraphDecode`) instead of running
+    the model's Python per layer and step; attention then reads the cache in 64-position buckets through a mask.
     """
     import time
 
@@ -254,8 +353,14 @@ def shared_prefix_generate(
         # 2. Decode B×rows sequences. Position of the t-th new token: prompt length (unpadded) + rope delta + t.
         r_all = bsz * rows
         next_pos = (mask2d.sum(-1) + deltas).repeat_interleave(rows)
-        attn = torch.zeros((r_all, 1, 1, length + max_new_tokens), dtype=torch.bool, device=dev)
-        attn[:, 0, 0, :length] = mask2d.repeat_interleave(rows, dim=0)
+        padded = not bool(mask2d.all())  # no left padding: every key is attended, no mask needed
+        attn = None
+        graph = None
+        if cuda_graph:
+            graph = _GraphDecode(model, text_model, cache, mask2d.repeat_interleave(rows, dim=0), next_pos, max_new_tokens)
+        elif padded:
+            attn = torch.zeros((r_all, 1, 1, length + max_new_tokens), dtype=torch.bool, device=dev)
+            attn[:, 0, 0, :length] = mask2d.repeat_interleave(rows, dim=0)
         is_greedy = torch.zeros(r_all, dtype=torch.bool, device=dev)
         if greedy_row:
             is_greedy[::rows] = True
@@ -263,34 +368,53 @@ def shared_prefix_generate(
         suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=dev)
         tokens = torch.full((r_all, max_new_tokens), pad_id, dtype=torch.long, device=dev)
         done = torch.zeros(r_all, dtype=torch.bool, device=dev)
+        pad_tok = torch.full((r_all,), pad_id, dtype=torch.long, device=dev)
         logits = first_logits
         steps = 0
+        timed = profile and dev.type == "cuda"
+        events: list = []  # (start, after sampling, after forward) per step
         with _decode_attention(text_model.config):
             for t in range(max_new_tokens):
+                if timed:
+                    events.append([torch.cuda.Event(enable_timing=True) for _ in range(3)])
+                    events[-1][0].record()
                 logits = logits.float()
                 if len(suppress):
                     logits[:, suppress] = float("-inf")
                 tok = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)
                 if greedy_row:
                     tok = torch.where(is_greedy, logits.argmax(-1), tok)
-                tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+                tok = torch.where(done, pad_tok, tok)
                 tokens[:, t] = tok
                 steps = t + 1
+                if timed:
+                    events[-1][1].record()
                 if len(eos):
                     done |= torch.isin(tok, eos)
                     if t % 16 == 15 and bool(done.all()):  # host sync only every 16 steps
                         break
                 if t == max_new_tokens - 1:
                     break
-                attn[:, 0, 0, length + t] = True
+                if graph is not None:
+                    logits = graph(tok, t)
+                    if timed:
+                        events[-1][2].record()
+                    continue
+                if padded:
+                    attn[:, 0, 0, length + t] = True
+                    mask = attn[..., : length + t + 1]
+                else:
+                    mask = None
                 h = text_model(
                     input_ids=tok[:, None],
-                    attention_mask={"full_attention": attn[..., : length + t + 1], "sliding_attention": attn[..., : length + t + 1]},
+                    attention_mask={"full_attention": mask, "sliding_attention": mask},
                     position_ids=(next_pos + t).view(1, r_all, 1).expand(3, -1, -1),
                     past_key_values=cache,
                     use_cache=True,
                 ).last_hidden_state
                 logits = model.lm_head(h[:, -1])
+                if timed:
+                    events[-1][2].record()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
     if stats is not None:
@@ -302,6 +426,11 @@ def shared_prefix_generate(
             prompt_len=length,
             kv_bytes_allocated=cache.nbytes(),
         )
+        if timed:
+            stats.update(  # the last step samples only (no forward after it)
+                sample_s=sum(e[0].elapsed_time(e[1]) for e in events) / 1e3,
+                forward_s=sum(e[1].elapsed_time(e[2]) for e in events[:-1]) / 1e3,
+            )
     return tokens[:, :steps].reshape(bsz, rows, steps)
 
 
@@ -325,6 +454,7 @@ class TransformersBackend:
         self.eos_ids = eos
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
         self.image_token_id = getattr(model.config, "image_token_id", None)
+        self.use_cuda_graph = getattr(model.device, "type", "cpu") == "cuda"
 
     def _encode(self, prompts: list[Prompt]):
         texts = [
@@ -342,6 +472,18 @@ class TransformersBackend:
             cut = next((i for i, t in enumerate(seq) if t in self.eos_ids), len(seq))
             rows.append(seq[:cut])
         return self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def _generate(self, enc: dict, **kwargs):
+        """`shared_prefix_generate`, with CUDA-graph decoding on a GPU; eager decoding if graph capture fails."""
+        if self.use_cuda_graph:
+            try:
+                return shared_prefix_generate(self.model, enc, cuda_graph=True, **kwargs)
+            except RuntimeError as e:  # e.g. an op that cannot be captured in this torch/transformers version
+                import logging
+
+                logging.getLogger(__name__).warning("CUDA-graph decoding failed (%s); decoding eagerly from now on", e)
+                self.use_cuda_graph = False
+        return shared_prefix_generate(self.model, enc, **kwargs)
 
     def _run(self, prompts: list[Prompt], n: int, greedy_row: bool, desc: str) -> tuple[list[list[str]], list[str]]:
         import torch
@@ -361,8 +503,7 @@ class TransformersBackend:
                 if not group:
                     continue
                 enc = self._encode([prompts[i] for i in group])
-                toks = shared_prefix_generate(
-                    self.model,
+                toks = self._generate(
                     dict(enc),
                     n=n,
                     greedy_row=greedy_row,

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from components.common.sampling import Prompt, SamplingConfig, TransformersBackend, sample_next
+from components.common.sampling import (
+    Prompt,
+    SamplingConfig,
+    TransformersBackend,
+    sample_next,
+    shared_prefix_generate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +69,25 @@ def test_greedy_row_equals_generate(peaked):
     assert len(set(g)) > 1 and len(set(g[0])) > 2  # a meaningful comparison: varied text
 
 
+@pytest.mark.parametrize("batch", [slice(0, 3), slice(3, 4)])  # left-padded prompts with images; one text-only prompt
+def test_static_shape_decode_equals_dynamic(peaked, monkeypatch, batch):
+    # The CUDA-graph decode's static-shape step (run eagerly on CPU): bucketed cache views through a mask, device-side
+    # positions. Bucket 5 with 12 new tokens crosses two bucket edges. Same tokens as the dynamic path.
+    from components.common import sampling
+
+    monkeypatch.setattr(sampling, "GRAPH_BUCKET", 5)
+    model, _ = peaked
+    be = _backend(peaked)
+    enc = dict(be._encode(_prompts()[batch]))
+    kw = {"n": 4, "greedy_row": True, "max_new_tokens": 12, "eos_ids": (), "pad_id": be.pad_id,
+          "suppress_ids": be.suppress_ids, "image_token_id": be.image_token_id}
+    dynamic = shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), **kw)
+    static = shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), cuda_graph=True, **kw)
+    assert static.shape == dynamic.shape == (len(enc["input_ids"]), 5, 12)
+    diff = (static != dynamic).nonzero().tolist()
+    assert torch.equal(static, dynamic), diff
+
+
 def test_near_zero_temperature_sampling_is_greedy(peaked):
     be = _backend(peaked, temperature=1e-5)
     ps = _prompts()
@@ -78,10 +103,42 @@ def test_sample_next_top_p_and_suppression():
     assert set(t.tolist()) == {0}  # the top token alone reaches 0.5
     t = sample_next(logits, temperature=1.0, top_p=0.8, generator=gen)
     assert set(t.tolist()) == {0, 1} and abs((t == 0).float().mean().item() - 2 / 3) < 0.02  # renormalised 0.6/0.9
-    t = sample_next(logits, temperature=1.0, top_p=0.8, generator=gen, candidates=1)  # fallback: full sort
-    assert set(t.tolist()) == {0, 1}
+    t = sample_next(logits, temperature=1.0, top_p=0.95, generator=gen)  # 0.6 + 0.3 < 0.95: the third joins
+    assert set(t.tolist()) == {0, 1, 2}
     t = sample_next(logits, temperature=1.0, top_p=1.0, generator=gen, suppress_ids=torch.tensor([0]))
     assert 0 not in set(t.tolist()) and abs((t == 1).float().mean().item() - 0.3 / 0.4001) < 0.02
+
+
+def _explicit_nucleus_draw(logits, temperature, top_p, gen):
+    """Reference: build each row's nucleus explicitly (tokens whose strictly more probable tokens hold < top_p), then
+    the exponential race over it with the noise `sample_next` draws from the same generator state."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    noise = torch.empty_like(probs).exponential_(1.0, generator=gen)
+    above = (probs[:, None, :] * (probs[:, None, :] > probs[:, :, None])).sum(-1)  # (R, V): mass above each token
+    keep = above < top_p
+    return torch.where(keep, probs / noise, -1.0).argmax(-1), keep
+
+
+@pytest.mark.parametrize(
+    "case, scale, quantise, top_p",
+    [
+        ("flat logits: the nucleus is most of the vocabulary, many winners rejected", 0.5, False, 0.9),
+        ("peaked logits: a nucleus of a few tokens", 6.0, False, 0.9),
+        ("bf16-rounded logits: ties at the nucleus edge (all tied tokens kept)", 2.0, True, 0.7),
+        ("top_p 0.3: most first winners lie outside", 1.0, False, 0.3),
+    ],
+)
+def test_sample_next_equals_explicit_nucleus(case, scale, quantise, top_p):
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(512, 300, generator=g) * scale
+    if quantise:
+        logits = logits.bfloat16().float()
+    got = sample_next(logits, temperature=0.7, top_p=top_p, generator=torch.Generator().manual_seed(3))
+    want, keep = _explicit_nucleus_draw(logits, 0.7, top_p, torch.Generator().manual_seed(3))
+    assert torch.equal(got, want), case
+    assert bool(keep.gather(1, got[:, None]).all())  # never a token outside the nucleus
+    first = (logits / 0.7).softmax(-1) / torch.empty(512, 300).exponential_(1.0, generator=torch.Generator().manual_seed(3))
+    assert (first.argmax(-1) != got).any(), case  # the rejection path really ran
 
 
 def test_bad_sampling_config():
