@@ -63,7 +63,7 @@ def test_tiny_model_opens_like_a_checkpoint_and_sees_images(tiny_model_dir):
     import torch
     from PIL import Image
 
-    model, processor = load_model_and_processor(str(tiny_model_dir))
+    model, processor = load_model_and_processor(str(tiny_model_dir), device="cpu")
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which?"}]}]
     text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)

@@ -84,6 +84,7 @@ def test_config_help_on_every_field():
 
 
 def test_component_signature_matches_interfaces():
+    pytest.importorskip("kfp", reason="the component spec needs the kfp SDK (absent on bare GPU test machines)")
     from components.probe.component import probe
 
     sig = inspect.signature(probe.python_func)
