@@ -18,21 +18,9 @@ import json
 import statistics
 import time
 
-# Qwen/Qwen2.5-VL-7B-Instruct config.json, "vision_config".
-QWEN25VL_7B_VISION = dict(
-    depth=32,
-    hidden_size=1280,
-    intermediate_size=3420,
-    num_heads=16,
-    patch_size=14,
-    spatial_merge_size=2,
-    temporal_patch_size=2,
-    window_size=112,
-    fullatt_block_indexes=[7, 15, 23, 31],
-    out_hidden_size=3584,
-    hidden_act="silu",
-    in_channels=3,
-)
+from benchmarks.qwen25vl_7b import QWEN25_VL_7B
+
+QWEN25VL_7B_VISION = dict(QWEN25_VL_7B["vision_config"])
 SMALL_VISION = dict(QWEN25VL_7B_VISION, depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=48,
                     fullatt_block_indexes=[1, 3])
 BF16_DENSE_PEAK_TFLOPS = 989.0  # H100 SXM / H200 datasheet, dense bf16 (no sparsity)

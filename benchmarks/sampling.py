@@ -30,45 +30,12 @@ import argparse
 import json
 import time
 
-QWEN25_VL_7B = dict(  # Qwen/Qwen2.5-VL-7B-Instruct config.json
-    text_config=dict(
-        vocab_size=152064,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        max_position_embeddings=128000,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-        bos_token_id=151643,
-        eos_token_id=151645,
-        tie_word_embeddings=False,
-    ),
-    vision_config=dict(
-        depth=32,
-        hidden_size=1280,
-        intermediate_size=3420,
-        num_heads=16,
-        in_chans=3,
-        out_hidden_size=3584,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=112,
-        fullatt_block_indexes=[7, 15, 23, 31],
-        tokens_per_second=2,
-    ),
-    image_token_id=151655,
-    video_token_id=151656,
-    vision_start_token_id=151652,
-    vision_end_token_id=151653,
-    tie_word_embeddings=False,
-)
+from benchmarks.qwen25vl_7b import QWEN25_VL_7B
+
 SUPPRESS = [151652, 151653, 151655, 151656, 151644]  # vision start/end, image/video pad, <|im_start|>
 NOMINAL_BW = {"H100": 3.35e12, "H200": 4.8e12}
 NOMINAL_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense, SXM
-DEVICE = "cuda"  # the dry run in tests sets "cpu"
+DEVICE = "cuda"
 
 
 def _sync():
