@@ -174,6 +174,8 @@ def build_context(
     diagnosis = _read_json(dd / "diagnosis.json") if dd else None
     probe = _read_json(pd_ / "probe.json") if pd_ else None
     probe_table = (pd_ / "table.md").read_text() if pd_ and (pd_ / "table.md").is_file() else None
+    if probe_table and probe_table.startswith("# "):  # the report gives the section its own heading
+        probe_table = probe_table.split("\n", 1)[1].lstrip("\n")
     curves = []
     if dd and dd.is_dir():
         main = dd / "passk_curves.png"
