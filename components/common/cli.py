@@ -46,7 +46,9 @@ def add_config_flags(
         help_ = f.metadata.get("help", "")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if (overrides_only or required) else f.default
-        help_ = help_ if required else f"{help_} (default: {f.default!r})"
+        if not required:
+            help_ = f"{help_} (default: {f.default!r})"
+        help_ = help_.replace("%", "%%")  # argparse %-formats help strings
         kind = _field_type(f)
         if kind is bool:
             parser.add_argument(flag, dest=f.name, type=parse_bool, nargs="?", const=True, default=default,

@@ -78,3 +78,17 @@ def test_config_flags_from_dataclass(tmp_path):
     yml.write_text("stpes: 9\n")
     with pytest.raises(ValueError, match="unknown Cfg field"):
         config_from_args(Cfg, q.parse_args([]), str(yml))
+
+
+@pytest.mark.parametrize("step", ["curate", "probe", "diagnose", "sft", "grpo", "evaluate"])
+def test_every_launcher_prints_help(step, capsys):
+    # --help renders every flag's help text (argparse %-formats it: a bare "95%" once broke `medbridge diagnose --help`).
+    import importlib
+
+    from pipelines.cli import main
+
+    assert importlib.import_module(f"components.{step}.__main__").make_parser().format_help()
+    with pytest.raises(SystemExit) as exit_:
+        main([step, "--help"])
+    assert exit_.value.code == 0
+    assert "--" in capsys.readouterr().out
