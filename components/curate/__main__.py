@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"curate: {e}", file=sys.stderr)
         return 2
-    summary = run_curate(cfg, outs)
+    try:
+        summary = run_curate(cfg, outs)
+    except (FileNotFoundError, ValueError) as e:  # bad input or a failed validation suite: the message says which
+        print(f"curate: {e}", file=sys.stderr)
+        return 2
     print(json.dumps({"counts": summary["counts"], "quarantined": summary["pmc_vqa"]["quarantined"],
                       "synthetic": summary["synthetic"]}, indent=2))
     return 0

@@ -45,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from components.grpo.train import train_grpo
 
-    metrics = train_grpo(
-        cfg, args.model_ref, args.rl_set, args.watch_set, args.diagnosis, args.out, init_model=args.init_model
-    )
+    try:
+        metrics = train_grpo(
+            cfg, args.model_ref, args.rl_set, args.watch_set, args.diagnosis, args.out, init_model=args.init_model
+        )
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file and field
+        print(f"grpo: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

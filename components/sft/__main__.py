@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from components.sft.train import train_sft
 
-    metrics = train_sft(cfg, args.model_ref, args.sft_set, args.diagnosis, args.out)
+    try:
+        metrics = train_sft(cfg, args.model_ref, args.sft_set, args.diagnosis, args.out)
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file and field
+        print(f"sft: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

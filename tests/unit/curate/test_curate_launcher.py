@@ -87,14 +87,11 @@ def test_component_signature_matches_the_pipeline_interface():
     }
 
 
-def test_failing_validation_stops_the_step_but_writes_the_report(medmnist_all, pmc_root, tiny_model_dir, label_cache, tmp_path):
-    from components.curate.run import DatasetValidationErrorGroup
-
+def test_failing_validation_stops_the_step_but_writes_the_report(medmnist_all, pmc_root, tiny_model_dir, label_cache, tmp_path, capsys):
     # 28 px MedMNIST images are below a 29 px minimum side; the 64 px PMC-VQA images are not
     argv = _argv(medmnist_all, pmc_root, tiny_model_dir, tmp_path, label_cache, flags="pneumoniamnist", **{"image-min-side": "29"})
-    with pytest.raises(DatasetValidationErrorGroup) as ei:
-        main(argv)
-    msg = str(ei.value)
+    assert main(argv) == 2  # the step fails (the kfp component raises on a non-zero exit) with the message below
+    msg = capsys.readouterr().err
     assert "dataset 'diag_set' failed validation" in msg and "dataset 'sft_set' failed validation" in msg
     assert "expect_column_values_to_be_between" in msg and "row 0 (id 'pneumoniamnist-val-" in msg
     assert not (tmp_path / "diag_set").exists()  # a dataset that fails never appears
@@ -114,3 +111,9 @@ def test_s3_roots_are_mirrored_through_storage(monkeypatch, tmp_path):
     assert calls == [("s3://bucket/medmnist", tmp_path / "cache")]
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         resolve_root(str(tmp_path / "nope"), tmp_path)
+
+
+def test_missing_source_root_is_a_clean_error(pmc_root, tiny_model_dir, label_cache, tmp_path, capsys):
+    argv = _argv(tmp_path / "no-medmnist", pmc_root, tiny_model_dir, tmp_path, label_cache, flags="pneumoniamnist")
+    assert main(argv) == 2
+    assert "no-medmnist' is not a directory" in capsys.readouterr().err
