@@ -113,15 +113,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['tau=0.6', 'lora=false'] -> typed dict, using the dataclass field types."""
     import yaml
 
-    known = {f.name for f in dataclasses.fields(PipelineParams)}
+    types = {f.name: type(f.default) for f in dataclasses.fields(PipelineParams)}
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set tau=0.6")
         key, value = item.split("=", 1)
-        if key not in known:
-            raise ValueError(f"--set {key}: unknown parameter; known: {', '.join(sorted(known))}")
-        out[key] = yaml.safe_load(value) if value else ""
-        if isinstance(out[key], (int, float)) and not isinstance(out[key], bool) and key in {"model_ref", "flags", "train_task"}:
-            out[key] = value
+        if key not in types:
+            raise ValueError(f"--set {key}: unknown parameter; known: {', '.join(sorted(types))}")
+        # A string parameter takes the text as given (a path, an id, '0.5'); others are read as YAML scalars.
+        out[key] = value if types[key] is str else (yaml.safe_load(value) if value else "")
     return out

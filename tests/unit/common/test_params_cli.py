@@ -33,6 +33,10 @@ def test_parse_overrides_types_values():
     assert parse_overrides(["tau=0.6", "lora=false", "flags=octmnist", "model_ref=/m"]) == {
         "tau": 0.6, "lora": False, "flags": "octmnist", "model_ref": "/m"
     }
+    # String parameters keep their text even when it reads as another YAML type.
+    assert parse_overrides(["labeller_model=yes", "benchmarks_root=2024", "k=8"]) == {
+        "labeller_model": "yes", "benchmarks_root": "2024", "k": 8
+    }
     with pytest.raises(ValueError, match="expected NAME=VALUE"):
         parse_overrides(["tau"])
 
