@@ -1,77 +1,156 @@
-"""Command-line flags from a step's config dataclass: one flag per field, help text from the field's metadata.
+"""One launcher shape for every step: dataclasses become flags (TRL's `TrlParser`, an `HfArgumentParser`), a
+`--config` YAML supplies values that flags given on the command line override, and every error is one line.
 
-    parser = argparse.ArgumentParser()
-    add_config_flags(parser, ProbeConfig, aliases={"model_ref": "--model"})
-    cfg = config_from_args(ProbeConfig, parser.parse_args(argv))
+    parser = StepParser("python -m components.diagnose", __doc__, DiagnoseConfig, DiagnoseIO)
+    cfg, io = parser.parse(argv)            # bad flag, value or YAML: one line "PROG: error: ..." and exit 2
 
-Booleans read `--lora true|false` (what the kfp components pass); a bare `--lora` means true and `--no-lora`
-false. With `overrides_only=True` every flag defaults to None, so that a YAML file (`--config`) provides the
-values and only the flags given on the command line override it.
+    def main(argv=None) -> int:
+        return launch(make_parser(), run, argv)   # run(cfg, io); bad input (OSError, ValueError): one line, exit 2
+
+A step's knobs live in its config dataclass (validated in `__post_init__`, messages naming the flag), its inputs and
+outputs in a second dataclass; every field is a flag `--field-name` (also spelled `--field_name`). Booleans read
+`--lora true|false` (what the Kubeflow components pass), a bare `--lora` means true, `--no-lora` false for fields
+that default to true. A YAML key that names no field, or holds a value of the wrong type, is an error naming the
+file and the key.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+from trl import TrlParser
+
+# Errors that mean bad input (a missing or unreadable file, a malformed row or value): one line, exit status 2.
+BAD_INPUT = (OSError, ValueError)
 
 
-def parse_bool(text: str) -> bool:
-    low = str(text).strip().lower()
-    if low in ("1", "true", "yes", "y", "on"):
-        return True
-    if low in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstring's layout, shows defaults, and prints help texts holding '%' (e.g. "95%") as is."""
+
+    def _get_help_string(self, action):
+        text = (action.help or "").replace("%", "%%")
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS, "") and action.nargs != 0:
+            text += " (default: %(default)s)"
+        return text
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-    return _TYPES.get(name, str)
+def check_nonempty(obj: Any, optional: tuple[str, ...] = ()) -> None:
+    """Raise naming the flag when a string field of an inputs/outputs dataclass is empty (except `optional` ones)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name not in optional and isinstance(value, str) and not value.strip():
+            raise ValueError(f"{f.name} is empty: pass --{f.name.replace('_', '-')}")
 
 
-def add_config_flags(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    cls: type,
-    aliases: dict[str, str] | None = None,
-    overrides_only: bool = False,
-) -> None:
-    """Add one flag per field of dataclass `cls` (dest = field name)."""
-    aliases = aliases or {}
-    for f in dataclasses.fields(cls):
-        flag = aliases.get(f.name, "--" + f.name.replace("_", "-"))
-        help_ = f.metadata.get("help", "")
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if (overrides_only or required) else f.default
-        if not required:
-            help_ = f"{help_} (default: {f.default!r})"
-        help_ = help_.replace("%", "%%")  # argparse %-formats help strings
-        kind = _field_type(f)
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, type=parse_bool, nargs="?", const=True, default=default,
-                                metavar="BOOL", help=help_)
-            parser.add_argument(f"--no-{flag[2:]}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=default,
-                                required=required and not overrides_only, help=help_)
+def yaml_type_errors(data: dict[str, Any], types: dict[str, Any]) -> list[str]:
+    """Messages for values of `data` whose type differs from the dataclass field's (an int is a valid float; a
+    bool is never an int). `types` maps field name -> annotation."""
+    errors = []
+    for key, value in data.items():
+        want = types[key]
+        want = next((a for a in typing.get_args(want) if a is not type(None)), want) if typing.get_args(want) else want
+        if not isinstance(want, type):
+            continue
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        ok = ok or (want is float and isinstance(value, int) and not isinstance(value, bool))
+        if value is None and type(None) in typing.get_args(types[key]):
+            ok = True
+        if not ok:
+            errors.append(f"key {key!r} should be {want.__name__}, got {value!r}")
+    return errors
 
 
-def config_from_args(cls: type, args: argparse.Namespace, config_path: str | None = None):
-    """Build `cls` from a YAML file (optional) overlaid with the flags that were given."""
-    values: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    if config_path:
-        import yaml
+def field_types(*dataclass_types: type) -> dict[str, Any]:
+    """Field name -> resolved annotation for every init field of the dataclasses."""
+    out: dict[str, Any] = {}
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        out.update({f.name: hints[f.name] for f in dataclasses.fields(dtype) if f.init})
+    return out
 
-        loaded = yaml.safe_load(Path(config_path).read_text()) or {}
-        unknown = set(loaded) - names
-        if unknown:
-            raise ValueError(f"{config_path}: unknown {cls.__name__} field(s) {', '.join(sorted(unknown))}")
-        values.update(loaded)
-    for name in names:
-        if getattr(args, name, None) is not None:
-            values[name] = getattr(args, name)
-    return cls(**values)
+
+def read_yaml_values(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:
+    """A YAML mapping of field values, checked: every key a field of `dataclass_types`, every value of its type."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a YAML mapping of field: value")
+    types = field_types(*dataclass_types)
+    unknown = [k for k in data if k not in types]
+    if unknown:
+        raise ValueError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(types)}")
+    errors = yaml_type_errors(data, types)
+    if errors:
+        raise ValueError(f"{path}: {errors[0]}")
+    return data
+
+
+class StepParser(TrlParser):
+    """TRL's dataclass parser with the project's `--config` handling and one-line errors (see the module docstring)."""
+
+    def __init__(self, prog: str, description: str | None, *dataclass_types: type):
+        super().__init__(list(dataclass_types), prog=prog, description=description, formatter_class=_HelpFormatter)
+        self.add_argument(
+            "--config", metavar="YAML", default=argparse.SUPPRESS,  # read by parse() itself
+            help="YAML file of field: value pairs for the flags below; flags given on the command line override it",
+        )
+
+    def error(self, message: str):  # argparse's own errors: one line, exit 2
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    def parse(self, argv: list[str] | None = None) -> tuple:
+        """The dataclass instances, filled from `--config` (if given) and then from the flags."""
+        args = list(sys.argv[1:] if argv is None else argv)
+        config = None
+        for i, a in enumerate(args):
+            if a == "--config" and i + 1 < len(args):
+                config = args[i + 1]
+                del args[i : i + 2]
+                break
+            if a.startswith("--config="):
+                config = a.split("=", 1)[1]
+                del args[i]
+                break
+        try:
+            if config:
+                self.set_defaults_with_config(**read_yaml_values(config, tuple(self.dataclass_types)))
+            return tuple(self.parse_args_into_dataclasses(args=args, look_for_args_file=False))
+        except BAD_INPUT as e:  # a config file's problem, or a config dataclass's __post_init__ check
+            self.error(str(e))
+
+
+def fail(prog: str, err: BaseException) -> int:
+    """Report bad input as one line on stderr; the exit status launchers return for it."""
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def launch(parser: StepParser, run: Callable[..., Any], argv: list[str] | None = None) -> int:
+    """Parse `argv` and call `run(*dataclasses)`; bad input of any kind ends as one line and exit status 2
+    (returned, so that callers such as the Kubeflow components see it; `--help` still exits)."""
+    try:
+        parsed = parser.parse(argv)
+    except SystemExit as e:
+        if e.code == 2:
+            return 2
+        raise
+    try:
+        run(*parsed)
+    except BAD_INPUT as e:
+        return fail(parser.prog, e)
+    return 0

@@ -11,11 +11,16 @@ Each artifact directory a step writes holds `lineage.json`:
       "code_version": "medbridge 0.1.0+g1a2b3c4",
       "created_at": "2026-11-21T12:00:00+00:00",
       "summary": "one line a person reads in the report",
-      "synthetic": true,                       # true when any input was synthetic (demo data / random model)
+      "synthetic": true,                       # the one synthetic marker (see below)
       "history": [ … lineage entries of every upstream artifact, oldest first … ]
     }
 
 `history` makes any artifact answer an audit on its own: the chain of steps, hashes and parameters that led to it.
+
+Synthetic data has ONE marker: `"synthetic": true` in a lineage record. The generators of synthetic inputs (the tiny
+random-weight model, the synthetic MedMNIST / PMC-VQA / benchmark files) write it into the lineage.json of what they
+write; every artifact whose inputs (or their history) carry it is synthetic too, through `write_lineage`. Nothing
+else (file names, README texts, record fields) decides it; `is_synthetic(path)` reads it back.
 """
 
 from __future__ import annotations
@@ -66,6 +71,23 @@ def read_lineage(path: str | Path) -> dict[str, Any] | None:
     return json.loads(f.read_text())
 
 
+def is_synthetic(ref: str | Path | None) -> bool:
+    """True when the artifact at `ref` (a directory, or a file inside one) has a lineage record saying synthetic.
+    References without a local lineage record (hub ids, remote URIs, files outside an artifact) are not synthetic."""
+    if not ref:
+        return False
+    p = Path(str(ref))
+    if not p.exists():
+        return False
+    lin = read_lineage(p)
+    return bool(lin and lin.get("synthetic"))
+
+
+def inputs_synthetic(inputs: dict[str, str | Path | None]) -> bool:
+    """True when any input is synthetic (the rule `write_lineage` applies to the artifact it records)."""
+    return any(is_synthetic(ref) for ref in inputs.values())
+
+
 def _input_entry(ref: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """(entry for `inputs`, upstream history, synthetic flag) for one input reference."""
     ref_s = str(ref)
@@ -76,8 +98,7 @@ def _input_entry(ref: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]],
             entry = {"sha256": lin["sha256"], "step": lin["step"], "artifact": lin.get("artifact"), "ref": ref_s}
             own = {k: v for k, v in lin.items() if k != "history"}
             return entry, [*lin.get("history", []), own], bool(lin.get("synthetic"))
-        synthetic = (p / "README.md").is_file() and "random weights" in (p / "README.md").read_text(errors="ignore")
-        return {"sha256": sha256_path(p), "step": None, "ref": ref_s}, [], synthetic
+        return {"sha256": sha256_path(p), "step": None, "ref": ref_s}, [], is_synthetic(p)
     return {"sha256": None, "step": None, "ref": ref_s}, [], False  # hub id or remote URI, recorded as given
 
 
@@ -89,9 +110,11 @@ def write_lineage(
     inputs: dict[str, str | Path] | None = None,
     params: dict[str, Any] | None = None,
     summary: str = "",
-    synthetic: bool | None = None,
+    synthetic: bool = False,
 ) -> dict[str, Any]:
-    """Hash `out_dir` and write its lineage record into it. Call last, once the artifact is complete."""
+    """Hash `out_dir` and write its lineage record into it. Call last, once the artifact is complete.
+
+    The record is synthetic when any input is; `synthetic=True` is for the generators of synthetic data only."""
     out_dir = Path(out_dir)
     entries: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
@@ -115,7 +138,7 @@ def write_lineage(
         "code_version": code_version(),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "summary": summary,
-        "synthetic": any_synthetic if synthetic is None else bool(synthetic),
+        "synthetic": bool(synthetic) or any_synthetic,
         "history": history,
     }
     write_json(out_dir / LINEAGE_FILE, record)

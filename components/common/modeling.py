@@ -11,14 +11,10 @@ video, and the image-only form avoids the video processor's torchvision dependen
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from transformers import Qwen2_5_VLProcessor
-
-DEFAULT_CACHE = Path(os.environ.get("MEDBRIDGE_CACHE", Path.home() / ".cache" / "medbridge"))
-
 
 class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
     """Qwen2.5-VL processor for image + text inputs (no video processor)."""
@@ -40,9 +36,9 @@ def resolve_model_dir(ref: str, cache_dir: str | Path | None = None) -> str:
     if not ref or not isinstance(ref, str):
         raise ValueError(f"model reference {ref!r} is empty: pass a hub id, a local directory or an s3:// URI")
     if ref.startswith("s3://"):
-        from components.common.storage import download_prefix
+        from components.common.storage import cache_root, local_dir
 
-        return str(download_prefix(ref, Path(cache_dir or DEFAULT_CACHE) / "models"))
+        return str(local_dir(ref, Path(cache_dir or cache_root()) / "models", what="model"))
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

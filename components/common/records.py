@@ -36,7 +36,6 @@ class MCQRecord:
     modality: str = "none"
     split: str = "train"
     source: str = ""
-    synthetic: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -36,6 +36,7 @@ MANIFEST_SUFFIX = ".s3-manifest.json"
 # Uploaded last, so that a reader polling for them (the re-diagnosis CronJob polls for config.json) never sees a
 # checkpoint whose weights are still on their way.
 UPLOAD_LAST = ("config.json", "lineage.json")
+CACHE_ENV = "MEDBRIDGE_CACHE"
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _MiB = 1 << 20
 
@@ -61,6 +62,23 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
         if bad:
             raise ValueError(f"{uri!r}: empty, '.' or '..' path segment in the prefix; write the prefix without them")
     return bucket, prefix
+
+
+def cache_root() -> Path:
+    """Where MedBridge keeps S3 mirrors and caches: $MEDBRIDGE_CACHE (the cluster's cache volume), else
+    ~/.cache/medbridge. Read at call time, so a step honours the variable its pod sets."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "medbridge")
+
+
+def local_dir(ref: str | Path, mirror_dir: str | Path, *, what: str = "source root") -> Path:
+    """A local directory for `ref`: an s3:// URI is mirrored under `mirror_dir` (only what changed is fetched; see
+    `download_prefix`); a local path must be an existing directory. Errors name the reference."""
+    if str(ref).startswith("s3://"):
+        return download_prefix(str(ref), mirror_dir)
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {str(ref)!r} is not a directory (pass a local directory or an s3:// URI)")
+    return path
 
 
 def endpoint_url() -> str | None:

@@ -6,7 +6,7 @@ The directory holds `config.json`, `model.safetensors`, a byte-level BPE tokeniz
 Qwen special tokens, `preprocessor_config.json` for the Qwen2-VL image processor and a Qwen-style chat
 template. `components.common.modeling.load_model_and_processor` opens it through exactly the same code path
 as `Qwen/Qwen2.5-VL-7B-Instruct` or a local 7B checkpoint. The weights are random: every number a run on
-this model produces is a plumbing check, never a medical result.
+this model produces is a plumbing check, never a medical result, and its lineage record says synthetic.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from components.common.io import atomic_dir
+from components.common.lineage import write_lineage
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -136,9 +137,10 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, image_size: int = 56) -
         tokenizer.save_pretrained(tmp)
         image_processor.save_pretrained(tmp)
         (tmp / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
-        (tmp / "README.md").write_text(
-            "# tiny-qwen2.5-vl (random weights)\n\nBuilt by `python -m components.common.tiny_model`. "
-            "A plumbing model for MedBridge's demo profile and tests; its outputs carry no medical meaning.\n"
+        write_lineage(
+            tmp, step="tiny-model", artifact="model", params={"seed": seed, "image_size": image_size}, synthetic=True,
+            summary="SYNTHETIC tiny Qwen2.5-VL with random weights (components.common.tiny_model): a plumbing model "
+            "for the demo profile and tests; its outputs carry no medical meaning",
         )
     return out_dir
 

@@ -1,23 +1,46 @@
-"""CurateConfig: every knob of the curate step (the launcher's flags are generated from these fields)."""
+"""CurateConfig: every knob of the curate step; CurateIO: its sources and outputs. Both are the launcher's flags
+(components.common.cli)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from components.common.cli import check_nonempty
 from components.common.medmnist_tasks import parse_flags
 
 DEFAULT_LABELLER = "Qwen/Qwen2.5-VL-32B-Instruct"
 
 
+OUTPUTS = ("medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "curation_report")
+
+
 @dataclass
-class CurateConfig:
+class CurateIO:
     medmnist_root: str = field(metadata={"help": "local dir or s3:// URI holding MedMNIST-v2 <flag>.npz / <flag>_<size>.npz"})
     pmc_vqa_root: str = field(metadata={"help": "local dir or s3:// URI holding the PMC-VQA CSV and its image folder"})
+    out_medmnist_data: str = field(metadata={"help": "output: the validated MedMNIST npz files + tasks.json"})
+    out_diag_set: str = field(metadata={"help": "output: diagnosis MCQ set (class-balanced val splits)"})
+    out_eval_set: str = field(metadata={"help": "output: evaluation MCQ set (class-balanced test splits)"})
+    out_sft_set: str = field(metadata={"help": "output: proximal SFT pool (class-balanced train splits)"})
+    out_rl_set: str = field(metadata={"help": "output: modality-balanced PMC-VQA RL set"})
+    out_curation_report: str = field(metadata={"help": "output: validation results, quarantine, cards, counts"})
+    labeller_model: str = field(default=DEFAULT_LABELLER, metadata={"help": "VLM that labels PMC-VQA modality: HF id, dir or s3:// URI"})
+
+    def __post_init__(self):
+        check_nonempty(self)
+
+    def out(self, name: str) -> Path:
+        """The output directory of artifact `name` (one of OUTPUTS)."""
+        return Path(getattr(self, f"out_{name}"))
+
+
+@dataclass
+class CurateConfig:
     flags: str = field(default="all", metadata={"help": "comma-separated MedMNIST flags, or 'all' (the twelve 2D tasks)"})
     seed: int = field(default=0, metadata={"help": "seed for subsets, option shuffles and balancing"})
     rl_size: int = field(default=8000, metadata={"help": "questions in the modality-balanced PMC-VQA set (the paper: 8000)"})
     include_none: bool = field(default=False, metadata={"help": "give the 'none' modality (uncommon/ambiguous) a quota too"})
-    labeller_model: str = field(default=DEFAULT_LABELLER, metadata={"help": "VLM that labels PMC-VQA modality: HF id, dir or s3:// URI"})
     diag_per_class: int = field(default=20, metadata={"help": "questions per class in the diagnosis set (val split)"})
     eval_per_class: int = field(default=50, metadata={"help": "questions per class in the evaluation set (test split)"})
     sft_per_class: int = field(default=500, metadata={"help": "questions per class in the proximal SFT pool (train split)"})
@@ -33,9 +56,6 @@ class CurateConfig:
     cache_dir: str = field(default="", metadata={"help": "where s3:// sources are mirrored; empty = $MEDBRIDGE_CACHE/data"})
 
     def __post_init__(self):
-        for name in ("medmnist_root", "pmc_vqa_root", "labeller_model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ValueError(f"{name} is empty: pass a local directory or an s3:// URI (--{name.replace('_', '-')})")
         try:
             parse_flags(self.flags)
         except ValueError as e:

@@ -126,7 +126,6 @@ def load_pmc_vqa(
     root: str | Path,
     csv_name: str | None = None,
     image_dir: str | None = None,
-    synthetic: bool = False,
     check_images: bool = True,
 ) -> PMCVQALoad:
     """Read a PMC-VQA CSV under `root` into MCQ records (4 options, answer letter) and a quarantine list."""
@@ -257,7 +256,6 @@ def load_pmc_vqa(
                     modality="none",  # set by the labeller
                     split="train",
                     source="pmc-vqa",
-                    synthetic=synthetic,
                     meta={"csv": path.name, "line": line, "figure_path": figure},
                 ).validate(f"{path}: line {line}")
             )

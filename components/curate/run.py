@@ -1,7 +1,8 @@
 """The curate step, top to bottom: raw MedMNIST + PMC-VQA -> validated datasets and a curation report.
 
-    outputs = CurateOutputs(medmnist_data=..., diag_set=..., eval_set=..., sft_set=..., rl_set=..., curation_report=...)
-    summary = run_curate(CurateConfig(medmnist_root=..., pmc_vqa_root=...), outputs)
+    io = CurateIO(medmnist_root=..., pmc_vqa_root=..., out_medmnist_data=..., out_diag_set=..., out_eval_set=...,
+                  out_sft_set=..., out_rl_set=..., out_curation_report=...)
+    summary = run_curate(CurateConfig(), io)
 
 1. MedMNIST: every split of every task is read through medmnist's classes and checked; the validated npz files
    are copied to `medmnist_data` (with `tasks.json`). diag_set = class-balanced val split, eval_set = class-
@@ -17,73 +18,34 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from components.common.io import atomic_dir, sha256_file, write_json, write_jsonl
-from components.common.lineage import write_lineage
-from components.common.medmnist_mcq import available_sizes, build_medmnist_mcq, npz_path
+from components.common.lineage import is_synthetic, write_lineage
+from components.common.medmnist import npz_path, resolve_size
 from components.common.medmnist_tasks import get_task
-from components.common.modeling import DEFAULT_CACHE
 from components.common.records import MCQRecord, save_records
+from components.common.storage import cache_root, local_dir
 from components.curate.balance import balance_by_modality, counts_chart, counts_table_md
 from components.curate.card import dataset_card, quarantine_reasons
-from components.curate.config import CurateConfig
-from components.curate.synthetic import SYNTHETIC_NOTE
+from components.curate.config import CurateConfig, CurateIO
+from components.curate.medmnist_mcq import build_medmnist_mcq
 
 STEP = "curate"
 
 
-@dataclass
-class CurateOutputs:
-    medmnist_data: Path
-    diag_set: Path
-    eval_set: Path
-    sft_set: Path
-    rl_set: Path
-    curation_report: Path
-
-
-def resolve_root(ref: str, cache_dir: str | Path) -> Path:
-    """A local directory for a source root: s3:// URIs are mirrored into the cache first."""
-    if ref.startswith("s3://"):
-        from components.common.storage import download_prefix
-
-        return Path(download_prefix(ref, cache_dir))
-    path = Path(ref).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"source root {ref!r} is not a directory (pass a local directory or an s3:// URI)")
-    return path
-
-
-def _medmnist_size(root: Path, flag: str, size: int) -> int:
-    sizes = available_sizes(root, flag)
-    if size:
-        return size  # load_split names the missing file if it is absent
-    if not sizes:
-        raise FileNotFoundError(
-            f"MedMNIST file for {flag!r} not found: expected {npz_path(root, flag, 28)} or {flag}_<64|128|224>.npz in {root}"
-        )
-    return max(sizes)
-
-
-def _lineage_synthetic(*flags: bool) -> bool | None:
-    # True when a raw root is synthetic; otherwise let write_lineage decide from its inputs (e.g. a random model).
-    return True if any(flags) else None
-
-
-def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
+def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     from components.curate.validate import DatasetValidationError, DatasetValidator, ImageBounds
 
     params = dataclasses.asdict(cfg)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE / "data"
-    mm_root = resolve_root(cfg.medmnist_root, cache_dir)
-    pmc_root = resolve_root(cfg.pmc_vqa_root, cache_dir)
-    syn_mm = (mm_root / SYNTHETIC_NOTE).is_file()
-    syn_pmc = (pmc_root / SYNTHETIC_NOTE).is_file()
-    mm_inputs = {"medmnist_root": cfg.medmnist_root}
-    rl_inputs = {"pmc_vqa_root": cfg.pmc_vqa_root, "labeller_model": cfg.labeller_model}
+    mirror = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "data"
+    mm_root = local_dir(io.medmnist_root, mirror, what="medmnist_root")
+    pmc_root = local_dir(io.pmc_vqa_root, mirror, what="pmc_vqa_root")
+    # Lineage reads the roots where they were read (an s3:// source through its local mirror).
+    mm_inputs = {"medmnist_root": str(mm_root)}
+    rl_inputs = {"pmc_vqa_root": str(pmc_root), "labeller_model": io.labeller_model}
+    syn_mm, syn_pmc = is_synthetic(mm_root), is_synthetic(pmc_root)
     flags = cfg.flag_list
     bounds = ImageBounds(cfg.image_min_side, cfg.image_max_side)
     validator = DatasetValidator()
@@ -93,18 +55,18 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
     counts: dict[str, Any] = {}
 
     # -- 1. MedMNIST: MCQ sets (reading every split validates the files), then the validated raw copy.
-    sizes = {f: _medmnist_size(mm_root, f, cfg.size) for f in flags}
+    sizes = {f: resolve_size(mm_root, f, explicit=cfg.size) for f in flags}
     source_hashes = {npz_path(mm_root, f, sizes[f]).name: None for f in flags}
-    splits = {"diag_set": ("val", cfg.diag_per_class, out.diag_set, "diagnosis set: class-balanced subsets of the official val splits"),
-              "eval_set": ("test", cfg.eval_per_class, out.eval_set, "evaluation set: class-balanced subsets of the official test splits"),
-              "sft_set": ("train", cfg.sft_per_class, out.sft_set, "proximal SFT pool: class-balanced subsets of the official train splits")}
+    splits = {"diag_set": ("val", cfg.diag_per_class, io.out("diag_set"), "diagnosis set: class-balanced subsets of the official val splits"),
+              "eval_set": ("test", cfg.eval_per_class, io.out("eval_set"), "evaluation set: class-balanced subsets of the official test splits"),
+              "sft_set": ("train", cfg.sft_per_class, io.out("sft_set"), "proximal SFT pool: class-balanced subsets of the official train splits")}
     split_sizes: dict[str, dict[str, int]] = {f: {} for f in flags}
     for name, (split, per_class, dest, what) in splits.items():
         try:
             with atomic_dir(dest) as tmp:
                 records: list[MCQRecord] = []
                 for f in flags:
-                    recs = build_medmnist_mcq(mm_root, f, split, tmp, per_class=per_class, size=sizes[f], seed=cfg.seed, synthetic=syn_mm)
+                    recs = build_medmnist_mcq(mm_root, f, split, tmp, per_class=per_class, size=sizes[f], seed=cfg.seed)
                     records += recs
                     split_sizes[f][split] = len(recs)
                 save_records(tmp, records)
@@ -118,7 +80,7 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
                     "class has fewer images); options are the task's class names, shuffled per question. ChestMNIST "
                     "(multi-label) asks which one finding is present, with one positive and only negative findings "
                     "among the options; images without findings are not used.",
-                    sources={"medmnist_root": cfg.medmnist_root}, source_hashes=source_hashes,
+                    sources={"medmnist_root": io.medmnist_root}, source_hashes=source_hashes,
                     records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_mm, params=params,
                     validation=validation[name],
                 )
@@ -126,13 +88,12 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
                 cards[name] = card
                 counts[name] = len(records)
                 write_lineage(tmp, step=STEP, artifact=name, inputs=mm_inputs, params=params,
-                              summary=f"{len(records)} MedMNIST {split} MCQs over {len(flags)} tasks, validated",
-                              synthetic=_lineage_synthetic(syn_mm))
+                              summary=f"{len(records)} MedMNIST {split} MCQs over {len(flags)} tasks, validated")
         except DatasetValidationError as e:
             validation[name], counts[name] = e.result, 0
             errors.append(e)
 
-    with atomic_dir(out.medmnist_data) as tmp:
+    with atomic_dir(io.out("medmnist_data")) as tmp:
         tasks = {}
         for f in flags:
             src = npz_path(mm_root, f, sizes[f])
@@ -140,21 +101,18 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
             t = get_task(f)
             tasks[f] = {"file": src.name, "size": sizes[f], "sha256": source_hashes[src.name] or sha256_file(src),
                         "name": t.name, "modality": t.modality, "group": t.group, "mcq_questions": split_sizes[f]}
-        write_json(tmp / "tasks.json", {"tasks": tasks, "synthetic": syn_mm})
-        if syn_mm:
-            shutil.copy2(mm_root / SYNTHETIC_NOTE, tmp / SYNTHETIC_NOTE)
+        write_json(tmp / "tasks.json", {"tasks": tasks})
         write_lineage(tmp, step=STEP, artifact="medmnist_data", inputs=mm_inputs, params=params,
-                      summary=f"validated MedMNIST-v2 npz files for {len(flags)} tasks ({', '.join(f'{f}@{sizes[f]}' for f in flags)})",
-                      synthetic=_lineage_synthetic(syn_mm))
+                      summary=f"validated MedMNIST-v2 npz files for {len(flags)} tasks ({', '.join(f'{f}@{sizes[f]}' for f in flags)})")
 
     # -- 2. PMC-VQA: load + quarantine, label modality (cached), balance, validate.
     from components.curate.labeller import LabelCache, ModalityLabeller, label_modalities
     from components.curate.pmcvqa import load_pmc_vqa
 
-    loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None, synthetic=syn_pmc)
+    loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None)
     quarantine = [q.to_dict() for q in loaded.quarantine]
-    cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else DEFAULT_CACHE / "curate" / "modality_labels.jsonl"
-    labeller = ModalityLabeller(cfg.labeller_model, device=cfg.device)
+    cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else cache_root() / "curate" / "modality_labels.jsonl"
+    labeller = ModalityLabeller(io.labeller_model, device=cfg.device)
     labels = label_modalities(loaded.records, pmc_root, labeller, LabelCache(cache_path), batch_size=cfg.label_batch_size)
     labelled = []
     for r in loaded.records:
@@ -167,11 +125,11 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
     plan = bal.plan
     table = counts_table_md(plan)
     shares = {m: p.selected / plan.total_selected for m, p in plan.modalities.items()} if plan.total_selected else {}
-    labeller_info = {"model": cfg.labeller_model, "prompt_version": labeller.prompt_version,
+    labeller_info = {"model": io.labeller_model, "prompt_version": labeller.prompt_version,
                      "method": "constrained choice: highest log-likelihood of the 8 category answers",
                      "label_cache": str(cache_path)}
     try:
-        with atomic_dir(out.rl_set) as tmp:
+        with atomic_dir(io.out("rl_set")) as tmp:
             for r in bal.records:
                 (tmp / r.image).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(pmc_root / r.image, tmp / r.image)
@@ -185,9 +143,9 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
                 description=f"PMC-VQA ({loaded.csv_path.name}) questions labelled by imaging modality and balanced to "
                 f"{cfg.rl_size} questions with equal per-modality quotas ('none' "
                 f"{'included' if cfg.include_none else 'excluded'}); the RL (GRPO) training set.",
-                sources={"pmc_vqa_root": cfg.pmc_vqa_root, "labeller_model": cfg.labeller_model},
+                sources={"pmc_vqa_root": io.pmc_vqa_root, "labeller_model": io.labeller_model},
                 source_hashes={loaded.csv_path.name: sha256_file(loaded.csv_path)},
-                records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_pmc, params=params,
+                records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_pmc or is_synthetic(io.labeller_model), params=params,
                 validation=validation["rl_set"], labeller=labeller_info,
                 quarantine=quarantine_reasons(quarantine), balance_md=table,
             )
@@ -196,7 +154,7 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
             counts["rl_set"] = len(bal.records)
             write_lineage(tmp, step=STEP, artifact="rl_set", inputs=rl_inputs, params=params,
                           summary=f"{len(bal.records)} modality-balanced PMC-VQA MCQs of {len(loaded.records)} usable "
-                          f"({len(quarantine)} quarantined), validated", synthetic=_lineage_synthetic(syn_pmc))
+                          f"({len(quarantine)} quarantined), validated")
     except DatasetValidationError as e:
         validation["rl_set"], counts["rl_set"] = e.result, 0
         errors.append(e)
@@ -211,9 +169,9 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
         "labeller": labeller_info,
         "medmnist_sizes": sizes,
         "validation": {k: bool(v.get("success")) for k, v in validation.items()},
-        "synthetic": syn_mm or syn_pmc,
+        "synthetic": syn_mm or syn_pmc or is_synthetic(io.labeller_model),
     }
-    with atomic_dir(out.curation_report) as tmp:
+    with atomic_dir(io.out("curation_report")) as tmp:
         (tmp / "validation").mkdir()
         for name, res in validation.items():
             write_json(tmp / "validation" / f"{name}.json", res)
@@ -230,8 +188,7 @@ def run_curate(cfg: CurateConfig, out: CurateOutputs) -> dict[str, Any]:
         write_lineage(tmp, step=STEP, artifact="curation_report",
                       inputs={**mm_inputs, **rl_inputs}, params=params,
                       summary=f"curation: {counts}; {len(quarantine)} PMC-VQA rows quarantined; "
-                      f"validation {'passed' if not errors else 'FAILED for ' + ', '.join(e.dataset for e in errors)}",
-                      synthetic=_lineage_synthetic(syn_mm, syn_pmc))
+                      f"validation {'passed' if not errors else 'FAILED for ' + ', '.join(e.dataset for e in errors)}")
     if errors:
         raise errors[0] if len(errors) == 1 else DatasetValidationErrorGroup(errors)
     return summary

@@ -5,8 +5,9 @@
     write_synthetic_pmc_vqa("runs/demo/pmc-vqa", n=200)                              # train.csv + images/
 
 They exist for the demo profile and the tests: the pipeline reads them through exactly the code that reads the
-real MedMNIST-v2 npz files and the real PMC-VQA CSV. Each root gets a `SYNTHETIC.md` note; curation sees it and
-marks every artifact built from the root as synthetic. Nothing learned or measured on these files is a medical result.
+real MedMNIST-v2 npz files and the real PMC-VQA CSV. Each root gets a lineage record marked synthetic
+(`components.common.lineage`), so every artifact built from it is marked synthetic too. Nothing learned or measured on
+these files is a medical result.
 
 MedMNIST images carry class-dependent patterns (stripe orientation and frequency, a blob whose position and colour
 depend on the class, plus noise), so that a tiny model or a linear probe has something learnable to find.
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from components.common.io import atomic_write_bytes, atomic_write_text
+from components.common.lineage import write_lineage
 
-SYNTHETIC_NOTE = "SYNTHETIC.md"
 DEFAULT_N_PER_CLASS = {"train": 12, "val": 4, "test": 4}
 SPLITS = ("train", "val", "test")
 PMC_VQA_CSV = "train.csv"
@@ -87,13 +88,11 @@ def _class_pattern(c: int, k: int, size: int, n: int, rng: np.random.Generator, 
     return np.clip(imgs, 0, 255).astype(np.uint8)
 
 
-def _write_note(root: Path, text: str) -> None:
-    atomic_write_text(
-        root / SYNTHETIC_NOTE,
-        "# SYNTHETIC DATA\n\n"
-        f"{text}\n\nWritten by `components.curate.synthetic` for MedBridge's demo profile and tests. The files follow "
-        "the real source's format, but their content is generated: every number computed from them is a plumbing "
-        "check, never a medical result.\n",
+def _mark_synthetic(root: Path, artifact: str, text: str, params: dict) -> None:
+    write_lineage(
+        root, step="synthetic-data", artifact=artifact, params=params, synthetic=True,
+        summary=f"SYNTHETIC {text} Written by components.curate.synthetic for the demo profile and tests: the files "
+        "follow the real source's format, their content is generated; nothing computed from them is a medical result.",
     )
 
 
@@ -150,10 +149,11 @@ def write_synthetic_medmnist(
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(root / _npz_name(flag, size), buf.getvalue())
-    _write_note(
-        root,
+    _mark_synthetic(
+        root, "medmnist_root",
         f"MedMNIST-v2-format npz files for {', '.join(flags)} at {size} px, seed {seed}, images per class "
         f"{counts}; class-dependent stripe/blob patterns plus noise.",
+        {"flags": list(flags), "size": size, "seed": seed, "n_per_class": counts},
     )
     return root
 
@@ -200,5 +200,9 @@ def write_synthetic_pmc_vqa(root: str | Path, n: int = 200, seed: int = 0) -> Pa
         row_choices = [f"{letters[j]}:{opt}{' ' if (i + j) % 2 else ''}" for j, opt in enumerate(options)]
         writer.writerow([fig, question, options[answer_idx], *row_choices, letters[answer_idx]])
     atomic_write_text(root / PMC_VQA_CSV, buf.getvalue())
-    _write_note(root, f"PMC-VQA-layout `{PMC_VQA_CSV}` with {n} generated questions over all modalities and `images/`, seed {seed}.")
+    _mark_synthetic(
+        root, "pmc_vqa_root",
+        f"PMC-VQA-layout {PMC_VQA_CSV} with {n} generated questions over all modalities and images/, seed {seed}.",
+        {"n": n, "seed": seed},
+    )
     return root

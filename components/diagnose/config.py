@@ -1,19 +1,31 @@
-"""DiagnoseConfig: every knob of the support diagnosis (the launcher's flags are generated from these fields)."""
+"""DiagnoseConfig: every knob of the support diagnosis; DiagnoseIO: its inputs and outputs. Both are the launcher's
+flags (components.common.cli)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from components.common.cli import check_nonempty
 from components.common.prompts import PROMPT_FORMATS
 from components.common.sampling import BACKENDS, SamplingConfig
 from components.diagnose.decision import BRANCHES, FORCE_CHOICES
 
 
 @dataclass
-class DiagnoseConfig:
-    model_ref: str = field(metadata={"help": "checkpoint to diagnose: HF id, local dir or s3:// URI"})
+class DiagnoseIO:
+    model: str = field(metadata={"help": "checkpoint to diagnose: HF id, local dir or s3:// URI"})
     data: str = field(metadata={"help": "MCQ dataset directory (records.jsonl + images/), e.g. the curate step's diag_set"})
+    out: str = field(metadata={"help": "diagnosis output directory (replaced atomically)"})
     probe: str = field(default="", metadata={"help": "probe_report directory (probe.json) to copy perception-limited tasks from; empty = none"})
+    metrics_json: str = field(default="", metadata={"help": "also write the flat metrics JSON here (for kfp Metrics)"})
+    branch_file: str = field(default="", metadata={"help": "also write the chosen branch to this file"})
+
+    def __post_init__(self):
+        check_nonempty(self, optional=("probe", "metrics_json", "branch_file"))
+
+
+@dataclass
+class DiagnoseConfig:
     k: int = field(default=16, metadata={"help": "K of Pass@K; the curve is reported for every k = 1..K"})
     n_samples: int = field(default=0, metadata={"help": "samples drawn per question (n >= k; 0 = k). More than k lowers the variance of pass@k"})
     tau: float = field(default=0.5, metadata={"help": "reliability threshold on Pass@K (fraction): below -> bridge, at or above -> sharpen"})
@@ -34,9 +46,6 @@ class DiagnoseConfig:
     seed: int = field(default=0, metadata={"help": "seed for sampling and the bootstrap"})
 
     def __post_init__(self):
-        for name, flag in (("model_ref", "--model"), ("data", "--data")):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ValueError(f"{name} is empty: pass {flag}")
         if self.k < 1:
             raise ValueError(f"k={self.k} must be >= 1 (--k)")
         if self.n_samples == 0:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from components.common.answers import JudgeItem, judge_answers, parse_answer
-from components.common.io import atomic_dir, write_json, write_jsonl
-from components.common.lineage import write_lineage
+from components.common.artifacts import PROBE_FILE, read_artifact_json
+from components.common.io import atomic_dir, atomic_write_text, write_json, write_jsonl
+from components.common.lineage import inputs_synthetic, write_lineage
 from components.common.medmnist_tasks import TASKS
 from components.common.prompts import PROMPT_VERSION, build_messages
 from components.common.records import MCQRecord, load_records, open_image
 from components.common.sampling import Prompt, SamplingBackend, make_backend
-from components.diagnose.config import DiagnoseConfig
+from components.diagnose.config import DiagnoseConfig, DiagnoseIO
 from components.diagnose.decision import decide
 from components.diagnose.metrics import QuestionResult, summarise, summarise_by
 from components.diagnose.report import markdown_table, plot_curves, slug
@@ -29,17 +29,12 @@ def group_of(rec: MCQRecord) -> str:
     return str(rec.meta.get("group") or rec.modality)
 
 
-def read_probe(probe_dir: str) -> tuple[list[str], bool]:
-    """(perception-limited flags, synthetic) from a probe_report directory; errors name the file and the key."""
+def read_probe(probe_dir: str) -> list[str]:
+    """Perception-limited task flags from a probe_report directory; errors name the file and the key."""
     if not probe_dir:
-        return [], False
-    path = Path(probe_dir) / "probe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{probe_dir}: not a probe report (no probe.json)")
-    try:
-        probe = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        return []
+    path = Path(probe_dir) / PROBE_FILE
+    probe = read_artifact_json(probe_dir, PROBE_FILE, "the probe step's probe_report")
     missing = [k for k in PROBE_KEYS if k not in probe]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}; expected {{'tasks': {{flag: {{...}}}}, ...}}")
@@ -52,21 +47,14 @@ def read_probe(probe_dir: str) -> tuple[list[str], bool]:
                 raise ValueError(f"{path}: tasks.{flag} lacks the key {key!r}")
         if t["perception_limited"]:
             limited.append(flag)
-    return limited, bool(probe.get("synthetic", False))
+    return limited
 
 
-def load_questions(cfg: DiagnoseConfig) -> list[MCQRecord]:
-    records = load_records(cfg.data)
+def load_questions(data: str, max_questions: int = 0) -> list[MCQRecord]:
+    records = load_records(data)
     if not records:
-        raise ValueError(f"{Path(cfg.data) / 'records.jsonl'}: the dataset holds no questions; nothing to diagnose")
-    if cfg.max_questions:
-        records = records[: cfg.max_questions]
-    return records
-
-
-def _model_is_synthetic(model_ref: str) -> bool:
-    readme = Path(model_ref) / "README.md"
-    return readme.is_file() and "random weights" in readme.read_text(errors="ignore")
+        raise ValueError(f"{Path(data) / 'records.jsonl'}: the dataset holds no questions; nothing to diagnose")
+    return records[:max_questions] if max_questions else records
 
 
 def score(
@@ -151,22 +139,25 @@ def kfp_metrics(diag: dict) -> dict[str, float]:
 
 def run_diagnosis(
     cfg: DiagnoseConfig,
-    out: str | Path,
+    io: DiagnoseIO,
     *,
-    metrics_json: str | Path | None = None,
     backend: SamplingBackend | None = None,
     judge: SamplingBackend | None = None,
 ) -> dict:
-    """Diagnose `cfg.model_ref` on `cfg.data`; write the diagnosis directory at `out`; return diagnosis.json's dict."""
-    records = load_questions(cfg)
-    limited, probe_synthetic = read_probe(cfg.probe)
+    """Diagnose `io.model` on `io.data`; write the diagnosis directory at `io.out` (and the metrics / branch files
+    when asked); return diagnosis.json's dict."""
+    records = load_questions(io.data, cfg.max_questions)
+    limited = read_probe(io.probe)
+    inputs = {"model": io.model, "diag_set": io.data}
+    if io.probe:
+        inputs["probe_report"] = io.probe
     scfg = cfg.sampling()
     if backend is None:
-        backend = make_backend(scfg, cfg.model_ref)
+        backend = make_backend(scfg, io.model)
     if judge is None and cfg.judge_model:
         judge = make_backend(dataclasses.replace(scfg, max_new_tokens=32), cfg.judge_model)
 
-    prompts = [Prompt(build_messages(r, cfg.prompt_format), open_image(cfg.data, r)) for r in records]
+    prompts = [Prompt(build_messages(r, cfg.prompt_format), open_image(io.data, r)) for r in records]
     if hasattr(backend, "sample_and_greedy"):
         samples, greedy = backend.sample_and_greedy(prompts, cfg.n_samples)
     else:
@@ -180,7 +171,7 @@ def run_diagnosis(
     per_task = summarise_by(results, "task", cfg.k, **kw)
     per_modality = summarise_by(results, "group", cfg.k, **kw)
     decision = decide(overall, per_modality, cfg.tau, cfg.force_branch, cfg.ambiguous, per_task=per_task)
-    synthetic = any(r.synthetic for r in records) or _model_is_synthetic(cfg.model_ref) or probe_synthetic
+    synthetic = inputs_synthetic(inputs)
     diag = {
         "k": cfg.k,
         "n_samples": cfg.n_samples,
@@ -198,7 +189,7 @@ def run_diagnosis(
             "judge_model": cfg.judge_model,
         },
         "synthetic": synthetic,
-        "model_ref": cfg.model_ref,
+        "model_ref": io.model,
         "overall": overall,
         "per_task": per_task,
         "per_modality": per_modality,
@@ -214,7 +205,7 @@ def run_diagnosis(
         f"[{100 * o['ci']['pass_at_k'][0]:.1f}-{100 * o['ci']['pass_at_k'][1]:.1f}], Acc@1 {100 * o['acc_at_1']:.1f}%, "
         f"n={o['n']}, tau={cfg.tau}"
     )
-    with atomic_dir(out) as tmp:
+    with atomic_dir(io.out) as tmp:
         write_json(tmp / "diagnosis.json", diag)
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "samples.jsonl", rows)
@@ -223,11 +214,10 @@ def run_diagnosis(
         for g, m in per_modality.items():
             plot_curves(tmp / f"passk_{slug(g)}.png", {g: m, **{t: per_task[t] for t in per_task if diag["task_groups"][t] == g}},
                         f"Pass@k: {g}", synthetic)
-        inputs = {"model": cfg.model_ref, "diag_set": cfg.data}
-        if cfg.probe:
-            inputs["probe_report"] = cfg.probe
         write_lineage(tmp, step="diagnose", artifact="diagnosis", inputs=inputs, params=dataclasses.asdict(cfg),
-                      summary=summary, synthetic=synthetic or None)
-    if metrics_json:
-        write_json(metrics_json, metrics)
+                      summary=summary)
+    if io.metrics_json:
+        write_json(io.metrics_json, metrics)
+    if io.branch_file:
+        atomic_write_text(io.branch_file, decision.branch)
     return diag

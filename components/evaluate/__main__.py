@@ -8,48 +8,27 @@
         --train-task pmc-vqa --k 16 --prompt-format think --max-new-tokens 256 \\
         --out-results runs/evaluate/results --out-report runs/evaluate/report.html
 
-Writes the results directory (results.json, report.md, metrics.json, samples.jsonl with every completion,
+Flags are the fields of components.evaluate.config.EvalConfig (knobs; `--config FILE.yaml` sets them from a file)
+and EvalIO (inputs and outputs), with dashes for underscores. Writes the results directory (results.json, report.md, metrics.json, samples.jsonl with every completion,
 benchmarks/<name>/ with the exact questions asked, lineage.json) and the self-contained HTML report.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
+from components.common.cli import StepParser, launch
 from components.common.io import atomic_dir, atomic_write_text, write_json, write_jsonl
 from components.common.lineage import write_lineage
-from components.common.cli import add_config_flags
-from components.evaluate.config import EvalConfig
+from components.evaluate.config import EvalConfig, EvalIO
 
+PROG = "python -m components.evaluate"
 METRICS_FILE = "metrics.json"
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m components.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    io = p.add_argument_group("inputs and outputs")
-    io.add_argument("--model", required=True, help="trained model: directory, hub id or s3:// URI")
-    io.add_argument("--base-model", required=True, help="base model it was trained from (same forms)")
-    io.add_argument("--eval-set", default="", help="MedMNIST MCQ dataset dir (test split) for the transfer table")
-    io.add_argument("--diagnosis", default="", help="diagnosis artifact dir (diagnosis.json, passk_curves.png)")
-    io.add_argument("--probe-report", default="", help="probe artifact dir (probe.json, table.md)")
-    io.add_argument("--curation-report", default="", help="curation report dir")
-    io.add_argument(
-        "--benchmarks-root", default="", help="local dir or s3:// URI holding the benchmarks in their public layouts"
-    )
-    io.add_argument("--out-results", required=True, help="results directory to write")
-    io.add_argument("--out-report", required=True, help="HTML report file to write")
-    cfg = p.add_argument_group("evaluation (EvalConfig)")
-    add_config_flags(cfg, EvalConfig)
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    return EvalConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalConfig)})
+def make_parser() -> StepParser:
+    return StepParser(PROG, __doc__, EvalConfig, EvalIO)
 
 
 def metrics_for_kfp(results: dict) -> dict[str, float]:
@@ -65,15 +44,10 @@ def metrics_for_kfp(results: dict) -> dict[str, float]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(cfg: EvalConfig, args: EvalIO) -> dict:
     from components.evaluate.evaluation import evaluate_models
     from components.evaluate.report import build_context, render_html, render_markdown
 
-    cfg = config_from_args(args)
-    for name in ("eval_set", "diagnosis", "probe_report", "curation_report"):
-        value = getattr(args, name)
-        if value and not Path(value).is_dir():
-            raise FileNotFoundError(f"--{name.replace('_', '-')} {value}: no such directory")
     inputs = {
         "model": args.model,
         "base_model": args.base_model,
@@ -84,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
         "benchmarks_root": args.benchmarks_root,
     }
     inputs = {k: v for k, v in inputs.items() if v}
-    lineage_dirs = {k: v for k, v in inputs.items() if k not in ("base_model", "benchmarks_root")}
+    lineage_dirs = {k: v for k, v in inputs.items() if Path(v).is_dir()}  # whose lineage the report reads
     with atomic_dir(args.out_results) as tmp:
         results, samples = evaluate_models(
             cfg, args.model, args.base_model, args.eval_set or None, args.benchmarks_root or None, tmp
@@ -137,13 +111,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return launch(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from components.evaluate.scoring import SCORERS
 
 BENCHMARK_DIR = Path(__file__).resolve().parent / "benchmarks"
 LAYOUTS = ("parquet", "json", "jsonl", "csv")
-SYNTHETIC_NOTE = "SYNTHETIC.md"
 
 
 @dataclass
@@ -133,10 +132,9 @@ def parse_benchmarks(names: str | list[str]) -> list[str]:
 def resolve_root(root: str, spec: BenchmarkSpec, cache_dir: str | Path | None = None) -> Path:
     """The local folder of `spec` under `root` (a local dir or an s3:// URI, mirrored into the cache)."""
     if root.startswith("s3://"):
-        from components.common.modeling import DEFAULT_CACHE
-        from components.common.storage import download_prefix
+        from components.common.storage import cache_root, local_dir
 
-        return download_prefix(f"{root.rstrip('/')}/{spec.dir}", Path(cache_dir or DEFAULT_CACHE) / "benchmarks")
+        return local_dir(f"{root.rstrip('/')}/{spec.dir}", Path(cache_dir or cache_root()) / "benchmarks")
     folder = Path(root).expanduser() / spec.dir
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -212,10 +210,6 @@ class PrepareStats:
     excluded: dict[str, int]
 
 
-def benchmark_is_synthetic(root: str) -> bool:
-    return not root.startswith("s3://") and (Path(root) / SYNTHETIC_NOTE).is_file()
-
-
 def to_docs(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[tuple[int, dict, MCQDoc]], Counter]:
     """Apply the YAML's `keep_if` filter and the hook; return (row index, row, doc) kept and exclusion reasons."""
     hook = HOOKS[spec.doc_to_mcq]
@@ -248,7 +242,6 @@ def prepare_benchmark(
 
     root = str(root)
     folder = resolve_root(root, spec, cache_dir)
-    synthetic = benchmark_is_synthetic(root) or (folder / SYNTHETIC_NOTE).is_file()
     rows = read_rows(folder, spec)
     kept, excluded = to_docs(rows, spec)
     chosen = kept
@@ -277,7 +270,6 @@ def prepare_benchmark(
             modality=modality,
             split=spec.split,
             source=f"{spec.hf_dataset} (row {i})",
-            synthetic=synthetic,
             meta=doc.meta,
         )
         records.append(rec.validate(where))

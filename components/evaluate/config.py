@@ -1,11 +1,36 @@
-"""EvalConfig: every knob of the evaluate step (recorded whole in the results' lineage)."""
+"""EvalConfig: every knob of the evaluate step (recorded whole in the results' lineage); EvalIO: its inputs and
+outputs. Both are the launcher's flags (components.common.cli)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from components.common.cli import check_nonempty
 from components.common.prompts import PROMPT_FORMATS
 from components.common.sampling import BACKENDS
+
+
+@dataclass
+class EvalIO:
+    model: str = field(metadata={"help": "trained model: directory, hub id or s3:// URI"})
+    base_model: str = field(metadata={"help": "base model it was trained from (same forms)"})
+    out_results: str = field(metadata={"help": "results directory to write (report.html inside it)"})
+    out_report: str = field(metadata={"help": "HTML report file to write (the Kubeflow HTML artifact)"})
+    eval_set: str = field(default="", metadata={"help": "MedMNIST MCQ dataset dir (test split) for the transfer table"})
+    diagnosis: str = field(default="", metadata={"help": "diagnosis artifact dir (diagnosis.json, passk_curves.png)"})
+    probe_report: str = field(default="", metadata={"help": "probe artifact dir (probe.json, table.md)"})
+    curation_report: str = field(default="", metadata={"help": "curation report dir"})
+    benchmarks_root: str = field(
+        default="", metadata={"help": "local dir or s3:// URI holding the benchmarks in their public layouts"}
+    )
+
+    def __post_init__(self):
+        check_nonempty(self, optional=("eval_set", "diagnosis", "probe_report", "curation_report", "benchmarks_root"))
+        for name in ("eval_set", "diagnosis", "probe_report", "curation_report"):
+            value = getattr(self, name)
+            if value and not Path(value).is_dir():
+                raise FileNotFoundError(f"--{name.replace('_', '-')} {value}: no such directory")
 
 
 @dataclass

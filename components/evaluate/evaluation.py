@@ -210,8 +210,4 @@ def evaluate_models(
         sample_rows += [{"model": m, **r} for r in rows]
     results = build_results(cfg, sets, outcomes)
     results["models"] = refs
-    results["synthetic_inputs"] = {
-        "benchmarks": any(r.synthetic for qs in sets if qs.kind == "benchmark" for r in qs.records),
-        "eval_set": any(r.synthetic for qs in sets if qs.kind == "eval_set" for r in qs.records),
-    }
     return results, sample_rows

@@ -5,8 +5,8 @@
     d = paired_delta(base_outcomes, trained_outcomes, k=16)      # after - before, with bootstrap intervals
 
 All fractions are 0-1. Pass@k per question is the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021),
-averaged over questions: the diagnose step's `components.diagnose.metrics.pass_at_k`, imported so that diagnosis and
-evaluation use one estimator.
+averaged over questions: `components.common.stats.pass_at_k`, the one estimator of the diagnosis, the GRPO guard and
+the evaluation; intervals come from the same module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable
 
 from components.common.answers import parse_answer
 from components.common.records import MCQRecord
-from components.diagnose.metrics import pass_at_k
+from components.common.stats import mean_ci, paired_ci, pass_at_k
 
 __all__ = [
     "pass_at_k",
@@ -73,19 +73,6 @@ def _question_pass(o: QuestionOutcome, k: int) -> float:
     return pass_at_k(len(o.sample_letters), o.n_correct, k)
 
 
-def _bootstrap(values: list[float], n_boot: int, seed: int) -> list[float]:
-    """95% percentile interval of the mean of `values` (questions resampled with replacement)."""
-    import numpy as np
-
-    if not values:
-        return [float("nan"), float("nan")]
-    arr = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
 def aggregate(outcomes: list[QuestionOutcome], k: int, n_boot: int = 1000, seed: int = 0) -> dict:
     """Acc@1, the Pass@k curve (k = 1…K), gap = Pass@K - Acc@1, bootstrap intervals, format failures, distinct
     answers. The shape matches diagnosis.json's per-group entries."""
@@ -110,9 +97,9 @@ def aggregate(outcomes: list[QuestionOutcome], k: int, n_boot: int = 1000, seed:
         "pass_at_k": {str(j): sum(_question_pass(o, j) for o in outcomes) / n for j in range(1, k + 1)},
         "gap": sum(gap) / n,
         "ci": {
-            "acc_at_1": _bootstrap(acc, n_boot, seed),
-            "pass_at_k": _bootstrap(pk, n_boot, seed),
-            "gap": _bootstrap(gap, n_boot, seed),
+            "acc_at_1": mean_ci(acc, n_boot=n_boot, seed=seed),
+            "pass_at_k": mean_ci(pk, n_boot=n_boot, seed=seed),
+            "gap": mean_ci(gap, n_boot=n_boot, seed=seed),
         },
         "format_failure_rate": sum(o.n_format_fail for o in outcomes) / n_completions,
         "mean_distinct_answers": sum(len({x for x in o.sample_letters if x is not None}) for o in outcomes) / n,
@@ -126,11 +113,10 @@ def paired_delta(
     by_id = {o.id: o for o in base}
     if {o.id for o in trained} != set(by_id):
         raise ValueError("base and trained outcomes cover different questions; score both models on the same set")
-    d_acc = [float(t.greedy_correct) - float(by_id[t.id].greedy_correct) for t in trained]
-    d_pk = [_question_pass(t, k) - _question_pass(by_id[t.id], k) for t in trained]
-    n = len(trained)
+    pairs = [(by_id[t.id], t) for t in trained]
+    kw = dict(n_boot=n_boot, seed=seed)
     return {
-        "n": n,
-        "acc_at_1": {"value": sum(d_acc) / n if n else None, "ci": _bootstrap(d_acc, n_boot, seed)},
-        "pass_at_k": {"value": sum(d_pk) / n if n else None, "ci": _bootstrap(d_pk, n_boot, seed)},
+        "n": len(pairs),
+        "acc_at_1": paired_ci([float(b.greedy_correct) for b, _ in pairs], [float(t.greedy_correct) for _, t in pairs], **kw),
+        "pass_at_k": paired_ci([_question_pass(b, k) for b, _ in pairs], [_question_pass(t, k) for _, t in pairs], **kw),
     }

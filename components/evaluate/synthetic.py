@@ -5,7 +5,7 @@
 Each copy mixes questions the closed-form filter keeps with ones it must leave out (open questions, Chinese SLAKE
 questions, non-medical MMMU subjects, multi-image MedXpertQA questions), so the loaders and filters are exercised
 on the real layouts. Images are small random PNGs. Every copy is SYNTHETIC: scores on it are plumbing checks,
-never medical results; a SYNTHETIC.md note at the root says so and marks every record and report built from it.
+never medical results; the root's lineage record says synthetic, which marks every artifact built from it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import random
 from pathlib import Path
 
 from components.common.io import atomic_write_text
-from components.evaluate.benchmark import BENCHMARKS, SYNTHETIC_NOTE
+from components.common.lineage import write_lineage
+from components.evaluate.benchmark import BENCHMARKS
 
 MEDICAL_SUBJECTS = (
     "Basic_Medical_Science",
@@ -191,18 +192,9 @@ _WRITERS = {
     "pmc-vqa": _pmc_vqa,
 }
 
-_NOTE = """# SYNTHETIC benchmark copies
-
-Written by `components.evaluate.synthetic.write_synthetic_benchmarks` (seed {seed}, {n} rows per benchmark):
-{names}.
-
-Each folder has the public layout and schema of its benchmark (see components/evaluate/benchmarks/*.yaml) but the
-questions, answers and images are random. Scores on these files are plumbing checks, not medical results.
-"""
-
-
 def write_synthetic_benchmarks(root: str | Path, names: list[str] | None = None, n: int = 24, seed: int = 0) -> Path:
-    """Write synthetic copies of `names` (default: all six) under `root/<dir>` plus `root/SYNTHETIC.md`; return root."""
+    """Write synthetic copies of `names` (default: all six) under `root/<dir>`, and a lineage record marked synthetic
+    at `root`; return root."""
     names = list(names) if names else list(_WRITERS)
     unknown = [x for x in names if x not in _WRITERS]
     if unknown:
@@ -214,10 +206,12 @@ def write_synthetic_benchmarks(root: str | Path, names: list[str] | None = None,
         folder = root / BENCHMARKS[name].dir
         folder.mkdir(parents=True, exist_ok=True)
         _WRITERS[name](folder, random.Random(f"{seed}-{name}"), n)
-        atomic_write_text(
-            folder / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=name)
-        )  # travels with the folder (s3)
-    atomic_write_text(root / SYNTHETIC_NOTE, _NOTE.format(seed=seed, n=n, names=", ".join(names)))
+    write_lineage(
+        root, step="synthetic-data", artifact="benchmarks_root", params={"names": names, "n": n, "seed": seed},
+        synthetic=True,
+        summary=f"SYNTHETIC copies of {', '.join(names)} ({n} rows each, seed {seed}) in each benchmark's public layout "
+        "and schema, with random questions, answers and images: scores on them are plumbing checks, not medical results.",
+    )
     return root
 
 

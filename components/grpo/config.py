@@ -1,10 +1,25 @@
-"""SharpenConfig: every knob of the sharpen (GRPO) step. Named so it never shadows TRL's `GRPOConfig`."""
+"""SharpenConfig: every knob of the sharpen (GRPO) step (named so it never shadows TRL's `GRPOConfig`); SharpenIO:
+its inputs and outputs. Both are the launcher's flags (components.common.cli)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from components.common.cli import check_nonempty
 from components.common.prompts import check_prompt_format
+
+
+@dataclass
+class SharpenIO:
+    model: str = field(metadata={"help": "base model: HF id, local dir or s3:// URI"})
+    rl_set: str = field(metadata={"help": "MCQ dataset dir of RL questions (balanced PMC-VQA)"})
+    watch_set: str = field(metadata={"help": "MCQ dataset dir watched for support collapse (diag_set)"})
+    diagnosis: str = field(metadata={"help": "diagnose step output dir (holds diagnosis.json)"})
+    out: str = field(metadata={"help": "output model directory (written atomically)"})
+    init_model: str = field(default="", metadata={"help": "model dir to train instead of --model (the bridge's SFT output)"})
+
+    def __post_init__(self):
+        check_nonempty(self, optional=("init_model",))
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.diagnose.metrics import pass_at_k  # the one unbiased estimator the project uses
+from components.common.stats import pass_at_k  # the one unbiased estimator the project uses
 
 
 def support_collapsed(pass_before: float, pass_after: float, tolerance: float = 0.05) -> bool:

@@ -1,11 +1,11 @@
 """The sharpen step: TRL GRPO (consistency-aware when `consistency_bonus` > 0) with a support-collapse guard.
 
-    from components.grpo.config import SharpenConfig
+    from components.grpo.config import SharpenConfig, SharpenIO
     from components.grpo.train import train_grpo
-    metrics = train_grpo(SharpenConfig(max_steps=5), "Qwen/Qwen2.5-VL-7B-Instruct", "rl_set/", "diag_set/",
-                         "diagnosis/", "out/model", init_model=None)
+    metrics = train_grpo(SharpenConfig(max_steps=5),
+                         SharpenIO("Qwen/Qwen2.5-VL-7B-Instruct", "rl_set/", "diag_set/", "diagnosis/", "out/model"))
 
-Flow: open the model (init_model if given, else model_ref) -> rows from rl_set -> measure Pass@K / Acc@1 on a
+Flow: open the model (io.init_model if given, else io.model) -> rows from rl_set -> measure Pass@K / Acc@1 on a
 fixed slice of watch_set -> train -> measure again -> merge LoRA -> save a full HF model dir + train_log.json +
 metrics.json + lineage.json.
 """
@@ -13,18 +13,18 @@ metrics.json + lineage.json.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from components.common.artifacts import read_diagnosis
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
 from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
 from components.common.records import MCQRecord, load_records, open_image
-from components.grpo.config import SharpenConfig
+from components.grpo.config import SharpenConfig, SharpenIO
 
 METRICS_FILE = "metrics.json"
 TRAIN_LOG_FILE = "train_log.json"
@@ -62,15 +62,8 @@ def build_grpo_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str)
 
 
 
-def train_grpo(
-    cfg: SharpenConfig,
-    model_ref: str,
-    rl_set_dir: str | Path,
-    watch_set_dir: str | Path,
-    diagnosis_dir: str | Path,
-    out_dir: str | Path,
-    init_model: str | Path | None = None,
-) -> dict[str, Any]:
+def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
+    """Train `io.init_model` (bridge) or `io.model` (sharpen) with GRPO on `io.rl_set`; write the model to `io.out`."""
     import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -79,11 +72,9 @@ def train_grpo(
     from components.grpo.guard import make_support_watch_callback, measure_support, support_collapsed
     from components.grpo.rewards import accuracy_reward, format_reward
 
-    start = str(init_model) if init_model is not None else model_ref
-    diagnosis_file = Path(diagnosis_dir) / "diagnosis.json"
-    if not diagnosis_file.is_file():
-        raise FileNotFoundError(f"{diagnosis_dir}: no diagnosis.json; pass the diagnose step's output directory")
-    diagnosis = json.loads(diagnosis_file.read_text())
+    start = io.init_model or io.model
+    rl_set_dir, watch_set_dir = io.rl_set, io.watch_set
+    diagnosis = read_diagnosis(io.diagnosis)
 
     records = load_records(rl_set_dir)
     with_image = [r for r in records if r.image is not None]
@@ -179,7 +170,7 @@ def train_grpo(
         "collapse_tolerance": cfg.collapse_tolerance,
         "consistency_aware": cfg.consistency_bonus > 0,
         "params_changed_fraction": changed_fraction(before, trained),
-        "init_from": "init_model" if init_model is not None else "model_ref",
+        "init_from": "init_model" if io.init_model else "model",
         "diagnosis_branch": (diagnosis.get("decision") or {}).get("branch"),
     }
     summary = (
@@ -189,14 +180,13 @@ def train_grpo(
         f"Acc@1 {support_before.acc_at_1:.3f}->{support_after.acc_at_1:.3f}"
         + ("; SUPPORT COLLAPSED" if collapsed else "")
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(io.out) as tmp:
         save_model_dir(trained, processor, tmp)
         write_json(tmp / TRAIN_LOG_FILE, {"steps": steps, "support_watch": watch_history})
         write_json(tmp / METRICS_FILE, metrics)
-        inputs = {"base_model": start, "rl_set": str(rl_set_dir), "watch_set": str(watch_set_dir),
-                  "diagnosis": str(diagnosis_dir)}
-        if init_model is not None:
-            inputs["model_ref"] = model_ref
+        inputs = {"base_model": start, "rl_set": rl_set_dir, "watch_set": watch_set_dir, "diagnosis": io.diagnosis}
+        if io.init_model:
+            inputs["model_ref"] = io.model
         write_lineage(tmp, step="grpo", artifact="model", inputs=inputs, params=dataclasses.asdict(cfg),
                       summary=summary)
     return metrics

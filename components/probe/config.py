@@ -1,11 +1,12 @@
-"""ProbeConfig: every knob of the vision-probe step (the launcher's flags are generated from these fields)."""
+"""ProbeConfig: every knob of the vision-probe step; ProbeIO: its inputs and outputs. Both are the launcher's flags
+(components.common.cli)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.common.cli import check_nonempty
 from components.common.medmnist_tasks import parse_flags
 
 POOLINGS = ("mean", "max")
@@ -13,9 +14,18 @@ NPZ_SIZES = (0, 28, 64, 128, 224)
 
 
 @dataclass
-class ProbeConfig:
-    model_ref: str = field(metadata={"help": "Qwen2.5-VL-family checkpoint whose vision tower is probed: HF id, dir or s3:// URI"})
+class ProbeIO:
+    model: str = field(metadata={"help": "Qwen2.5-VL-family checkpoint whose vision tower is probed: HF id, dir or s3:// URI"})
     data: str = field(metadata={"help": "medmnist_data directory (MedMNIST-v2 <flag>.npz / <flag>_<size>.npz files)"})
+    out: str = field(metadata={"help": "probe_report output directory (replaced atomically)"})
+    metrics_json: str = field(default="", metadata={"help": "also write the summary metrics JSON here (for kfp Metrics)"})
+
+    def __post_init__(self):
+        check_nonempty(self, optional=("metrics_json",))
+
+
+@dataclass
+class ProbeConfig:
     flags: str = field(default="all", metadata={"help": "comma-separated MedMNIST flags, or 'all' (the twelve 2D tasks)"})
     pooling: str = field(default="mean", metadata={"help": "pooling over the merged visual tokens: mean (the paper) or max"})
     image_size: int = field(default=224, metadata={"help": "square side the images are resized to before the tower (multiple of 28; the paper: 224)"})
@@ -37,9 +47,6 @@ class ProbeConfig:
     chance_margin: float = field(default=5.0, metadata={"help": "... or if probe accuracy <= chance (majority class) + this many points"})
 
     def __post_init__(self):
-        for name in ("model_ref", "data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ValueError(f"{name} is empty: pass a model reference / directory (--{name.replace('_', '-')})")
         try:
             parse_flags(self.flags)
         except ValueError as e:
@@ -76,6 +83,6 @@ class ProbeConfig:
         return parse_flags(self.flags)
 
     def resolved_cache_dir(self) -> Path:
-        if self.cache_dir:
-            return Path(self.cache_dir)
-        return Path(os.environ.get("MEDBRIDGE_CACHE", Path.home() / ".cache" / "medbridge")) / "probe_features"
+        from components.common.storage import cache_root
+
+        return Path(self.cache_dir) if self.cache_dir else cache_root() / "probe_features"

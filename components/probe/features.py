@@ -48,12 +48,15 @@ def file_sha256(path: str | Path) -> str:
 def _dir_fingerprint(d: Path) -> str:
     from components.common.lineage import read_lineage
 
-    lin = read_lineage(d)
-    if lin and lin.get("sha256"):
-        return f"lineage:{lin['sha256']}"  # a MedBridge-trained checkpoint: its content hash is already recorded
     files = sorted({p for g in _WEIGHT_GLOBS for p in d.glob(g) if p.is_file()})
     if not files:
         raise FileNotFoundError(f"{d}: no config.json or weight files to fingerprint")
+    lin = read_lineage(d)
+    if lin and lin.get("sha256"):
+        # A MedBridge artifact: its content hash is already recorded; the files' sizes and modification times guard
+        # against weights changed after it was written (a full re-hash of a 7B checkpoint costs ~a minute).
+        stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        return f"lineage:{lin['sha256']}:{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\n")

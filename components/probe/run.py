@@ -1,8 +1,8 @@
 """The probe step end to end: features per task (cached) -> linear probe per task -> probe_report directory.
 
-    from components.probe.config import ProbeConfig
+    from components.probe.config import ProbeConfig, ProbeIO
     from components.probe.run import run_probe
-    probe = run_probe(ProbeConfig(model_ref="Qwen/Qwen2.5-VL-7B-Instruct", data="out/medmnist_data"), "out/probe_report")
+    probe = run_probe(ProbeConfig(), ProbeIO(model="Qwen/Qwen2.5-VL-7B-Instruct", data="out/medmnist_data", out="out/probe_report"))
 
 `probe_report` holds probe.json (schema in components/probe/report.py), table.md, probe_accuracy.png,
 metrics.json and lineage.json.
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from components.common.io import atomic_dir, write_json
-from components.common.lineage import write_lineage
-from components.probe.config import ProbeConfig
-from components.probe.data import load_split, npz_path, resolve_size
+from components.common.lineage import inputs_synthetic, write_lineage
+from components.probe.config import ProbeConfig, ProbeIO
+from components.common.medmnist import load_split, npz_path, resolve_size
 from components.probe.features import FeatureExtractor, cached_split_features, model_fingerprint, subset_indices
 from components.probe.linear import ProbeResult, train_linear_probe
 from components.probe.report import bar_chart, build_probe_json, summary_metrics, table_md
@@ -25,14 +25,7 @@ from components.probe.report import bar_chart, build_probe_json, summary_metrics
 STEP = "probe"
 
 
-def _is_synthetic(ref: str) -> bool:
-    """Same rule as the lineage record: an input whose lineage says synthetic, or a random-weight model dir."""
-    from components.common.lineage import _input_entry
-
-    return _input_entry(ref)[2]
-
-
-def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None = None) -> dict[str, Any]:
+def run_probe(cfg: ProbeConfig, io: ProbeIO) -> dict[str, Any]:
     import medmnist
     from tqdm.auto import tqdm
 
@@ -40,7 +33,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None
 
     cache = cfg.resolved_cache_dir()
     extractor = FeatureExtractor(
-        cfg.model_ref,
+        io.model,
         image_size=cfg.image_size,
         pooling=cfg.pooling,
         batch_size=cfg.batch_size,
@@ -49,17 +42,18 @@ def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None
         compile=cfg.compile,
         num_workers=cfg.num_workers,
     )
-    model_fp = model_fingerprint(cfg.model_ref)
+    model_fp = model_fingerprint(io.model)
     subset = {"max_per_split": cfg.max_per_split, "seed": cfg.seed} if cfg.max_per_split else None
     results: dict[str, ProbeResult] = {}
     features: dict[str, Any] = {}
     for flag in tqdm(cfg.flag_list, desc="probe tasks", unit="task", disable=None):
-        size = resolve_size(cfg.data, flag, cfg.image_size, cfg.npz_size)
-        npz = npz_path(cfg.data, flag, size)
+        size = resolve_size(io.data, flag, explicit=cfg.npz_size, prefer=cfg.image_size)
+        npz = npz_path(io.data, flag, size)
         data = {}
         features[flag] = {"npz": npz.name, "npz_size": size}
         for split in ("train", "test"):
-            imgs, labels = load_split(cfg.data, flag, split, size)
+            split_data = load_split(io.data, flag, split, size)
+            imgs, labels = split_data.imgs, split_data.labels
             idx = subset_indices(len(imgs), cfg.max_per_split, cfg.seed, split)
             feats, labels, info = cached_split_features(
                 extractor, cache, npz, flag, split, imgs[idx], labels[idx], model_fp=model_fp, subset=subset
@@ -80,7 +74,8 @@ def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None
             seed=cfg.seed,
             device=pick_device(cfg.device),
         )
-    synthetic = _is_synthetic(cfg.model_ref) or _is_synthetic(cfg.data)
+    inputs = {"model": io.model, "medmnist_data": io.data}
+    synthetic = inputs_synthetic(inputs)
     probe = build_probe_json(
         results,
         pooling=cfg.pooling,
@@ -88,7 +83,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None
         limit_fraction=cfg.limit_fraction,
         chance_margin=cfg.chance_margin,
         extra={
-            "model_ref": cfg.model_ref,
+            "model_ref": io.model,
             "model_fingerprint": model_fp,
             "image_size": cfg.image_size,
             "tower_path": extractor.path_used or "cached",
@@ -97,7 +92,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None
     )
     metrics = summary_metrics(probe)
     limited = [f for f, v in probe["tasks"].items() if v["perception_limited"]]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(io.out) as tmp:
         write_json(tmp / "probe.json", probe)
         (tmp / "table.md").write_text(table_md(probe), encoding="utf-8")
         bar_chart(probe, tmp / "probe_accuracy.png")
@@ -106,12 +101,11 @@ def run_probe(cfg: ProbeConfig, out: str | Path, metrics_json: str | Path | None
             tmp,
             step=STEP,
             artifact="probe_report",
-            inputs={"model": cfg.model_ref, "medmnist_data": cfg.data},
+            inputs=inputs,
             params=dataclasses.asdict(cfg),
             summary=(f"linear probe on {len(results)} tasks ({cfg.pooling} pooling, {cfg.image_size}px): mean accuracy "
                      f"{metrics['mean_probe_accuracy']:.1f}%, perception-limited: {', '.join(limited) or 'none'}"),
-            synthetic=synthetic,
         )
-    if metrics_json:
-        write_json(metrics_json, metrics)
+    if io.metrics_json:
+        write_json(io.metrics_json, metrics)
     return probe

@@ -1,10 +1,23 @@
-"""SFTConfig: every knob of the bridge (SFT) step. (TRL's own `trl.SFTConfig` is built from it in train.py.)"""
+"""SFTConfig: every knob of the bridge (SFT) step; SFTIO: its inputs and outputs. Both are the launcher's flags
+(components.common.cli). TRL's own `trl.SFTConfig` is built from SFTConfig in train.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from components.common.cli import check_nonempty
 from components.common.prompts import check_prompt_format
+
+
+@dataclass
+class SFTIO:
+    model: str = field(metadata={"help": "base model: HF id, local dir or s3:// URI"})
+    sft_set: str = field(metadata={"help": "MCQ dataset dir (records.jsonl + images/) of the SFT pool"})
+    diagnosis: str = field(metadata={"help": "diagnose step output dir (holds diagnosis.json)"})
+    out: str = field(metadata={"help": "output model directory (written atomically)"})
+
+    def __post_init__(self):
+        check_nonempty(self)
 
 
 @dataclass

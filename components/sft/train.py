@@ -1,8 +1,8 @@
 """The bridge step: TRL SFT on proximal data chosen from the diagnosis (optionally LoRA, optionally ZeRO-3).
 
-    from components.sft.config import SFTConfig
+    from components.sft.config import SFTIO, SFTConfig
     from components.sft.train import train_sft
-    metrics = train_sft(SFTConfig(max_steps=5), "Qwen/Qwen2.5-VL-7B-Instruct", "sft_set/", "diagnosis/", "out/model")
+    metrics = train_sft(SFTConfig(max_steps=5), SFTIO("Qwen/Qwen2.5-VL-7B-Instruct", "sft_set/", "diagnosis/", "out/model"))
 
 Flow: read diagnosis.json -> select proximal records -> cap (class-balanced, seeded) -> TRL prompt/completion rows
 -> SFTTrainer -> merge LoRA -> save a full HF model dir + train_log.json + metrics.json + lineage.json.
@@ -11,45 +11,29 @@ Flow: read diagnosis.json -> select proximal records -> cap (class-balanced, see
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from components.common.artifacts import read_diagnosis
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
 from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
 from components.common.records import load_records
-from components.sft.config import SFTConfig
+from components.sft.config import SFTIO, SFTConfig
 from components.sft.data import Selection, build_sft_rows, cap_balanced, select_proximal
 
 METRICS_FILE = "metrics.json"
 TRAIN_LOG_FILE = "train_log.json"
 
 
-def read_diagnosis(diagnosis_dir: str | Path) -> dict[str, Any]:
-    path = Path(diagnosis_dir) / "diagnosis.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{diagnosis_dir}: no diagnosis.json; pass the diagnose step's output directory")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-
-
-
-
-
-
-def train_sft(
-    cfg: SFTConfig, model_ref: str, sft_set_dir: str | Path, diagnosis_dir: str | Path, out_dir: str | Path
-) -> dict[str, Any]:
-    diagnosis = read_diagnosis(diagnosis_dir)
-    selection = select_proximal(load_records(sft_set_dir), diagnosis)
+def train_sft(cfg: SFTConfig, io: SFTIO) -> dict[str, Any]:
+    """Select proximal records for the weak tasks/modalities of `io.diagnosis` and train `io.model` on them."""
+    selection = select_proximal(load_records(io.sft_set), read_diagnosis(io.diagnosis))
     return fit_sft(
-        cfg, model_ref, selection, sft_set_dir, out_dir,
-        inputs={"base_model": model_ref, "sft_set": str(sft_set_dir), "diagnosis": str(diagnosis_dir)},
+        cfg, io.model, selection, io.sft_set, io.out,
+        inputs={"base_model": io.model, "sft_set": io.sft_set, "diagnosis": io.diagnosis},
     )
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from components.common.lineage import read_lineage
 from components.common.records import load_records
-from components.curate.__main__ import OUTPUTS, main, make_parser
-from components.curate.config import CurateConfig
+from components.curate.__main__ import main, make_parser
+from components.curate.config import OUTPUTS, CurateConfig
 
 FLAGS = "pneumoniamnist,organamnist,chestmnist,dermamnist"
 
@@ -56,11 +56,11 @@ def test_main_writes_all_six_outputs_with_lineage(medmnist_all, pmc_root, tiny_m
 
 def test_config_errors_name_the_value_and_the_flag():
     with pytest.raises(ValueError, match=r"size=30 .*\(--size\)"):
-        CurateConfig(medmnist_root="a", pmc_vqa_root="b", size=30)
+        CurateConfig(size=30)
     with pytest.raises(ValueError, match=r"rl_size=0 must be >= 1 \(--rl-size\)"):
-        CurateConfig(medmnist_root="a", pmc_vqa_root="b", rl_size=0)
+        CurateConfig(rl_size=0)
     with pytest.raises(ValueError, match="flags='bogusmnist'"):
-        CurateConfig(medmnist_root="a", pmc_vqa_root="b", flags="bogusmnist")
+        CurateConfig(flags="bogusmnist")
 
 
 def test_launcher_rejects_bad_config_with_status_2(tmp_path, capsys):
@@ -68,7 +68,8 @@ def test_launcher_rejects_bad_config_with_status_2(tmp_path, capsys):
     argv += [x for name in OUTPUTS for x in (f"--out-{name.replace('_', '-')}", str(tmp_path / name))]
     assert main(argv) == 2
     assert "rl_size=0" in capsys.readouterr().err
-    assert make_parser().parse_args(argv[:4] + argv[6:]).include_none is False
+    cfg, io = make_parser().parse(argv[:4] + argv[6:])
+    assert cfg.include_none is False and io.out("rl_set") == tmp_path / "rl_set"
 
 
 def test_component_signature_matches_the_pipeline_interface():
@@ -103,14 +104,13 @@ def test_failing_validation_stops_the_step_but_writes_the_report(medmnist_all, p
 
 def test_s3_roots_are_mirrored_through_storage(monkeypatch, tmp_path):
     import components.common.storage as storage
-    from components.curate.run import resolve_root
 
     calls = []
     monkeypatch.setattr(storage, "download_prefix", lambda uri, cache: calls.append((uri, cache)) or tmp_path)
-    assert resolve_root("s3://bucket/medmnist", tmp_path / "cache") == tmp_path
+    assert storage.local_dir("s3://bucket/medmnist", tmp_path / "cache") == tmp_path
     assert calls == [("s3://bucket/medmnist", tmp_path / "cache")]
     with pytest.raises(FileNotFoundError, match="is not a directory"):
-        resolve_root(str(tmp_path / "nope"), tmp_path)
+        storage.local_dir(str(tmp_path / "nope"), tmp_path)
 
 
 def test_missing_source_root_is_a_clean_error(pmc_root, tiny_model_dir, label_cache, tmp_path, capsys):

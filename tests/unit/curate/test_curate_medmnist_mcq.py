@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from medmnist import INFO
 
-from components.common.medmnist_mcq import build_medmnist_mcq, load_split, npz_path
+from components.common.medmnist import load_split, npz_path
+from components.curate.medmnist_mcq import build_medmnist_mcq
 from components.common.medmnist_tasks import TASKS
 from components.common.records import load_records, save_records
 
@@ -14,12 +15,12 @@ from components.common.records import load_records, save_records
 @pytest.mark.parametrize("flag", list(TASKS))
 def test_every_task_builds_balanced_mcqs_whose_answer_is_the_label(flag, medmnist_all, tmp_path):
     names = list(INFO[flag]["label"].values())
-    recs = build_medmnist_mcq(medmnist_all, flag, "val", tmp_path, per_class=2, seed=0, synthetic=True)
+    recs = build_medmnist_mcq(medmnist_all, flag, "val", tmp_path, per_class=2, seed=0)
     data = load_split(medmnist_all, flag, "val")
     assert len(recs) == 2 * len(names)  # 3 images per class in the fixture, 2 taken per class
     for r in recs:
         row = r.meta["row"]
-        assert r.task == flag and r.split == "val" and r.source == "medmnist" and r.synthetic
+        assert r.task == flag and r.split == "val" and r.source == "medmnist"
         assert r.modality == TASKS[flag].modality and r.meta["group"] == TASKS[flag].group
         assert r.answer_text == r.meta["label_name"] == names[r.meta["label"]]
         if flag == "chestmnist":

@@ -23,7 +23,7 @@ def _dataset(root, n=6):
         Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
         recs.append(MCQRecord(id=f"q{i}", question="Which class does this image show?", options=["normal", "pneumonia", "other"],
                               answer="ABC"[i % 3], image=f"images/{i}.png", task=task, modality=modality,
-                              split="val", synthetic=True))
+                              split="val"))
     save_records(root, recs)
     return root
 
@@ -102,4 +102,4 @@ def test_launcher_bad_inputs(tmp_path, tiny_model_dir, capsys):
 )
 def test_config_validation(kw, msg):
     with pytest.raises(ValueError, match=msg.replace("(", r"\(")):
-        DiagnoseConfig(model_ref="m", data="d", **kw)
+        DiagnoseConfig(**kw)

@@ -41,7 +41,6 @@ def write_eval_set(out: Path, per_task: int = 2, answer: str = "B") -> Path:
                     task=task,
                     modality="CT" if group == "radiology" else "microscopy",
                     split="test",
-                    synthetic=True,
                     meta={"group": group},
                 )
             )
@@ -52,7 +51,6 @@ def write_eval_set(out: Path, per_task: int = 2, answer: str = "B") -> Path:
         artifact="eval_set",
         params={"eval_per_class": per_task},
         summary=f"{len(recs)} eval questions",
-        synthetic=True,
     )
     return out
 
@@ -70,7 +68,6 @@ def write_upstream(root: Path, model_dir: Path | None = None) -> dict[str, Path]
         step="curate",
         artifact="curation_report",
         summary="curated 6 eval, 24 RL questions; 1 quarantined",
-        synthetic=True,
     )
 
     probe = root / "probe_report"

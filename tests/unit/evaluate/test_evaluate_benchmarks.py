@@ -39,7 +39,7 @@ def test_synthetic_copy_maps_to_valid_records(bench_root, tmp_path, name):
     assert stats.rows == 24 and stats.kept + sum(stats.excluded.values()) == 24
     reloaded = load_records(tmp_path / name)  # validates every row and checks the images exist
     assert [r.id for r in reloaded] == [r.id for r in records]
-    assert all(r.task == name and r.synthetic for r in reloaded)
+    assert all(r.task == name for r in reloaded)
 
 
 def _raw_rows(bench_root, name):

@@ -26,7 +26,7 @@ def write_mcq_dataset(root, n_per_task: int = 4, seed: int = 0):
             Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(root / rel)
             recs.append(MCQRecord(
                 id=f"{task}-{i}", question="Which class does this image show?", options=["normal", "abnormal"],
-                answer="AB"[i % 2], image=rel, task=task, modality=modality, split="train", synthetic=True,
+                answer="AB"[i % 2], image=rel, task=task, modality=modality, split="train",
                 meta={"group": group},
             ))
     save_records(root, recs)

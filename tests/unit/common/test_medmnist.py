@@ -1,16 +1,17 @@
-"""MedMNIST splits are read through medmnist's classes; bad files are rejected with the path and the key named."""
+"""MedMNIST splits are read through medmnist's classes; bad files are rejected with the path, key and row named."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from components.probe.data import load_split, npz_path, resolve_size
+from components.common.medmnist import load_split, npz_path, resolve_size
 
 
 def test_load_split_reads_images_and_labels(tmp_path, npz_writer):
     npz_writer(tmp_path, "bloodmnist", n_per_class=2)  # 8 classes, RGB
-    imgs, labels = load_split(tmp_path, "bloodmnist", "train", 28)
+    data = load_split(tmp_path, "bloodmnist", "train", 28)
+    imgs, labels = data.imgs, data.labels
     assert imgs.shape == (16, 28, 28, 3) and imgs.dtype == np.uint8
     assert labels.shape == (16, 1) and labels.max() == 7
 
@@ -19,7 +20,7 @@ def test_missing_npz_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "pneumoniamnist.npz")):
         load_split(tmp_path, "pneumoniamnist", "train", 28)
     with pytest.raises(FileNotFoundError, match="pneumoniamnist_<64|128|224>"):
-        resolve_size(tmp_path, "pneumoniamnist", 224)
+        resolve_size(tmp_path, "pneumoniamnist", prefer=224)
 
 
 def test_wrong_keys_name_the_key(tmp_path, npz_writer):
@@ -38,6 +39,12 @@ def test_out_of_range_label_names_the_row(tmp_path):
         load_split(tmp_path, "pneumoniamnist", "train", 28)
 
 
+def test_explicit_size_that_is_absent_names_the_file(tmp_path):
+    npz_path(tmp_path, "octmnist", 28).write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="octmnist_224.npz"):
+        resolve_size(tmp_path, "octmnist", explicit=224)
+
+
 @pytest.mark.parametrize(
     "present, image_size, npz_size, want",
     [
@@ -50,4 +57,4 @@ def test_out_of_range_label_names_the_row(tmp_path):
 def test_resolve_size(tmp_path, present, image_size, npz_size, want):
     for s in present:
         npz_path(tmp_path, "octmnist", s).write_bytes(b"x")
-    assert resolve_size(tmp_path, "octmnist", image_size, npz_size) == want
+    assert resolve_size(tmp_path, "octmnist", explicit=npz_size, prefer=image_size) == want
