@@ -8,14 +8,15 @@
         --train-task pmc-vqa --k 16 --prompt-format think --max-new-tokens 256 \\
         --out-results runs/evaluate/results --out-report runs/evaluate/report.html
 
-Writes the results directory (results.json, report.md, metrics.json, samples.jsonl with every completion,
-benchmarks/<name>/ with the exact questions asked, lineage.json) and the self-contained HTML report.
+Writes the results directory (results.json, report.md, report.html, metrics.json, samples.jsonl with every
+completion, benchmarks/<name>/ with the exact questions asked, lineage.json) and the self-contained HTML report.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> dict:
             "summary": summary,
             "params": dataclasses.asdict(cfg),
         }
-        ctx = build_context(
+        context = functools.partial(
+            build_context,
             results,
             diagnosis_dir=args.diagnosis or None,
             probe_dir=args.probe_report or None,
@@ -110,6 +112,7 @@ def run(args: argparse.Namespace) -> dict:
             own_lineage=own,
             base_model_ref=args.base_model,
         )
+        ctx = context()
         results["synthetic"] = ctx["synthetic"]
         results["synthetic_reasons"] = ctx["synthetic_reasons"]
         own["synthetic"] = ctx["synthetic"]
@@ -117,6 +120,9 @@ def run(args: argparse.Namespace) -> dict:
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / METRICS_FILE, metrics_for_kfp(results))
         atomic_write_text(tmp / "report.md", render_markdown(ctx))
+        # report.html beside it for a person who opens the folder; inside the hashed directory it cannot name the
+        # directory's own hash (lineage.json beside it does).
+        atomic_write_text(tmp / "report.html", render_html(ctx))
         lineage = write_lineage(
             tmp,
             step="evaluate",
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
         )
     # The HTML report carries the results' final hash, so it is written once the results directory is in place.
     own.update({k: lineage[k] for k in ("sha256", "code_version", "created_at")})
-    atomic_write_text(args.out_report, render_html(ctx))
+    atomic_write_text(args.out_report, render_html(context()))
     print(
         f"[evaluate] {summary}\n[evaluate] report: {args.out_report}\n[evaluate] results: {args.out_results}",
         flush=True,
