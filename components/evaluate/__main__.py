@@ -9,13 +9,15 @@
         --out-results runs/evaluate/results --out-report runs/evaluate/report.html
 
 Flags are the fields of components.evaluate.config.EvalConfig (knobs; `--config FILE.yaml` sets them from a file)
-and EvalIO (inputs and outputs), with dashes for underscores. Writes the results directory (results.json, report.md, metrics.json, samples.jsonl with every completion,
-benchmarks/<name>/ with the exact questions asked, lineage.json) and the self-contained HTML report.
+and EvalIO (inputs and outputs), with dashes for underscores. Writes the results directory (results.json, report.md,
+report.html, metrics.json, samples.jsonl with every completion, benchmarks/<name>/ with the exact questions asked,
+lineage.json) and the self-contained HTML report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 from components.common.cli import StepParser, launch
@@ -44,24 +46,24 @@ def metrics_for_kfp(results: dict) -> dict[str, float]:
     return out
 
 
-def run(cfg: EvalConfig, args: EvalIO) -> dict:
+def run(cfg: EvalConfig, io: EvalIO) -> dict:
     from components.evaluate.evaluation import evaluate_models
     from components.evaluate.report import build_context, render_html, render_markdown
 
     inputs = {
-        "model": args.model,
-        "base_model": args.base_model,
-        "eval_set": args.eval_set,
-        "diagnosis": args.diagnosis,
-        "probe_report": args.probe_report,
-        "curation_report": args.curation_report,
-        "benchmarks_root": args.benchmarks_root,
+        "model": io.model,
+        "base_model": io.base_model,
+        "eval_set": io.eval_set,
+        "diagnosis": io.diagnosis,
+        "probe_report": io.probe_report,
+        "curation_report": io.curation_report,
+        "benchmarks_root": io.benchmarks_root,
     }
     inputs = {k: v for k, v in inputs.items() if v}
     lineage_dirs = {k: v for k, v in inputs.items() if Path(v).is_dir()}  # whose lineage the report reads
-    with atomic_dir(args.out_results) as tmp:
+    with atomic_dir(io.out_results) as tmp:
         results, samples = evaluate_models(
-            cfg, args.model, args.base_model, args.eval_set or None, args.benchmarks_root or None, tmp
+            cfg, io.model, io.base_model, io.eval_set or None, io.benchmarks_root or None, tmp
         )
         n_flags = len(results["overfit"]["flags"])
         summary = (
@@ -75,15 +77,17 @@ def run(cfg: EvalConfig, args: EvalIO) -> dict:
             "summary": summary,
             "params": dataclasses.asdict(cfg),
         }
-        ctx = build_context(
+        context = functools.partial(
+            build_context,
             results,
-            diagnosis_dir=args.diagnosis or None,
-            probe_dir=args.probe_report or None,
-            curation_dir=args.curation_report or None,
+            diagnosis_dir=io.diagnosis or None,
+            probe_dir=io.probe_report or None,
+            curation_dir=io.curation_report or None,
             input_dirs=lineage_dirs,
             own_lineage=own,
-            base_model_ref=args.base_model,
+            base_model_ref=io.base_model,
         )
+        ctx = context()
         results["synthetic"] = ctx["synthetic"]
         results["synthetic_reasons"] = ctx["synthetic_reasons"]
         own["synthetic"] = ctx["synthetic"]
@@ -91,6 +95,9 @@ def run(cfg: EvalConfig, args: EvalIO) -> dict:
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / METRICS_FILE, metrics_for_kfp(results))
         atomic_write_text(tmp / "report.md", render_markdown(ctx))
+        # report.html beside it for a person who opens the folder; inside the hashed directory it cannot name the
+        # directory's own hash (lineage.json beside it does).
+        atomic_write_text(tmp / "report.html", render_html(ctx))
         lineage = write_lineage(
             tmp,
             step="evaluate",
@@ -98,13 +105,12 @@ def run(cfg: EvalConfig, args: EvalIO) -> dict:
             inputs=inputs,
             params=dataclasses.asdict(cfg),
             summary=summary,
-            synthetic=ctx["synthetic"],
         )
     # The HTML report carries the results' final hash, so it is written once the results directory is in place.
     own.update({k: lineage[k] for k in ("sha256", "code_version", "created_at")})
-    atomic_write_text(args.out_report, render_html(ctx))
+    atomic_write_text(io.out_report, render_html(context()))
     print(
-        f"[evaluate] {summary}\n[evaluate] report: {args.out_report}\n[evaluate] results: {args.out_results}",
+        f"[evaluate] {summary}\n[evaluate] report: {io.out_report}\n[evaluate] results: {io.out_results}",
         flush=True,
     )
     return results

@@ -1,30 +1,52 @@
-"""The run's final report: one self-contained HTML file (images embedded) plus the same content as Markdown.
+"""The run's final report: one self-contained HTML file (CSS inline, images embedded) plus the same content as Markdown.
 
     ctx = build_context(results, diagnosis_dir=..., probe_dir=..., curation_dir=..., input_dirs={...})
     html, md = render_html(ctx), render_markdown(ctx)
 
-Sections: SYNTHETIC banner (when any input says synthetic), decision (branch, rule, Pass@K / Acc@1 / gap with
-intervals, per-modality decisions, Pass@k curves), vision probe table, curation summary, benchmark table (base vs
-trained), transfer table, the overfit flag, evaluation settings, and one line per pipeline step from the lineage
-history of the inputs (curate -> probe -> diagnose -> sft -> grpo -> evaluate) so an auditor sees the whole chain.
-Every reader is tolerant: a missing file or field shows as "not available", never as a crash.
+`build_context` is the only reader of the inputs. It returns plain data organised by report section (see SECTIONS):
+every table as ready rows of display strings (a row is {"cells": [{"text", "num"}], "group": bool}), every number
+already formatted, images as data: URIs. The two Jinja2 templates in templates/ (report.html.jinja,
+report.md.jinja) only loop over that data and print it; a new section is one more context entry and one more
+template block. Every reader is tolerant: a missing file or field shows as "n/a" / "not available", never as a crash.
+
+A run is synthetic when the lineage record of an input, or any record upstream of it, says `"synthetic": true`
+(`synthetic_reasons`); the report then opens with the SYNTHETIC banner and the records that set it.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from components.common.lineage import read_lineage
+from components.common.markdown import md_table
 
 STEP_ORDER = ("curate", "probe", "diagnose", "sft", "grpo", "evaluate")
 BANNER = "SYNTHETIC RUN: numbers are plumbing checks, not medical results"
 NA = "n/a"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+HTML_TEMPLATE = "report.html.jinja"
+MD_TEMPLATE = "report.md.jinja"
+# Context keys of the report's sections, in page order; each is a dict with at least "id" and "title".
+SECTIONS = (
+    "decision",
+    "diagnosis",
+    "curves",
+    "probe",
+    "curation",
+    "benchmarks",
+    "transfer",
+    "overfit",
+    "settings",
+    "steps",
+)
+STEP_HEAD = ["step", "artifact", "sha256", "summary", "code", "created", "synthetic"]
+_NUM = re.compile(r"^[+\-]?\d+(\.\d+)?( \[[^\]]*\])?$")
 
 
 # --- reading inputs ----------------------------------------------------------------------------------------------
@@ -32,9 +54,19 @@ NA = "n/a"
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _lineage(path: str | Path) -> dict | None:
+    """read_lineage, but an unreadable record reads as none."""
+    try:
+        lin = read_lineage(path)
+    except (OSError, ValueError):
+        return None
+    return lin if isinstance(lin, dict) else None
 
 
 def collect_steps(input_dirs: dict[str, str | Path | None], own: dict | None = None) -> list[dict]:
@@ -44,10 +76,11 @@ def collect_steps(input_dirs: dict[str, str | Path | None], own: dict | None = N
     for ref in input_dirs.values():
         if not ref or not Path(ref).is_dir():
             continue
-        lin = read_lineage(ref)
+        lin = _lineage(ref)
         if lin is None:
             continue
-        for rec in [*lin.get("history", []), {k: v for k, v in lin.items() if k != "history"}]:
+        history = [h for h in lin.get("history") or [] if isinstance(h, dict)]
+        for rec in [*history, {k: v for k, v in lin.items() if k != "history"}]:
             key = (rec.get("sha256"), rec.get("artifact"), rec.get("step"))
             if key not in seen:
                 seen.add(key)
@@ -57,66 +90,264 @@ def collect_steps(input_dirs: dict[str, str | Path | None], own: dict | None = N
     # Steps outside the pipeline (e.g. how the input checkpoint was made) come first: they happened before curate.
     order = {s: i for i, s in enumerate(STEP_ORDER)}
     return sorted(
-        steps, key=lambda r: (order.get(r.get("step"), -1), r.get("created_at") or "", r.get("artifact") or "")
+        steps,
+        key=lambda r: (order.get(r.get("step"), -1), str(r.get("created_at") or ""), str(r.get("artifact") or "")),
     )
 
 
-def synthetic_reasons(
-    results: dict, steps: list[dict], diagnosis: dict | None, probe: dict | None, base_model_ref: str | None
-) -> list[str]:
-    """Why this run counts as synthetic (empty: it does not)."""
-    reasons = []
-    syn_steps = sorted({f"{s.get('step')}/{s.get('artifact')}" for s in steps if s.get("synthetic")})
-    if syn_steps:
-        reasons.append("lineage marks synthetic: " + ", ".join(syn_steps))
-    if diagnosis and diagnosis.get("synthetic"):
-        reasons.append("diagnosis.json says synthetic")
-    if probe and probe.get("synthetic"):
-        reasons.append("probe.json says synthetic")
-    syn_in = results.get("synthetic_inputs", {})
-    if syn_in.get("benchmarks"):
-        reasons.append("the benchmark files are synthetic copies (SYNTHETIC.md)")
-    if syn_in.get("eval_set"):
-        reasons.append("the eval set's records are synthetic")
-    if base_model_ref and Path(base_model_ref).is_dir():
-        readme = Path(base_model_ref) / "README.md"
-        if readme.is_file() and "random weights" in readme.read_text(errors="ignore"):
-            reasons.append("the base model has random weights")
-    return reasons
+def synthetic_reasons(steps: list[dict]) -> list[str]:
+    """Why this run counts as synthetic, from lineage records only (empty: it does not). A record is synthetic when
+    it says `"synthetic": true`; `collect_steps` already holds every record upstream of the inputs."""
+    marked = sorted({f"{s.get('step') or '?'}/{s.get('artifact') or '?'}" for s in steps if s.get("synthetic")})
+    return ["lineage marks synthetic: " + ", ".join(marked)] if marked else []
 
 
-def _curation_summary(curation_dir: Path | None) -> dict:
-    """Whatever the curation report holds: tables from its JSON files, images, cards, the file list."""
-    out: dict[str, Any] = {"tables": [], "images": [], "cards": {}, "files": []}
-    if curation_dir is None or not curation_dir.is_dir():
-        return out
-    shown: set[str] = set()
-    nested: dict[str, dict[str, dict]] = {}
-    for p in sorted(curation_dir.rglob("*")):
-        if not p.is_file() or p.name == "lineage.json":
+# --- formatting ----------------------------------------------------------------------------------------------------
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+
+
+def pct(x: Any) -> str:
+    """A fraction as percent with one decimal ("n/a" for anything else)."""
+    return f"{100 * x:.1f}" if _is_num(x) else NA
+
+
+def signed(x: Any) -> str:
+    """A fraction as signed percent points ("+5.0")."""
+    return f"{100 * x:+.1f}" if _is_num(x) else NA
+
+
+def ci(pair: Any) -> str:
+    """An interval of fractions as "[lo, hi]" in percent; "" when there is none."""
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(_is_num(v) for v in pair):
+        return ""
+    return f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
+
+
+def _points(x: Any) -> str:
+    """A number already in percent (probe.json) with one decimal."""
+    return f"{x:.1f}" if _is_num(x) else NA
+
+
+def _text(x: Any) -> str:
+    return NA if x is None or x == "" else str(x)
+
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _names(xs: Any) -> str:
+    return ", ".join(map(str, xs)) if isinstance(xs, (list, tuple)) and xs else "none"
+
+
+def _passk(m: Any) -> Any:
+    curve = _d(_d(m).get("pass_at_k"))
+    keys = [k for k in curve if str(k).isdigit()]
+    return curve[max(keys, key=int)] if keys else None
+
+
+def _with_ci(value: str, interval: str) -> str:
+    return f"{value} {interval}".strip()
+
+
+def _delta(d: dict, metric: str) -> str:
+    e = _d(d.get(metric))
+    return _with_ci(signed(e.get("value")), ci(e.get("ci")))
+
+
+def _table(head: list[str], rows: list[list[str]], groups: set[int] | None = None, title: str = "") -> dict:
+    """A ready table: header, rows of display strings (number-like cells marked "num"), group rows marked."""
+    groups = groups or set()
+    return {
+        "title": title,
+        "narrow": len(head) <= 2,  # key/value tables need not span the page
+        "head": [str(h) for h in head],
+        "rows": [
+            {"cells": [{"text": str(c), "num": bool(_NUM.match(str(c)))} for c in row], "group": i in groups}
+            for i, row in enumerate(rows)
+        ],
+    }
+
+
+def _images(paths: list[Path]) -> list[dict]:
+    """{"name", "src": data: URI} for each readable image file (an unreadable one is left out)."""
+    out = []
+    for path in paths:
+        try:
+            data = base64.b64encode(path.read_bytes()).decode()
+        except OSError:
             continue
-        rel = p.relative_to(curation_dir).as_posix()
-        out["files"].append((rel, p.stat().st_size))
-        if p.suffix == ".json" and p.stat().st_size < 2_000_000:
-            data = _read_json(p)
-            if isinstance(data, dict) and "/" not in rel:
-                out["tables"] += _json_tables(data, rel, shown)[:8]
-            elif isinstance(data, dict):  # e.g. validation/<dataset>.json: one row of its top-level fields
-                nested.setdefault(rel.rsplit("/", 1)[0], {})[rel] = {k: v for k, v in data.items() if _scalar(v)}
-        elif p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.stat().st_size < 3_000_000:
-            out["images"].append(p)
-        elif p.suffix == ".md" and len(out["cards"]) < 8:
-            out["cards"][rel] = p.read_text(errors="ignore")[:3000]
-    for folder, files in nested.items():
-        cols = list(dict.fromkeys(c for x in files.values() for c in x))[:10]
-        out["tables"].append(
-            (
-                f"{folder}/",
-                ["file", *cols],
-                [[f, *(str(x.get(c, "")) for c in cols)] for f, x in list(files.items())[:40]],
-            )
-        )
+        mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+        out.append({"name": path.name, "src": f"data:{mime};base64,{data}"})
     return out
+
+
+# --- sections ------------------------------------------------------------------------------------------------------
+
+
+def _metric_rows(m: Any, k: Any = "K") -> list[list[str]]:
+    m = _d(m)
+    c = _d(m.get("ci"))
+    distinct = m.get("mean_distinct_answers")
+    return [
+        ["Acc@1 (greedy)", _with_ci(pct(m.get("acc_at_1")), ci(c.get("acc_at_1")))],
+        [f"Pass@{k}", _with_ci(pct(_passk(m)), ci(c.get("pass_at_k")))],
+        [f"gap = Pass@{k} - Acc@1", _with_ci(pct(m.get("gap")), ci(c.get("gap")))],
+        ["format failures", pct(m.get("format_failure_rate"))],
+        ["distinct answers among K", f"{distinct:.2f}" if _is_num(distinct) else NA],
+        ["questions", _text(m.get("n"))],
+    ]
+
+
+def _decision_section(dg: dict | None) -> dict:
+    dg_ = _d(dg)
+    dec = _d(dg_.get("decision"))
+    branch = str(dec.get("branch") or NA)
+    k = dg_.get("k", "K")
+    forced = bool(dec.get("forced"))
+    measured = dec.get("measured_branch")
+    return {
+        "id": "sec-decision",
+        "title": "Decision: bridge (SFT) or sharpen (GRPO)",
+        "available": dg is not None,
+        "branch": branch,
+        "branch_label": branch.upper(),
+        "forced": forced,
+        "source": "forced by the operator" if forced else "from the diagnosis rule",
+        "measured": f"the rule measured: {measured}" if forced and measured else "",
+        "rule": _text(dec.get("rule")) if dg is not None else "diagnosis.json not available",
+        "settings": (
+            f"K = {_text(dg_.get('k'))}, τ = {_text(dg_.get('tau'))}, prompt format {_text(dg_.get('prompt_format'))}, "
+            f"sampling {json.dumps(dg_.get('sampling') or {}, sort_keys=True, default=str)}"
+        ),
+        "overall": _table(["overall (diagnosis set)", "value [95% CI]"], _metric_rows(dg_.get("overall"), k)),
+    }
+
+
+def _diagnosis_section(dg: dict | None) -> dict:
+    dg_ = _d(dg)
+    dec = _d(dg_.get("decision"))
+    k = dg_.get("k", "K")
+    pmm = _d(dg_.get("per_modality"))
+    pm = _d(dec.get("per_modality"))
+    mod_rows = [
+        [
+            g,
+            _text(_d(d).get("branch")),
+            pct(_passk(pmm.get(g))),
+            pct(_d(pmm.get(g)).get("acc_at_1")),
+            pct(_d(pmm.get(g)).get("gap")),
+            _text(_d(d).get("rule")),
+        ]
+        for g, d in pm.items()
+    ]
+    weak = set(dec.get("weak_tasks") or [])
+    limited = set(dg_.get("perception_limited") or [])
+
+    def task_row(t: str, m: Any) -> list[str]:
+        c = _d(_d(m).get("ci"))
+        notes = [x for x, on in (("weak", t in weak), ("perception-limited", t in limited)) if on]
+        return [
+            t,
+            _text(_d(m).get("n")),
+            _with_ci(pct(_d(m).get("acc_at_1")), ci(c.get("acc_at_1"))),
+            _with_ci(pct(_passk(m)), ci(c.get("pass_at_k"))),
+            pct(_d(m).get("gap")),
+            ", ".join(notes),
+        ]
+
+    per_task = _d(dg_.get("per_task"))
+    task_groups = _d(dg_.get("task_groups"))
+    rows: list[list[str]] = []
+    groups: set[int] = set()
+    if task_groups:  # tasks under their modality group, the group's own numbers on its row
+        order = list(dict.fromkeys([*pm, *pmm, *(task_groups.get(t) or "other" for t in per_task)]))
+        for g in order:
+            tasks = [t for t in per_task if (task_groups.get(t) or "other") == g]
+            if not tasks:
+                continue
+            groups.add(len(rows))
+            rows.append([g, *task_row(g, pmm.get(g))[1:5], f"branch: {_text(_d(pm.get(g)).get('branch'))}"])
+            rows += [task_row(t, per_task[t]) for t in tasks]
+    else:
+        rows = [task_row(t, m) for t, m in per_task.items()]
+    return {
+        "id": "sec-diagnosis",
+        "title": "Diagnosis per modality and per task",
+        "available": dg is not None,
+        "per_modality": _table(["modality group", "branch", f"Pass@{k}", "Acc@1", "gap", "rule"], mod_rows),
+        "per_task": _table(["task", "n", "Acc@1 [95% CI]", f"Pass@{k} [95% CI]", "gap", "notes"], rows, groups),
+        "weak_tasks": _names(dec.get("weak_tasks")),
+        "weak_modalities": _names(dec.get("weak_modalities")),
+        "perception_limited": _names(dg_.get("perception_limited")),
+    }
+
+
+def _curves_section(dd: Path | None) -> dict:
+    curves: list[Path] = []
+    if dd is not None and dd.is_dir():
+        main = dd / "passk_curves.png"
+        curves = [main] if main.is_file() else sorted(dd.glob("passk_*.png"))
+    images = _images(curves)
+    return {
+        "id": "sec-curves",
+        "title": "Pass@k curves (diagnosis set)",
+        "images": images,
+        "names": ", ".join(i["name"] for i in images),
+    }
+
+
+def _probe_section(probe: dict | None) -> dict:
+    tasks = {f: t for f, t in _d(_d(probe).get("tasks")).items() if isinstance(t, dict)}
+    head = [
+        "task",
+        "flag",
+        "modality",
+        "probe acc",
+        "AUC",
+        "chance",
+        "paper Qwen2.5-VL-7B",
+        "paper MedViT-V2",
+        "n train",
+        "n test",
+        "perception-limited",
+    ]
+    rows: list[list[str]] = []
+    groups: set[int] = set()
+    for g in dict.fromkeys(str(t.get("group") or "other") for t in tasks.values()):
+        groups.add(len(rows))
+        rows.append([g] + [""] * (len(head) - 1))
+        for f, t in tasks.items():
+            if str(t.get("group") or "other") != g:
+                continue
+            rows.append(
+                [
+                    _text(t.get("name") or f),
+                    f,
+                    _text(t.get("modality")),
+                    _points(t.get("accuracy")),
+                    _points(t.get("auc")),
+                    _points(t.get("chance")),
+                    _points(t.get("qwen25vl_7b_probe")),
+                    _points(t.get("medvit_v2")),
+                    _text(t.get("n_train")),
+                    _text(t.get("n_test")),
+                    "yes" if t.get("perception_limited") else "no",
+                ]
+            )
+    p = _d(probe)
+    return {
+        "id": "sec-probe",
+        "title": "Vision probe (frozen tower, linear head)",
+        "available": bool(tasks),
+        "table": _table(head, rows, groups),
+        "pooling": _text(p.get("pooling")),
+        "rule": _text(p.get("rule")) if p.get("rule") else "",
+        "limited": _names([_text(t.get("name") or f) for f, t in tasks.items() if t.get("perception_limited")]),
+    }
 
 
 def _scalar(v: Any) -> bool:
@@ -132,12 +363,12 @@ def _json_tables(data: dict, title: str, shown: set[str]) -> list[tuple[str, lis
         return []
     shown.add(key)
     tables: list[tuple[str, list[str], list[list[str]]]] = []
-    scalars = [
-        [k, str(v)]
-        for k, v in data.items()
-        if _scalar(v) or (isinstance(v, list) and len(v) <= 20 and all(_scalar(x) for x in v))
-    ]
-    scalars = [[k, ", ".join(map(str, data[k])) if isinstance(data[k], list) else v] for k, v in scalars]
+    scalars = []
+    for k, v in data.items():
+        if _scalar(v):
+            scalars.append([str(k), str(v)])
+        elif isinstance(v, list) and len(v) <= 20 and all(_scalar(x) for x in v):
+            scalars.append([str(k), ", ".join(map(str, v))])
     if scalars:
         tables.append((title, ["key", "value"], scalars[:40]))
     for k, v in data.items():
@@ -158,97 +389,51 @@ def _json_tables(data: dict, title: str, shown: set[str]) -> list[tuple[str, lis
     return tables
 
 
-def build_context(
-    results: dict,
-    *,
-    diagnosis_dir: str | Path | None = None,
-    probe_dir: str | Path | None = None,
-    curation_dir: str | Path | None = None,
-    input_dirs: dict[str, str | Path | None] | None = None,
-    own_lineage: dict | None = None,
-    base_model_ref: str | None = None,
-) -> dict:
-    dd = Path(diagnosis_dir) if diagnosis_dir else None
-    pd_ = Path(probe_dir) if probe_dir else None
-    cd = Path(curation_dir) if curation_dir else None
-    diagnosis = _read_json(dd / "diagnosis.json") if dd else None
-    probe = _read_json(pd_ / "probe.json") if pd_ else None
-    probe_table = (pd_ / "table.md").read_text() if pd_ and (pd_ / "table.md").is_file() else None
-    if probe_table and probe_table.startswith("# "):  # the report gives the section its own heading
-        probe_table = probe_table.split("\n", 1)[1].lstrip("\n")
-    curves = []
-    if dd and dd.is_dir():
-        main = dd / "passk_curves.png"
-        curves = ([main] if main.is_file() else []) + sorted(dd.glob("passk_*.png") if not main.is_file() else [])
-    steps = collect_steps(input_dirs or {}, own_lineage)
-    reasons = synthetic_reasons(results, steps, diagnosis, probe, base_model_ref)
+def _curation_section(cd: Path | None) -> dict:
+    """Whatever the curation report holds: tables from its JSON files, images, cards, the file list."""
+    lin = _lineage(cd) if cd is not None and cd.is_dir() else None
+    tables: list[tuple[str, list[str], list[list[str]]]] = []
+    images: list[dict] = []
+    cards: list[dict] = []
+    files: list[dict] = []
+    if cd is not None and cd.is_dir():
+        shown: set[str] = set()
+        nested: dict[str, dict[str, dict]] = {}
+        for p in sorted(cd.rglob("*")):
+            if not p.is_file() or p.name == "lineage.json":
+                continue
+            rel = p.relative_to(cd).as_posix()
+            size = p.stat().st_size
+            files.append({"name": rel, "size": f"{size:,} B"})
+            if p.suffix == ".json" and size < 2_000_000:
+                data = _read_json(p)
+                if data is not None and "/" not in rel:
+                    tables += _json_tables(data, rel, shown)[:8]
+                elif data is not None:  # e.g. validation/<dataset>.json: one row of its top-level fields
+                    nested.setdefault(rel.rsplit("/", 1)[0], {})[rel] = {k: v for k, v in data.items() if _scalar(v)}
+            elif p.suffix.lower() in (".png", ".jpg", ".jpeg") and size < 3_000_000 and len(images) < 6:
+                images += _images([p])
+            elif p.suffix == ".md" and len(cards) < 8:
+                cards.append({"name": rel, "text": p.read_text(errors="ignore")[:3000]})
+        for folder, found in nested.items():
+            cols = list(dict.fromkeys(c for x in found.values() for c in x))[:10]
+            rows = [[f, *(str(x.get(c, "")) for c in cols)] for f, x in list(found.items())[:40]]
+            tables.append((f"{folder}/", ["file", *cols], rows))
     return {
-        "results": results,
-        "diagnosis": diagnosis,
-        "diagnosis_lineage": read_lineage(dd) if dd and dd.is_dir() else None,
-        "probe": probe,
-        "probe_table": probe_table,
-        "probe_lineage": read_lineage(pd_) if pd_ and pd_.is_dir() else None,
-        "curation": _curation_summary(cd),
-        "curation_lineage": read_lineage(cd) if cd and cd.is_dir() else None,
-        "curves": curves,
-        "steps": steps,
-        "synthetic": bool(reasons),
-        "synthetic_reasons": reasons,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "id": "sec-curation",
+        "title": "Curation",
+        "available": bool(lin or files),
+        "summary": str(lin.get("summary") or "") if lin else "",
+        "tables": [_table(head, rows, title=title) for title, head, rows in tables],
+        "images": images,
+        "cards": cards,
+        "files": files[:40],
     }
 
 
-# --- formatting ----------------------------------------------------------------------------------------------------
-
-
-def pct(x: Any) -> str:
-    return NA if not isinstance(x, (int, float)) or x != x else f"{100 * x:.1f}"
-
-
-def signed(x: Any) -> str:
-    return NA if not isinstance(x, (int, float)) or x != x else f"{100 * x:+.1f}"
-
-
-def ci(pair: Any) -> str:
-    if (
-        not isinstance(pair, (list, tuple))
-        or len(pair) != 2
-        or any(not isinstance(v, (int, float)) or v != v for v in pair)
-    ):
-        return ""
-    return f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
-
-
-def _passk(m: dict | None) -> Any:
-    if not m or not m.get("pass_at_k"):
-        return None
-    curve = m["pass_at_k"]
-    return curve[max(curve, key=int)]
-
-
-def _with_ci(value: str, interval: str) -> str:
-    return f"{value} {interval}".strip()
-
-
-def _metric_rows(m: dict | None, k: Any = "K") -> list[list[str]]:
-    m = m or {}
-    c = m.get("ci", {})
-    return [
-        ["Acc@1 (greedy)", _with_ci(pct(m.get("acc_at_1")), ci(c.get("acc_at_1")))],
-        [f"Pass@{k}", _with_ci(pct(_passk(m)), ci(c.get("pass_at_k")))],
-        [f"gap = Pass@{k} - Acc@1", _with_ci(pct(m.get("gap")), ci(c.get("gap")))],
-        ["format failures", pct(m.get("format_failure_rate"))],
-        [
-            "distinct answers among K",
-            NA if m.get("mean_distinct_answers") is None else f"{m['mean_distinct_answers']:.2f}",
-        ],
-        ["questions", str(m.get("n", NA))],
-    ]
-
-
-def benchmark_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+def _benchmarks_section(results: dict) -> dict:
     k = results.get("k", "K")
+    bench = {n: e for n, e in _d(results.get("benchmarks")).items() if isinstance(e, dict)}
     head = [
         "benchmark",
         "questions",
@@ -260,40 +445,52 @@ def benchmark_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         f"Δ Pass@{k} [95% CI]",
     ]
     rows = []
-    for name, e in results.get("benchmarks", {}).items():
-        d = e.get("delta", {})
+    for name, e in bench.items():
+        base, trained, d = _d(e.get("base")), _d(e.get("trained")), _d(e.get("delta"))
+        used = e.get("used", base.get("n"))
         rows.append(
             [
                 name,
-                f"{e.get('used', e.get('base', {}).get('n', NA))} of {e.get('kept', NA)} closed ({e.get('rows', NA)} rows)",
-                pct(e["base"].get("acc_at_1")),
-                pct(e["trained"].get("acc_at_1")),
-                _with_ci(signed(d.get("acc_at_1", {}).get("value")), ci(d.get("acc_at_1", {}).get("ci"))),
-                pct(_passk(e["base"])),
-                pct(_passk(e["trained"])),
-                _with_ci(signed(d.get("pass_at_k", {}).get("value")), ci(d.get("pass_at_k", {}).get("ci"))),
+                f"{_text(used)} of {_text(e.get('kept'))} closed ({_text(e.get('rows'))} rows)",
+                pct(base.get("acc_at_1")),
+                pct(trained.get("acc_at_1")),
+                _delta(d, "acc_at_1"),
+                pct(_passk(base)),
+                pct(_passk(trained)),
+                _delta(d, "pass_at_k"),
             ]
         )
+    groups: set[int] = set()
+    avg = {"base": None, "trained": None}
     if rows:
-        avg = lambda m, key: sum(e[m].get(key) or 0 for e in results["benchmarks"].values()) / len(rows)  # noqa: E731
-        rows.append(
-            [
-                "average",
-                "",
-                pct(avg("base", "acc_at_1")),
-                pct(avg("trained", "acc_at_1")),
-                signed(avg("trained", "acc_at_1") - avg("base", "acc_at_1")),
-                "",
-                "",
-                "",
-            ]
-        )
-    return head, rows
+        for side in avg:
+            accs = [_d(e.get(side)).get("acc_at_1") for e in bench.values()]
+            accs = [a for a in accs if _is_num(a)]
+            avg[side] = sum(accs) / len(accs) if accs else None
+        both = avg["base"] is not None and avg["trained"] is not None
+        diff = avg["trained"] - avg["base"] if both else None
+        groups.add(len(rows))
+        rows.append(["average", "", pct(avg["base"]), pct(avg["trained"]), signed(diff), "", "", ""])
+    excluded = [
+        {"name": n, "text": ", ".join(f"{r}: {c}" for r, c in _d(e.get("excluded")).items())}
+        for n, e in bench.items()
+        if _d(e.get("excluded"))
+    ]
+    return {
+        "id": "sec-benchmarks",
+        "title": "Benchmarks: base vs trained (percent; Δ = trained − base, paired bootstrap 95% CI)",
+        "available": bool(bench),
+        "table": _table(head, rows, groups),
+        "average_base": pct(avg["base"]),
+        "average_trained": pct(avg["trained"]),
+        "average_delta": signed(avg["trained"] - avg["base"]) if bench and None not in avg.values() else NA,
+        "excluded": excluded,
+    }
 
 
-def transfer_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+def _transfer_section(results: dict) -> dict:
     k = results.get("k", "K")
-    tr = results.get("transfer", {})
+    tr = _d(results.get("transfer"))
     head = [
         "regime / task",
         "shift",
@@ -305,458 +502,251 @@ def transfer_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         f"Pass@{k} trained",
         f"Δ Pass@{k} [95% CI]",
     ]
-    rows = []
 
-    def row(label, shift, e):
-        d = e.get("delta", {})
+    def row(label: str, shift: str, e: Any) -> list[str]:
+        base, trained, d = _d(_d(e).get("base")), _d(_d(e).get("trained")), _d(_d(e).get("delta"))
         return [
             label,
             shift,
-            str(e["base"].get("n", NA)),
-            pct(e["base"].get("acc_at_1")),
-            pct(e["trained"].get("acc_at_1")),
-            _with_ci(signed(d.get("acc_at_1", {}).get("value")), ci(d.get("acc_at_1", {}).get("ci"))),
-            pct(_passk(e["base"])),
-            pct(_passk(e["trained"])),
-            _with_ci(signed(d.get("pass_at_k", {}).get("value")), ci(d.get("pass_at_k", {}).get("ci"))),
+            _text(base.get("n")),
+            pct(base.get("acc_at_1")),
+            pct(trained.get("acc_at_1")),
+            _delta(d, "acc_at_1"),
+            pct(_passk(base)),
+            pct(_passk(trained)),
+            _delta(d, "pass_at_k"),
         ]
 
-    for regime, e in tr.get("regimes", {}).items():
-        rows.append(row(f"**{regime}**", f"{len(e.get('tasks', []))} task(s)", e))
-        for task in e.get("tasks", []):
-            t = tr["tasks"][task]
-            rows.append(row(f"  {t.get('name', task)} ({task})", t.get("shift", ""), t))
-    return head, rows
+    rows: list[list[str]] = []
+    groups: set[int] = set()
+    tasks = _d(tr.get("tasks"))
+    for regime, e in _d(tr.get("regimes")).items():
+        names = [t for t in _d(e).get("tasks") or []]
+        groups.add(len(rows))
+        rows.append(row(regime, f"{len(names)} task(s)", e))
+        for task in names:
+            t = _d(tasks.get(task))
+            rows.append(row(f"{_text(t.get('name') or task)} ({task})", str(t.get("shift") or ""), t))
+    train_task = _text(results.get("train_task"))
+    return {
+        "id": "sec-transfer",
+        "title": f"Transfer on MedMNIST (trained on {train_task})",
+        "available": bool(rows),
+        "table": _table(head, rows, groups),
+        "note": (
+            "in-domain: the trained task · within-modality: same group (OrganA → OrganC/OrganS same modality; "
+            "OrganA → Pneumonia a larger shift) · cross-modality: another group (OCT → Path, OrganA → Path, "
+            "OrganA → OCT) · cross-dataset: trained on a non-MedMNIST task."
+        ),
+    }
 
 
-def flag_lines(results: dict) -> list[str]:
-    ov = results.get("overfit", {})
-    if not ov.get("checked", True):
-        return [f"not checked: {ov.get('note', '')}"]
-    return [f["message"] for f in ov.get("flags", [])]
+def _overfit_section(results: dict) -> dict:
+    ov = _d(results.get("overfit"))
+    checked = ov.get("checked", True) is not False
+    flags = [f for f in ov.get("flags") or [] if isinstance(f, dict)] if checked else []
+    messages = [_text(f.get("message")) for f in flags]
+    if not checked:
+        state, cls, verdict = "not checked", "", f"not checked: {ov.get('note') or ''}".strip()
+    elif flags:
+        state, cls, verdict = f"FLAGGED ({len(flags)})", "bad", "FLAGGED"
+    else:
+        state, cls, verdict = "clean", "good", "clean: no benchmark won at the cost of transfer"
+    return {
+        "id": "sec-overfit",
+        "title": "Benchmark-overfit flag (ChexReason failure mode)",
+        "flagged": bool(flags),
+        "state": state,
+        "cls": cls,
+        "verdict": verdict,
+        "messages": messages,
+        "margin": pct(ov.get("margin")),
+        "note": (
+            "A checkpoint is flagged when it gains more than the margin on the task it was trained for while any "
+            "transfer regime or other benchmark drops by more than the margin (ChexReason: GRPO +23% on CheXpert, "
+            "−19% on NIH)."
+        ),
+    }
 
 
-def step_rows(steps: list[dict]) -> list[list[str]]:
-    return [
+def _settings_section(results: dict) -> dict:
+    s = _d(results.get("sampling"))
+    rows = [
+        ["K (samples per question)", _text(results.get("k"))],
+        ["prompt format", f"{_text(results.get('prompt_format'))} (v{_text(results.get('prompt_version'))})"],
+        ["temperature", _text(s.get("temperature"))],
+        ["top_p", _text(s.get("top_p"))],
+        ["max_new_tokens", _text(s.get("max_new_tokens"))],
+        ["backend", _text(s.get("backend"))],
+        ["seed", _text(s.get("seed"))],
+    ]
+    return {
+        "id": "sec-settings",
+        "title": "Evaluation settings",
+        "table": _table(["setting", "value"], rows),
+        "answer_tag": "<answer>…</answer>",
+        "parser": "components.common.answers.parse_answer",
+        "samples": "samples.jsonl",
+    }
+
+
+def _steps_section(steps: list[dict]) -> dict:
+    rows = [
         [
-            s.get("step") or "?",
-            s.get("artifact") or "?",
-            s["sha256"][:12] if s.get("sha256") else "in lineage.json",
-            s.get("summary") or "",
-            s.get("code_version") or "",
-            s.get("created_at") or "",
+            _text(s.get("step") or "?"),
+            _text(s.get("artifact") or "?"),
+            str(s["sha256"])[:12] if s.get("sha256") else "in lineage.json",
+            str(s.get("summary") or ""),
+            str(s.get("code_version") or ""),
+            str(s.get("created_at") or ""),
             "yes" if s.get("synthetic") else "no",
         ]
         for s in steps
     ]
-
-
-STEP_HEAD = ["step", "artifact", "sha256", "summary", "code", "created", "synthetic"]
-
-
-# --- Markdown --------------------------------------------------------------------------------------------------------
-
-
-def md_table(head: list[str], rows: list[list[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _decision(ctx: dict) -> dict:
-    return (ctx.get("diagnosis") or {}).get("decision") or {}
-
-
-def render_markdown(ctx: dict) -> str:
-    r, dg, dec = ctx["results"], ctx.get("diagnosis") or {}, _decision(ctx)
-    out = ["# MedBridge run report", ""]
-    if ctx["synthetic"]:
-        out += [f"> **{BANNER}.** " + "; ".join(ctx["synthetic_reasons"]), ""]
-    out += [
-        f"Trained model: `{r.get('models', {}).get('trained', NA)}`  ",
-        f"Base model: `{r.get('models', {}).get('base', NA)}`  ",
-        f"Created: {ctx['created_at']}",
-        "",
+    params = [
+        {
+            "title": f"{s.get('step') or '?'} / {s.get('artifact') or '?'}",
+            "json": json.dumps(s.get("params") or {}, indent=1, sort_keys=True, default=str),
+        }
+        for s in steps
     ]
-    out += ["## Decision", ""]
-    if dg:
-        forced = " (forced by the operator)" if dec.get("forced") else ""
-        out += [
-            f"**Branch: {str(dec.get('branch', NA)).upper()}**{forced}",
-            "",
-            f"Rule: {dec.get('rule', NA)}",
-            "",
-            f"K = {dg.get('k', NA)}, tau = {dg.get('tau', NA)}, prompt format `{dg.get('prompt_format', NA)}`",
-            "",
-            md_table(["overall", "value [95% CI]"], _metric_rows(dg.get("overall"), dg.get("k", "K"))),
-            "",
-        ]
-        pm = dec.get("per_modality") or {}
-        if pm:
-            rows = [
-                [
-                    g,
-                    str(d.get("branch", NA)),
-                    pct(_passk((dg.get("per_modality") or {}).get(g))),
-                    pct(((dg.get("per_modality") or {}).get(g) or {}).get("acc_at_1")),
-                    d.get("rule", ""),
-                ]
-                for g, d in pm.items()
-            ]
-            out += ["Per modality:", "", md_table(["group", "branch", "Pass@K", "Acc@1", "rule"], rows), ""]
-        out += [
-            f"Weak tasks: {', '.join(dec.get('weak_tasks') or []) or 'none'}; weak modalities: {', '.join(dec.get('weak_modalities') or []) or 'none'}; "
-            f"perception-limited (probe): {', '.join(dg.get('perception_limited') or []) or 'none'}",
-            "",
-        ]
-        out += [
-            f"Pass@k curves: {', '.join(p.name for p in ctx['curves'])} (in the diagnosis artifact)"
-            if ctx["curves"]
-            else "",
-            "",
-        ]
-    else:
-        out += ["diagnosis.json not available", ""]
-    probe_md = (
-        re.sub(r"^(#+)", r"##\1", ctx["probe_table"], flags=re.M)
-        if ctx.get("probe_table")
-        else _probe_md(ctx.get("probe"))
+    return {
+        "id": "sec-steps",
+        "title": "Steps (lineage of the inputs)",
+        "available": bool(steps),
+        "table": _table(STEP_HEAD, rows),
+        "params": params,
+    }
+
+
+def _summary_cards(decision: dict, dg: dict | None, bench: dict, overfit: dict) -> list[dict]:
+    dg_ = _d(dg)
+    ov = _d(dg_.get("overall"))
+    cards = [
+        {
+            "id": "card-decision",
+            "label": "decision",
+            "value": decision["branch_label"],
+            "cls": decision["branch"],
+            "note": decision["source"],
+        },
+        {
+            "id": "card-support",
+            "label": "support (diagnosis)",
+            "value": f"Pass@{_text(dg_.get('k', 'K'))} {pct(_passk(ov))}",
+            "cls": "",
+            "note": f"Acc@1 {pct(ov.get('acc_at_1'))} · gap {pct(ov.get('gap'))}",
+        },
+    ]
+    if bench["available"]:
+        cards.append(
+            {
+                "id": "card-benchmarks",
+                "label": "benchmark avg Acc@1",
+                "value": bench["average_trained"],
+                "cls": "",
+                "note": f"base {bench['average_base']} · Δ {bench['average_delta']}",
+            }
+        )
+    cards.append(
+        {
+            "id": "card-overfit",
+            "label": "wins benchmark, loses transfer",
+            "value": overfit["state"],
+            "cls": overfit["cls"],
+            "note": f"margin {overfit['margin']} points",
+        }
     )
-    out += ["## Vision probe", "", probe_md, ""]
-    out += ["## Curation", "", *_curation_md(ctx), ""]
-    head, rows = benchmark_rows(r)
-    out += ["## Benchmarks (base vs trained, percent)", "", md_table(head, rows) if rows else "no benchmark scored", ""]
-    head, rows = transfer_rows(r)
-    out += [
-        f"## Transfer on MedMNIST (trained on {r.get('train_task', NA)})",
-        "",
-        md_table(head, rows) if rows else "no eval set scored",
-        "",
-    ]
-    lines = flag_lines(r)
-    out += [
-        "## Benchmark-overfit flag",
-        "",
-        f"margin {pct(r.get('overfit', {}).get('margin'))} points: "
-        + (
-            "**FLAGGED**: " + "; ".join(lines)
-            if r.get("overfit", {}).get("flags")
-            else (lines[0] if lines else "clean: no benchmark won at the cost of transfer")
-        ),
-        "",
-    ]
-    s = r.get("sampling", {})
-    out += [
-        "## Evaluation settings",
-        "",
-        f"K = {r.get('k')}, prompt format `{r.get('prompt_format')}` (v{r.get('prompt_version')}), "
-        f"temperature {s.get('temperature')}, top_p {s.get('top_p')}, max_new_tokens {s.get('max_new_tokens')}, backend {s.get('backend')}, seed {s.get('seed')}; "
-        "closed-form questions scored by option letter (components.common.answers.parse_answer).",
-        "",
-    ]
-    out += [
-        "## Steps (lineage)",
-        "",
-        md_table(STEP_HEAD, step_rows(ctx["steps"])) if ctx["steps"] else "no lineage found on the inputs",
-        "",
-    ]
-    return "\n".join(out)
+    return cards
 
 
-def _probe_md(probe: dict | None) -> str:
-    if not probe or not probe.get("tasks"):
-        return "probe report not available"
-    rows = [
-        [
-            t.get("name", f),
-            t.get("group", ""),
-            pct((t.get("accuracy") or 0) / 100) if t.get("accuracy") is not None else NA,
-            str(t.get("qwen25vl_7b_probe", "")),
-            str(t.get("medvit_v2", "")),
-            "yes" if t.get("perception_limited") else "no",
-        ]
-        for f, t in probe["tasks"].items()
-    ]
-    return md_table(
-        ["task", "group", "probe acc", "paper Qwen2.5-VL-7B", "paper MedViT-V2", "perception-limited"], rows
+def build_context(
+    results: dict,
+    *,
+    diagnosis_dir: str | Path | None = None,
+    probe_dir: str | Path | None = None,
+    curation_dir: str | Path | None = None,
+    input_dirs: dict[str, str | Path | None] | None = None,
+    own_lineage: dict | None = None,
+    base_model_ref: str | None = None,
+) -> dict:
+    """Read every input once and return the report's data, by section (SECTIONS), ready for the templates.
+
+    Top-level keys: title, created_at, synthetic, synthetic_reasons, banner, header, cards and one dict per section
+    in SECTIONS. `base_model_ref` is shown in the header when results name no base model; whether the run is
+    synthetic comes from the lineage records alone (synthetic_reasons)."""
+    results = _d(results)
+    dd = Path(diagnosis_dir) if diagnosis_dir else None
+    pd_ = Path(probe_dir) if probe_dir else None
+    cd = Path(curation_dir) if curation_dir else None
+    diagnosis = _read_json(dd / "diagnosis.json") if dd else None
+    probe = _read_json(pd_ / "probe.json") if pd_ else None
+    steps = collect_steps(input_dirs or {}, own_lineage)
+    # The run's own record takes its flag from this answer, so only the inputs' records decide it.
+    reasons = synthetic_reasons([s for s in steps if s is not own_lineage])
+    models = _d(results.get("models"))
+    created_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    ctx: dict[str, Any] = {
+        "title": "MedBridge run report",
+        "created_at": created_at,
+        "synthetic": bool(reasons),
+        "synthetic_reasons": reasons,
+        "banner": {"show": bool(reasons), "text": BANNER, "reasons": "; ".join(reasons)},
+        "header": {
+            "trained_model": _text(models.get("trained")),
+            "base_model": _text(models.get("base") or base_model_ref),
+            "train_task": _text(results.get("train_task")),
+            "created_at": created_at,
+        },
+        "decision": _decision_section(diagnosis),
+        "diagnosis": _diagnosis_section(diagnosis),
+        "curves": _curves_section(dd),
+        "probe": _probe_section(probe),
+        "curation": _curation_section(cd),
+        "benchmarks": _benchmarks_section(results),
+        "transfer": _transfer_section(results),
+        "overfit": _overfit_section(results),
+        "settings": _settings_section(results),
+        "steps": _steps_section(steps),
+    }
+    ctx["cards"] = _summary_cards(ctx["decision"], diagnosis, ctx["benchmarks"], ctx["overfit"])
+    return ctx
+
+
+# --- rendering -----------------------------------------------------------------------------------------------------
+
+
+def _md_table(table: dict) -> str:
+    """A context table as Markdown (group rows bold in their first cell)."""
+    rows = []
+    for r in table["rows"]:
+        cells = [c["text"] for c in r["cells"]]
+        if r["group"] and cells and cells[0]:
+            cells[0] = f"**{cells[0]}**"
+        rows.append(cells)
+    return md_table(table["head"], rows)
+
+
+def _environment(autoescape: bool):
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-
-
-def _curation_md(ctx: dict) -> list[str]:
-    cur, lin = ctx["curation"], ctx.get("curation_lineage")
-    lines = [lin["summary"]] if lin and lin.get("summary") else []
-    for title, head, rows in cur["tables"]:
-        lines += ["", f"`{title}`:", "", md_table(head, rows)]
-    if cur["files"]:
-        lines += ["", "Files: " + ", ".join(f"`{f}`" for f, _ in cur["files"][:40])]
-    return lines or ["curation report not available"]
-
-
-# --- HTML ------------------------------------------------------------------------------------------------------------
-
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
-main{max-width:1180px;margin:0 auto;padding:24px 32px 64px}
-h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:2px solid #dfe3ea;padding-bottom:4px}
-.meta{color:#5a6475;font-size:13px}.meta code{font-size:12px}
-.banner{background:#b3261e;color:#fff;padding:14px 20px;font-weight:700;font-size:18px;letter-spacing:.3px}
-.banner small{display:block;font-weight:400;font-size:13px;margin-top:4px;opacity:.95}
-.cards{display:flex;gap:14px;flex-wrap:wrap;margin:18px 0}
-.card{background:#fff;border:1px solid #dfe3ea;border-radius:8px;padding:12px 16px;min-width:200px;flex:1}
-.card .label{font-size:12px;color:#5a6475;text-transform:uppercase;letter-spacing:.5px}
-.card .value{font-size:24px;font-weight:700;margin-top:2px}
-.bridge{color:#8a5a00}.sharpen{color:#0b6e4f}.bad{color:#b3261e}.good{color:#0b6e4f}
-.rule{background:#fff;border-left:4px solid #4a6fa5;padding:10px 14px;margin:10px 0;font-size:14px}
-table{border-collapse:collapse;background:#fff;margin:8px 0 14px;font-size:13.5px;width:100%}
-th,td{border:1px solid #dfe3ea;padding:5px 9px;text-align:left;vertical-align:top}
-th{background:#eef1f6;font-weight:600}tr.group td{background:#f7f8fb;font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-img.curve{max-width:100%;background:#fff;border:1px solid #dfe3ea;border-radius:6px;margin:6px 0}
-details{margin:4px 0}summary{cursor:pointer;color:#4a6fa5}pre{white-space:pre-wrap;font-size:12px;background:#fff;border:1px solid #dfe3ea;padding:8px}
-.small{font-size:12.5px;color:#5a6475}
-"""
-
-_NUM = re.compile(r"^[+\-]?\d+(\.\d+)?( \[[^\]]*\])?$")
-
-
-def _inline_md(escaped: str) -> str:
-    """**bold** and `code` in already-escaped text."""
-    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
-
-
-def h_table(head: list[str], rows: list[list[str]], group_prefix: str = "**", inline_md: bool = False) -> str:
-    e = (lambda x: _inline_md(html.escape(x))) if inline_md else html.escape
-    out = ["<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr></thead><tbody>"]
-    for r in rows:
-        is_group = str(r[0]).startswith(group_prefix)
-        cells = []
-        for i, c in enumerate(r):
-            c = str(c).strip("*") if i == 0 and is_group else str(c)
-            cls = ' class="num"' if _NUM.match(c) else ""
-            cells.append(f"<td{cls}>{e(c)}</td>")
-        tr = '<tr class="group">' if is_group else "<tr>"
-        out.append(tr + "".join(cells) + "</tr>")
-    return "\n".join(out + ["</tbody></table>"])
-
-
-def md_to_html(md: str) -> str:
-    """Enough Markdown for the probe and diagnosis tables: headings, pipe tables, paragraphs."""
-    e = html.escape
-    out, table = [], []
-
-    def flush():
-        if table:
-            rows = [
-                [c.strip() for c in line.strip().strip("|").split("|")]
-                for line in table
-                if not re.match(r"^\s*\|?\s*:?-{2,}", line)
-            ]
-            out.append(h_table(rows[0], rows[1:], group_prefix="\0", inline_md=True) if rows else "")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.strip().startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if m := re.match(r"^(#{1,6})\s+(.*)", line):
-            out.append(f"<h3>{e(m.group(2))}</h3>")
-        elif line.strip():
-            out.append(f"<p class='small'>{_inline_md(e(line.lstrip('> ')))}</p>")
-    flush()
-    return "\n".join(out)
-
-
-def _img(path: Path, cls: str = "curve") -> str:
-    mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img class="{cls}" alt="{html.escape(path.name)}" src="data:{mime};base64,{data}">'
+    env.filters["md_table"] = _md_table
+    return env
 
 
 def render_html(ctx: dict) -> str:
-    e = html.escape
-    r, dg, dec = ctx["results"], ctx.get("diagnosis") or {}, _decision(ctx)
-    branch = str(dec.get("branch", NA))
-    flags = r.get("overfit", {}).get("flags", [])
-    b = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>MedBridge run report</title><style>{CSS}</style></head><body>"
-    ]
-    if ctx["synthetic"]:
-        b.append(f"<div class='banner'>{e(BANNER)}<small>{e('; '.join(ctx['synthetic_reasons']))}</small></div>")
-    b.append("<main><h1>MedBridge run report</h1>")
-    models = r.get("models", {})
-    b.append(
-        f"<div class='meta'>trained model <code>{e(str(models.get('trained', NA)))}</code> · base model <code>{e(str(models.get('base', NA)))}</code>"
-        f" · trained on <code>{e(str(r.get('train_task', NA)))}</code> · {e(ctx['created_at'])}</div>"
-    )
-    bench = r.get("benchmarks", {})
-    avg = lambda m: sum(x[m].get("acc_at_1") or 0 for x in bench.values()) / len(bench) if bench else None  # noqa: E731
-    b.append("<div class='cards'>")
-    b.append(
-        f"<div class='card'><div class='label'>decision</div><div class='value {e(branch)}'>{e(branch.upper())}</div>"
-        f"<div class='small'>{'forced by operator' if dec.get('forced') else 'from the diagnosis rule'}</div></div>"
-    )
-    ov = dg.get("overall") or {}
-    b.append(
-        f"<div class='card'><div class='label'>support (diagnosis)</div><div class='value'>Pass@{e(str(dg.get('k', 'K')))} {pct(_passk(ov))}</div>"
-        f"<div class='small'>Acc@1 {pct(ov.get('acc_at_1'))} · gap {pct(ov.get('gap'))}</div></div>"
-    )
-    if bench:
-        b.append(
-            f"<div class='card'><div class='label'>benchmark avg Acc@1</div><div class='value'>{pct(avg('trained'))}</div>"
-            f"<div class='small'>base {pct(avg('base'))} · Δ {signed(avg('trained') - avg('base'))}</div></div>"
-        )
-    flag_cls, flag_txt = ("bad", f"FLAGGED ({len(flags)})") if flags else ("good", "clean")
-    if not r.get("overfit", {}).get("checked", True):
-        flag_cls, flag_txt = "", "not checked"
-    b.append(
-        f"<div class='card'><div class='label'>wins benchmark, loses transfer</div><div class='value {flag_cls}'>{flag_txt}</div>"
-        f"<div class='small'>margin {pct(r.get('overfit', {}).get('margin'))} points</div></div></div>"
-    )
+    """The self-contained HTML report (templates/report.html.jinja, autoescaped) of a build_context result."""
+    return _environment(autoescape=True).get_template(HTML_TEMPLATE).render(sections=SECTIONS, **ctx)
 
-    b.append("<h2>Decision: bridge (SFT) or sharpen (GRPO)</h2>")
-    if dg:
-        b.append(
-            f"<div class='rule'><b>{e(branch.upper())}</b>{' (forced by the operator)' if dec.get('forced') else ''}: {e(str(dec.get('rule', NA)))}</div>"
-        )
-        b.append(
-            f"<p class='small'>K = {e(str(dg.get('k', NA)))}, τ = {e(str(dg.get('tau', NA)))}, prompt format <code>{e(str(dg.get('prompt_format', NA)))}</code>, "
-            f"sampling {e(json.dumps(dg.get('sampling', {})))}</p>"
-        )
-        b.append(h_table(["overall (diagnosis set)", "value [95% CI]"], _metric_rows(ov, dg.get("k", "K"))))
-        pm = dec.get("per_modality") or {}
-        if pm:
-            pmm = dg.get("per_modality") or {}
-            rows = [
-                [
-                    g,
-                    str(d.get("branch", NA)),
-                    pct(_passk(pmm.get(g))),
-                    pct((pmm.get(g) or {}).get("acc_at_1")),
-                    pct((pmm.get(g) or {}).get("gap")),
-                    d.get("rule", ""),
-                ]
-                for g, d in pm.items()
-            ]
-            b.append(h_table(["modality group", "branch", "Pass@K", "Acc@1", "gap", "rule"], rows))
-        pt = dg.get("per_task") or {}
-        if pt:
-            rows = [
-                [
-                    t,
-                    str(m.get("n", NA)),
-                    _with_ci(pct(m.get("acc_at_1")), ci((m.get("ci") or {}).get("acc_at_1"))),
-                    _with_ci(pct(_passk(m)), ci((m.get("ci") or {}).get("pass_at_k"))),
-                    pct(m.get("gap")),
-                ]
-                for t, m in pt.items()
-            ]
-            b.append(
-                "<details><summary>per task</summary>"
-                + h_table(["task", "n", "Acc@1", "Pass@K", "gap"], rows)
-                + "</details>"
-            )
-        b.append(
-            f"<p class='small'>Weak tasks: {e(', '.join(dec.get('weak_tasks') or []) or 'none')} · weak modalities: "
-            f"{e(', '.join(dec.get('weak_modalities') or []) or 'none')} · perception-limited (probe): {e(', '.join(dg.get('perception_limited') or []) or 'none')}</p>"
-        )
-        for p in ctx["curves"]:
-            b.append(_img(p))
-    else:
-        b.append("<p>diagnosis.json not available</p>")
 
-    b.append("<h2>Vision probe (frozen tower, linear head)</h2>")
-    if ctx.get("probe_table"):
-        b.append(md_to_html(ctx["probe_table"]))
-    else:
-        b.append(md_to_html(_probe_md(ctx.get("probe"))))
-    if ctx.get("probe") and ctx["probe"].get("rule"):
-        b.append(f"<p class='small'>Rule: {e(str(ctx['probe']['rule']))}</p>")
-
-    b.append("<h2>Curation</h2>")
-    cur, lin = ctx["curation"], ctx.get("curation_lineage")
-    if lin and lin.get("summary"):
-        b.append(f"<p>{e(lin['summary'])}</p>")
-    for title, head, rows in cur["tables"]:
-        b.append(
-            f"<details open><summary><code>{e(title)}</code></summary>"
-            + h_table(head, rows, group_prefix="\0")
-            + "</details>"
-        )
-    for p in cur["images"][:6]:
-        b.append(_img(p))
-    for rel, text in cur["cards"].items():
-        b.append(f"<details><summary>{e(rel)}</summary><pre>{e(text)}</pre></details>")
-    if cur["files"]:
-        b.append(
-            "<p class='small'>Files: "
-            + ", ".join(f"<code>{e(f)}</code> ({s:,} B)" for f, s in cur["files"][:40])
-            + "</p>"
-        )
-    if not (lin or cur["files"]):
-        b.append("<p>curation report not available</p>")
-
-    head, rows = benchmark_rows(r)
-    b.append("<h2>Benchmarks: base vs trained (percent; Δ = trained − base, paired bootstrap 95% CI)</h2>")
-    b.append(h_table(head, rows) if rows else "<p>no benchmark scored</p>")
-    excl = {n: x.get("excluded") for n, x in bench.items() if x.get("excluded")}
-    if excl:
-        b.append(
-            "<details><summary>questions left out by the closed-form filter</summary><ul>"
-            + "".join(
-                f"<li><b>{e(n)}</b>: " + ", ".join(f"{e(k)}: {v}" for k, v in x.items()) + "</li>"
-                for n, x in excl.items()
-            )
-            + "</ul></details>"
-        )
-
-    head, rows = transfer_rows(r)
-    b.append(f"<h2>Transfer on MedMNIST (trained on {e(str(r.get('train_task', NA)))})</h2>")
-    b.append(h_table(head, rows) if rows else "<p>no eval set scored</p>")
-    b.append(
-        "<p class='small'>in-domain: the trained task · within-modality: same group (OrganA → OrganC/OrganS same modality; "
-        "OrganA → Pneumonia a larger shift) · cross-modality: another group (OCT → Path, OrganA → Path, OrganA → OCT) · "
-        "cross-dataset: trained on a non-MedMNIST task.</p>"
-    )
-
-    b.append("<h2>Benchmark-overfit flag (ChexReason failure mode)</h2>")
-    lines = flag_lines(r)
-    if flags:
-        b.append(
-            "<div class='rule bad'><b>FLAGGED</b><ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul></div>"
-        )
-    else:
-        b.append(
-            f"<p class='{'good' if r.get('overfit', {}).get('checked', True) else ''}'>{e(lines[0] if lines else 'clean: no benchmark won at the cost of transfer')}</p>"
-        )
-    b.append(
-        "<p class='small'>A checkpoint is flagged when it gains more than the margin on the task it was trained for while any transfer "
-        "regime or other benchmark drops by more than the margin (ChexReason: GRPO +23% on CheXpert, −19% on NIH).</p>"
-    )
-
-    s = r.get("sampling", {})
-    b.append("<h2>Evaluation settings</h2>")
-    b.append(
-        f"<p class='small'>K = {e(str(r.get('k')))}, prompt format <code>{e(str(r.get('prompt_format')))}</code> (v{e(str(r.get('prompt_version')))}), "
-        f"temperature {e(str(s.get('temperature')))}, top_p {e(str(s.get('top_p')))}, max_new_tokens {e(str(s.get('max_new_tokens')))}, "
-        f"backend {e(str(s.get('backend')))}, seed {e(str(s.get('seed')))}. Closed-form questions, scored by the option letter inside "
-        "&lt;answer&gt;…&lt;/answer&gt;. Every completion is in the results artifact (samples.jsonl).</p>"
-    )
-
-    b.append("<h2>Steps (lineage of the inputs)</h2>")
-    if ctx["steps"]:
-        b.append(h_table(STEP_HEAD, step_rows(ctx["steps"]), group_prefix="\0"))
-        b.append(
-            "<details><summary>parameters of every step</summary>"
-            + "".join(
-                f"<p><b>{e(str(st.get('step')))} / {e(str(st.get('artifact')))}</b></p><pre>{e(json.dumps(st.get('params', {}), indent=1, default=str))}</pre>"
-                for st in ctx["steps"]
-            )
-            + "</details>"
-        )
-    else:
-        b.append("<p>no lineage found on the inputs</p>")
-    b.append("</main></body></html>")
-    return "\n".join(b)
+def render_markdown(ctx: dict) -> str:
+    """The same report as Markdown (templates/report.md.jinja), from the same context."""
+    return _environment(autoescape=False).get_template(MD_TEMPLATE).render(sections=SECTIONS, **ctx)
