@@ -119,7 +119,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_demo_assets(args) -> int:
-    from components.common.demo import main as demo_main
+    from pipelines.demo import main as demo_main
 
     return demo_main(["--out", args.out, "--seed", str(args.seed)])
 

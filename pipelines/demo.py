@@ -1,9 +1,10 @@
 """The embedded demo profile's inputs: a tiny random-weight Qwen2.5-VL and synthetic data in the real formats.
 
-    python -m components.common.demo --out runs/demo-assets
+    medbridge demo-assets --out runs/demo-assets        (or: python -m pipelines.demo --out runs/demo-assets)
 
-Everything here is synthetic and every artifact built from it is marked synthetic in its lineage and in the
-report. It exists so that a newcomer can watch the whole DAG run on a laptop; its numbers mean nothing medically.
+It composes steps (curate's synthetic writers and MedMNIST questions, the SFT step's trainer, evaluate's synthetic
+benchmarks), so it lives in pipelines/. Everything here is synthetic: the generators mark their outputs synthetic in
+lineage, and every artifact built from them inherits the mark (and the report's banner). It exists so that a newcomer can watch the whole DAG run on a laptop; its numbers mean nothing medically.
 
 The demo model starts from random weights and is then warmed up with a short TRL SFT run (step `demo-warmup`
 in its lineage) on the synthetic MedMNIST *train* split, so that it writes `<think>…</think><answer>X</answer>`
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from components.common.medmnist_tasks import DEMO_FLAGS
 
-ASSETS_VERSION = "2"
+ASSETS_VERSION = "3"  # bump when what build_demo_assets writes changes: older asset folders are rebuilt
 WARMUP_STEPS = 150
 
 
@@ -30,7 +31,7 @@ def warm_up_model(
     import shutil
     import tempfile
 
-    from components.common.medmnist_mcq import build_medmnist_mcq
+    from components.curate.medmnist_mcq import build_medmnist_mcq
     from components.curate.pmcvqa import load_pmc_vqa
     from components.sft.config import SFTConfig
     from components.sft.data import Selection
@@ -39,8 +40,8 @@ def warm_up_model(
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
         records = []
         for flag in DEMO_FLAGS:
-            records += build_medmnist_mcq(medmnist_root, flag, "train", tmp, per_class=6, seed=seed, synthetic=True)
-        pmc = load_pmc_vqa(pmc_vqa_root, synthetic=True).records
+            records += build_medmnist_mcq(medmnist_root, flag, "train", tmp, per_class=6, seed=seed)
+        pmc = load_pmc_vqa(pmc_vqa_root).records
         for rec in pmc:
             (Path(tmp) / rec.image).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(pmc_vqa_root) / rec.image, Path(tmp) / rec.image)

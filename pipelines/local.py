@@ -40,7 +40,7 @@ def run_local(params: PipelineParams, out_dir: str | Path = "runs", demo: bool =
     """Run the DAG with kfp.local; build the demo model and data first when `demo` is set."""
     from kfp import local
 
-    from components.common.demo import build_demo_assets
+    from pipelines.demo import build_demo_assets
     from pipelines.pipeline import make_pipeline
 
     out_dir = Path(out_dir).resolve()
@@ -60,13 +60,13 @@ def run_local(params: PipelineParams, out_dir: str | Path = "runs", demo: bool =
     print(f"[medbridge] running the DAG locally ({_dt.datetime.now():%H:%M:%S}); each step logs below")
     make_pipeline()(**params.as_kfp_arguments())
     run_dir = _find_run_dir(pipeline_root, before)
-    reports = sorted(run_dir.glob("evaluate*/report"))
+    reports = sorted(run_dir.glob("evaluate*/results/report.html"))
     if not reports:
         raise RuntimeError(f"{run_dir}: the evaluate step wrote no report")
-    results = reports[0].parent / "results"
+    results = reports[0].parent
     return LocalRun(
         run_dir=run_dir,
-        report_html=reports[0],
+        report_html=reports[0],  # a .html file a person can double-click
         report_md=results / "report.md",
         branch=_branch_of(run_dir),
         seconds=time.time() - started,

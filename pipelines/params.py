@@ -85,42 +85,60 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
-def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineParams:
-    """Read a profile YAML (a name from pipelines/profiles or a path) into validated PipelineParams."""
-    import yaml
-
+def profile_path(name_or_path: str) -> Path:
+    """A profile name from pipelines/profiles, or a path to a YAML file."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"profile {name_or_path!r} not found; available: {', '.join(available_profiles())}")
-    data = yaml.safe_load(path.read_text()) or {}
-    known = {f.name: f for f in dataclasses.fields(PipelineParams)}
-    for key in [*data, *(overrides or {})]:
-        if key not in known:
-            raise ValueError(f"{path}: unknown parameter {key!r}; known: {', '.join(known)}")
-    data.update(overrides or {})
-    for key, value in data.items():
-        want = type(known[key].default)
-        if want is float and isinstance(value, int):
-            data[key] = float(value)
-        elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise ValueError(f"{path}: parameter {key!r} should be {want.__name__}, got {value!r}")
-    return PipelineParams(**data)
+    return path
+
+
+def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> PipelineParams:
+    """Read a profile YAML (a name from pipelines/profiles or a path) into validated PipelineParams; `overrides`
+    (typed values, e.g. from `parse_overrides`) replace the profile's. Errors name the file or the parameter."""
+    from components.common.cli import field_types, read_yaml_values, yaml_type_errors
+
+    data = read_yaml_values(profile_path(name_or_path), (PipelineParams,))
+    overrides = dict(overrides or {})
+    types = field_types(PipelineParams)
+    for key in overrides:
+        if key not in types:
+            raise ValueError(f"unknown parameter {key!r}; known: {', '.join(types)}")
+    errors = yaml_type_errors(overrides, types)
+    if errors:
+        raise ValueError(f"override {errors[0]}")
+    data.update(overrides)
+    return PipelineParams(**{k: float(v) if types[k] is float else v for k, v in data.items()})
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """['tau=0.6', 'lora=false'] -> typed dict, using the dataclass field types."""
-    import yaml
+    """['tau=0.6', 'lora=false'] -> {'tau': 0.6, 'lora': False}: each value typed by its field, through the same
+    dataclass parser the step launchers use (TRL's HfArgumentParser); a string parameter keeps its text as given."""
+    import argparse
 
-    types = {f.name: type(f.default) for f in dataclasses.fields(PipelineParams)}
-    out: dict[str, Any] = {}
+    from trl import TrlParser
+
+    class _Parser(TrlParser):
+        def error(self, message):
+            raise ValueError(message)
+
+    parser = _Parser([PipelineParams])
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # only the parameters given come back
+        action.required = False
+    known = {f.name for f in dataclasses.fields(PipelineParams)}
+    argv: list[str] = []
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set tau=0.6")
         key, value = item.split("=", 1)
-        if key not in types:
-            raise ValueError(f"--set {key}: unknown parameter; known: {', '.join(sorted(types))}")
-        # A string parameter takes the text as given (a path, an id, '0.5'); others are read as YAML scalars.
-        out[key] = value if types[key] is str else (yaml.safe_load(value) if value else "")
-    return out
+        if key not in known:
+            raise ValueError(f"--set {key}: unknown parameter; known: {', '.join(sorted(known))}")
+        argv.append(f"--{key}={value}")  # one token: a value starting with "-" stays a value
+    try:
+        namespace, rest = parser.parse_known_args(argv)
+    except ValueError as e:
+        raise ValueError(f"--set: {e}") from None
+    return vars(namespace)

@@ -13,7 +13,10 @@ A *dataset artifact* is a directory:
 from __future__ import annotations
 
 import dataclasses
+import random
 import string
+from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,3 +123,23 @@ def open_image(dataset_dir: str | Path, rec: MCQRecord):
 
     with Image.open(Path(dataset_dir) / rec.image) as im:
         return im.convert("RGB")
+
+
+def balanced_take(
+    records: list[MCQRecord], n: int, key: Callable[[MCQRecord], Hashable], seed: int
+) -> list[MCQRecord]:
+    """Up to `n` records drawn round-robin over the groups `key` defines (groups in sorted order, each shuffled with
+    `seed`), so that every group is represented as evenly as its size allows. Deterministic for a seed."""
+    groups: dict[Hashable, list[MCQRecord]] = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    rng = random.Random(seed)
+    keys = sorted(groups)
+    for k in keys:
+        rng.shuffle(groups[k])
+    out: list[MCQRecord] = []
+    while len(out) < n and any(groups.values()):
+        for k in keys:
+            if groups[k] and len(out) < n:
+                out.append(groups[k].pop())
+    return out

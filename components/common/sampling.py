@@ -29,6 +29,12 @@ BACKENDS = ("transformers", "vllm")
 SUPPRESSED_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
 
 
+def suppressed_token_ids(tokenizer) -> list[int]:
+    """Ids of SUPPRESSED_TOKENS in `tokenizer` (those it does not know are left out)."""
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in SUPPRESSED_TOKENS]
+    return [i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id]
+
+
 @dataclass
 class Prompt:
     messages: list[dict]
@@ -445,8 +451,7 @@ class TransformersBackend:
             model, processor = load_model_and_processor(model_ref, device=cfg.device)
         self.model, self.processor = model, processor
         tok = processor.tokenizer
-        ids = [tok.convert_tokens_to_ids(t) for t in SUPPRESSED_TOKENS]
-        self.suppress_ids = [i for i in ids if isinstance(i, int) and i != tok.unk_token_id]
+        self.suppress_ids = suppressed_token_ids(tok)
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if tok.eos_token_id is not None and tok.eos_token_id not in eos:

@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.common.markdown import md_table
 from components.common.records import MODALITIES, MCQRecord
 
 
@@ -122,15 +123,11 @@ def counts_table_md(plan: BalancePlan) -> str:
         + (f", {plan.unfilled} short of the target" if plan.unfilled else "")
         + (f"; {plan.redistributed} moved from short modalities to others" if plan.redistributed else ""),
         "",
-        "| modality | available | equal quota | selected | shortfall |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for m, p in plan.modalities.items():
-        lines.append(f"| {m} | {p.available} | {p.quota} | {p.selected} | {p.shortfall} |")
-    lines.append(
-        f"| **total** | {sum(p.available for p in plan.modalities.values())} | {plan.target} | {plan.total_selected} | "
-        f"{sum(p.shortfall for p in plan.modalities.values())} |"
-    )
+    rows = [[m, p.available, p.quota, p.selected, p.shortfall] for m, p in plan.modalities.items()]
+    rows.append(["**total**", sum(p.available for p in plan.modalities.values()), plan.target, plan.total_selected,
+                 sum(p.shortfall for p in plan.modalities.values())])
+    lines.append(md_table(["modality", "available", "equal quota", "selected", "shortfall"], rows))
     return "\n".join(lines) + "\n"
 
 

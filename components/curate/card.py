@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from components.common.markdown import md_table
 from components.common.records import MCQRecord
 
 SYNTHETIC_BANNER = (
@@ -14,9 +15,7 @@ SYNTHETIC_BANNER = (
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+    return md_table(list(header), [list(r) for r in rows]) + "\n"
 
 
 def dataset_card(

@@ -110,7 +110,10 @@ class ModalityLabeller:
 
     def _load(self):
         if self._model is None:
-            from components.common.modeling import load_model_and_processor, load_processor
+            from components.common.modeling import (
+                load_model_and_processor,
+                load_processor,
+            )
 
             self._model, self._processor = load_model_and_processor(self.model_ref, device=self.device)
             size = getattr(self._processor.image_processor, "size", None)

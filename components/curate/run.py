@@ -23,6 +23,7 @@ from typing import Any
 
 from components.common.io import atomic_dir, sha256_file, write_json, write_jsonl
 from components.common.lineage import is_synthetic, write_lineage
+from components.common.markdown import md_table
 from components.common.medmnist import npz_path, resolve_size
 from components.common.medmnist_tasks import get_task
 from components.common.records import MCQRecord, save_records
@@ -36,7 +37,11 @@ STEP = "curate"
 
 
 def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
-    from components.curate.validate import DatasetValidationError, DatasetValidator, ImageBounds
+    from components.curate.validate import (
+        DatasetValidationError,
+        DatasetValidator,
+        ImageBounds,
+    )
 
     params = dataclasses.asdict(cfg)
     mirror = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "data"
@@ -106,7 +111,11 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
                       summary=f"validated MedMNIST-v2 npz files for {len(flags)} tasks ({', '.join(f'{f}@{sizes[f]}' for f in flags)})")
 
     # -- 2. PMC-VQA: load + quarantine, label modality (cached), balance, validate.
-    from components.curate.labeller import LabelCache, ModalityLabeller, label_modalities
+    from components.curate.labeller import (
+        LabelCache,
+        ModalityLabeller,
+        label_modalities,
+    )
     from components.curate.pmcvqa import load_pmc_vqa
 
     loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None)
@@ -205,17 +214,16 @@ def _report_md(summary: dict[str, Any], table: str, errors: list) -> str:
     if summary["synthetic"]:
         lines.append("> **SYNTHETIC DATA.** The sources were generated files in the real formats; nothing here is a medical result.\n")
     lines.append("## Datasets\n")
-    lines.append("| dataset | questions | validation |\n|---|---:|---|")
-    for name, n in summary["counts"].items():
-        ok = summary["validation"].get(name)
-        lines.append(f"| {name} | {n} | {'passed' if ok else 'FAILED'} |")
+    lines.append(md_table(["dataset", "questions", "validation"],
+                          [[name, n, "passed" if summary["validation"].get(name) else "FAILED"]
+                           for name, n in summary["counts"].items()]))
     lines.append("")
     p = summary["pmc_vqa"]
     lines.append(f"## PMC-VQA\n\n`{p['csv']}`: {p['rows']} rows, {p['usable']} usable, {p['quarantined']} quarantined "
                  "(`quarantine.jsonl`: file, line, field, reason).\n")
     if summary["quarantine_by_reason"]:
-        lines.append("| field: reason | rows |\n|---|---:|")
-        lines += [f"| {k} | {v} |" for k, v in sorted(summary["quarantine_by_reason"].items(), key=lambda kv: -kv[1])]
+        lines.append(md_table(["field: reason", "rows"],
+                              [list(kv) for kv in sorted(summary["quarantine_by_reason"].items(), key=lambda kv: -kv[1])]))
         lines.append("")
     lab = summary["labeller"]
     lines.append(f"Modality labeller `{lab['model']}`, prompt version `{lab['prompt_version']}` ({lab['method']}).\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from components.common.markdown import md_table
 from components.common.medmnist_tasks import TASKS
 
 
@@ -67,33 +68,24 @@ def markdown_table(diag: dict) -> str:
         f"Support diagnosis, prompt format `{diag['prompt_format']}`, K = {k}, temperature {diag['sampling']['temperature']}, "
         f"top-p {diag['sampling']['top_p']}; percent; 95% bootstrap intervals over questions.",
         "",
-        f"| Group | Task | n | Acc@1 | Pass@{k} | Δ | Pass@{k} 95% CI | Branch |",
-        "|---|---|---:|---:|---:|---:|---|---|",
     ]
+
+    def row(group: str, task: str, m: dict, branch: str) -> list[str]:
+        lo, hi = m["ci"]["pass_at_k"]
+        return [group, task, m["n"], _pct(m["acc_at_1"]), _pct(m["pass_at_k"][str(k)]), _pct(m["gap"]),
+                f"{_pct(lo)}-{_pct(hi)}", branch]
+
     task_group = diag.get("task_groups", {})
     dec = diag["decision"]
+    rows = []
     for group, gm in diag["per_modality"].items():
         for task, m in diag["per_task"].items():
-            if task_group.get(task) != group:
-                continue
-            lo, hi = m["ci"]["pass_at_k"]
-            weak = " (weak)" if task in dec.get("weak_tasks", []) else ""
-            lines.append(
-                f"| {group} | {task_name(task)}{weak} | {m['n']} | {_pct(m['acc_at_1'])} | {_pct(m['pass_at_k'][str(k)])} | "
-                f"{_pct(m['gap'])} | {_pct(lo)}-{_pct(hi)} | |"
-            )
-        lo, hi = gm["ci"]["pass_at_k"]
-        branch = dec["per_modality"].get(group, {}).get("branch", "")
-        lines.append(
-            f"| **{group}** | all | {gm['n']} | {_pct(gm['acc_at_1'])} | {_pct(gm['pass_at_k'][str(k)])} | {_pct(gm['gap'])} | "
-            f"{_pct(lo)}-{_pct(hi)} | {branch} |"
-        )
-    m = diag["overall"]
-    lo, hi = m["ci"]["pass_at_k"]
-    lines.append(
-        f"| **overall** | all | {m['n']} | {_pct(m['acc_at_1'])} | {_pct(m['pass_at_k'][str(k)])} | {_pct(m['gap'])} | "
-        f"{_pct(lo)}-{_pct(hi)} | **{dec['branch']}**{' (forced)' if dec['forced'] else ''} |"
-    )
+            if task_group.get(task) == group:
+                weak = " (weak)" if task in dec.get("weak_tasks", []) else ""
+                rows.append(row(group, f"{task_name(task)}{weak}", m, ""))
+        rows.append(row(f"**{group}**", "all", gm, dec["per_modality"].get(group, {}).get("branch", "")))
+    rows.append(row("**overall**", "all", diag["overall"], f"**{dec['branch']}**{' (forced)' if dec['forced'] else ''}"))
+    lines.append(md_table(["Group", "Task", "n", "Acc@1", f"Pass@{k}", "Δ", f"Pass@{k} 95% CI", "Branch"], rows))
     lines += ["", f"Decision: {dec['rule']}"]
     if diag.get("perception_limited"):
         lines.append(f"Perception-limited tasks (probe): {', '.join(task_name(t) for t in diag['perception_limited'])}.")

@@ -77,7 +77,7 @@ class BenchmarkSpec:
 
 
 def load_spec(path: str | Path) -> BenchmarkSpec:
-    """Read and validate one benchmark YAML; unknown keys go to `extra` (hook-specific settings, e.g. subjects)."""
+    """Read and validate one benchmark YAML; the settings its hook declares go to `extra` (e.g. MMMU's subjects)."""
     import yaml
 
     path = Path(path)
@@ -92,6 +92,15 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
     ]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+    hook = HOOKS.get(data.get("doc_to_mcq"))
+    if hook is None:
+        raise ValueError(f"{path}: doc_to_mcq={data.get('doc_to_mcq')!r} names no hook; known: {', '.join(HOOKS)}")
+    unknown = [k for k in data if k not in known and k not in hook.settings]
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown key {unknown[0]!r}; the schema has {', '.join(sorted(known))} and hook "
+            f"{data['doc_to_mcq']!r} reads {', '.join(hook.settings) or 'no other setting'}"
+        )
     kwargs = {k: v for k, v in data.items() if k in known}
     if isinstance(kwargs.get("data_files"), str):
         kwargs["data_files"] = [kwargs["data_files"]]
@@ -212,7 +221,7 @@ class PrepareStats:
 
 def to_docs(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[tuple[int, dict, MCQDoc]], Counter]:
     """Apply the YAML's `keep_if` filter and the hook; return (row index, row, doc) kept and exclusion reasons."""
-    hook = HOOKS[spec.doc_to_mcq]
+    hook = HOOKS[spec.doc_to_mcq].fn
     kept: list[tuple[int, dict, MCQDoc]] = []
     excluded: Counter = Counter()
     for i, row in enumerate(rows):

@@ -4,6 +4,9 @@ A benchmark YAML names its hook with `doc_to_mcq: <name>`; the names are the key
 lm-evaluation-harness's `!function` hooks, without the import magic). A hook gets the raw row (a dict in the
 benchmark's public schema) and the benchmark spec, and returns an `MCQDoc` or a `str` saying why the row is not a
 closed-form question we can score by option letter. Every exclusion is counted in the results by its reason.
+
+A hook declares the YAML settings it reads beyond the schema (`Hook.settings`, e.g. MMMU's `subjects`); they reach it
+as `spec.extra`. A YAML key that neither the schema nor its hook declares is an error naming the file and the key.
 """
 
 from __future__ import annotations
@@ -143,9 +146,15 @@ def letter_dict(row: dict, spec: BenchmarkSpec) -> MCQDoc | str:
     return MCQDoc(question=question, options=options, answer=answer, images=images, meta=meta)
 
 
-HOOKS: dict[str, Callable[[dict, BenchmarkSpec], MCQDoc | str]] = {
-    "yes_no": yes_no,
-    "option_columns": option_columns,
-    "mmmu": mmmu,
-    "letter_dict": letter_dict,
+@dataclass(frozen=True)
+class Hook:
+    fn: Callable[[dict, BenchmarkSpec], MCQDoc | str]
+    settings: tuple[str, ...] = ()  # YAML keys the hook reads from spec.extra
+
+
+HOOKS: dict[str, Hook] = {
+    "yes_no": Hook(yes_no),
+    "option_columns": Hook(option_columns),
+    "mmmu": Hook(mmmu, settings=("subjects",)),
+    "letter_dict": Hook(letter_dict),
 }

@@ -33,7 +33,7 @@ def grpo(
     from components.grpo.__main__ import main
 
     argv = [
-        "--model-ref", model_ref,
+        "--model", model_ref,
         "--rl-set", rl_set.path,
         "--watch-set", watch_set.path,
         "--diagnosis", diagnosis.path,

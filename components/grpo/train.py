@@ -13,9 +13,7 @@ metrics.json + lineage.json.
 from __future__ import annotations
 
 import dataclasses
-import random
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +21,12 @@ from components.common.artifacts import read_diagnosis
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
 from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
-from components.common.records import MCQRecord, load_records, open_image
+from components.common.records import MCQRecord, balanced_take, load_records, open_image
+from components.common.sampling import suppressed_token_ids
 from components.grpo.config import SharpenConfig, SharpenIO
 
 METRICS_FILE = "metrics.json"
 TRAIN_LOG_FILE = "train_log.json"
-# Placeholders a random or weak model samples as text; they must never appear in a rollout.
-SUPPRESSED_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
-
-
-def balanced_slice(records: list[MCQRecord], n: int, seed: int) -> list[MCQRecord]:
-    """Up to n records, round-robin over tasks (each task's records shuffled with `seed`)."""
-    by_task: dict[str, list[MCQRecord]] = defaultdict(list)
-    for r in records:
-        by_task[r.task].append(r)
-    rng = random.Random(seed)
-    for task in sorted(by_task):
-        rng.shuffle(by_task[task])
-    out: list[MCQRecord] = []
-    while len(out) < n and any(by_task.values()):
-        for task in sorted(by_task):
-            if by_task[task] and len(out) < n:
-                out.append(by_task[task].pop())
-    return out
 
 
 def build_grpo_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str) -> list[dict[str, Any]]:
@@ -82,8 +63,8 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     if not with_image:
         raise ValueError(f"{rl_set_dir}: no record has an image; the sharpen step trains on image questions")
     if cfg.max_prompts:
-        with_image = balanced_slice(with_image, cfg.max_prompts, cfg.seed)
-    watch = balanced_slice(load_records(watch_set_dir), cfg.watch_size, cfg.seed)
+        with_image = balanced_take(with_image, cfg.max_prompts, lambda r: r.task, cfg.seed)
+    watch = balanced_take(load_records(watch_set_dir), cfg.watch_size, lambda r: r.task, cfg.seed)
     if not watch:
         raise ValueError(f"{watch_set_dir}: watch set is empty; pass the diagnosis MCQ set")
 
@@ -100,8 +81,7 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
 
     support_before = measure()
 
-    tok = processor.tokenizer
-    suppress = [tok.convert_tokens_to_ids(t) for t in SUPPRESSED_TOKENS if tok.convert_tokens_to_ids(t) is not None]
+    suppress = suppressed_token_ids(processor.tokenizer)
     tmp_out = tempfile.mkdtemp(prefix="medbridge-grpo-")
     args = GRPOConfig(
         output_dir=tmp_out,

@@ -177,7 +177,11 @@ class FeatureExtractor:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
-        from components.probe.fast_tower import fast_pooled_features, hf_pooled_features, make_plan
+        from components.probe.fast_tower import (
+            fast_pooled_features,
+            hf_pooled_features,
+            make_plan,
+        )
 
         self.load()
         visual, dev = self.visual, torch.device(self.device)

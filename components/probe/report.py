@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from components.common.markdown import md_table
 from components.common.medmnist_tasks import GROUPS, get_task
 from components.probe.linear import ProbeResult
 
@@ -101,18 +102,18 @@ def table_md(probe: dict[str, Any], model_label: str = "this checkpoint") -> str
         if not flags:
             continue
         names = [tasks[f]["name"] for f in flags]
-        lines += [f"## {g}", "", "| Model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        lines.append(f"| {model_label} (probe) | " + " | ".join(_fmt(tasks[f]["accuracy"]) for f in flags) + " |")
-        lines.append("| MedViT-V2 (paper) | " + " | ".join(_fmt(tasks[f]["medvit_v2"]) for f in flags) + " |")
-        lines.append("| Qwen2.5-VL-7B tower (paper) | " + " | ".join(_fmt(tasks[f]["qwen25vl_7b_probe"]) for f in flags) + " |")
-        lines.append("| perception-limited | " + " | ".join("**yes**" if tasks[f]["perception_limited"] else "no" for f in flags) + " |")
-        lines.append("")
-    lines += ["## Per task", "", "| Task | Group | Modality | Accuracy | AUC | Chance | MedViT-V2 | n train | n test | Perception-limited |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for f, v in tasks.items():
-        lines.append(f"| {v['name']} (`{f}`) | {v['group']} | {v['modality']} | {_fmt(v['accuracy'])} | {_fmt(v['auc'])} | "
-                     f"{_fmt(v['chance'])} | {_fmt(v['medvit_v2'])} | {v['n_train']} | {v['n_test']} | "
-                     f"{'**yes**' if v['perception_limited'] else 'no'} |")
+        rows = [
+            [f"{model_label} (probe)", *(_fmt(tasks[f]["accuracy"]) for f in flags)],
+            ["MedViT-V2 (paper)", *(_fmt(tasks[f]["medvit_v2"]) for f in flags)],
+            ["Qwen2.5-VL-7B tower (paper)", *(_fmt(tasks[f]["qwen25vl_7b_probe"]) for f in flags)],
+            ["perception-limited", *("**yes**" if tasks[f]["perception_limited"] else "no" for f in flags)],
+        ]
+        lines += [f"## {g}", "", md_table(["Model", *names], rows), ""]
+    rows = [[f"{v['name']} (`{f}`)", v["group"], v["modality"], _fmt(v["accuracy"]), _fmt(v["auc"]), _fmt(v["chance"]),
+             _fmt(v["medvit_v2"]), v["n_train"], v["n_test"], "**yes**" if v["perception_limited"] else "no"]
+            for f, v in tasks.items()]
+    head = ["Task", "Group", "Modality", "Accuracy", "AUC", "Chance", "MedViT-V2", "n train", "n test", "Perception-limited"]
+    lines += ["## Per task", "", md_table(head, rows)]
     return "\n".join(lines) + "\n"
 
 

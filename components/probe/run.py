@@ -11,16 +11,25 @@ metrics.json and lineage.json.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import inputs_synthetic, write_lineage
-from components.probe.config import ProbeConfig, ProbeIO
 from components.common.medmnist import load_split, npz_path, resolve_size
-from components.probe.features import FeatureExtractor, cached_split_features, model_fingerprint, subset_indices
+from components.probe.config import ProbeConfig, ProbeIO
+from components.probe.features import (
+    FeatureExtractor,
+    cached_split_features,
+    model_fingerprint,
+    subset_indices,
+)
 from components.probe.linear import ProbeResult, train_linear_probe
-from components.probe.report import bar_chart, build_probe_json, summary_metrics, table_md
+from components.probe.report import (
+    bar_chart,
+    build_probe_json,
+    summary_metrics,
+    table_md,
+)
 
 STEP = "probe"
 

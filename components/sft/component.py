@@ -28,7 +28,7 @@ def sft(
 
     rc = main(
         [
-            "--model-ref", model_ref,
+            "--model", model_ref,
             "--sft-set", sft_set.path,
             "--diagnosis", diagnosis.path,
             "--out", model.path,

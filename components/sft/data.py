@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common.records import MCQRecord, open_image
+from components.common.records import MCQRecord, balanced_take, open_image
 
 
 @dataclass
@@ -49,24 +48,9 @@ def select_proximal(records: list[MCQRecord], diagnosis: dict[str, Any]) -> Sele
 
 
 def cap_balanced(records: list[MCQRecord], max_examples: int, seed: int) -> list[MCQRecord]:
-    """At most `max_examples` records, drawn round-robin over (task, answer) classes; each class shuffled by seed."""
-    if max_examples == 0 or len(records) <= max_examples:
-        out = list(records)
-        random.Random(seed).shuffle(out)
-        return out
-    by_class: dict[tuple[str, str], list[MCQRecord]] = defaultdict(list)
-    for r in records:
-        by_class[(r.task, r.answer)].append(r)
-    rng = random.Random(seed)
-    keys = sorted(by_class)
-    for key in keys:
-        rng.shuffle(by_class[key])
-    out: list[MCQRecord] = []
-    while len(out) < max_examples:
-        for key in keys:
-            if by_class[key] and len(out) < max_examples:
-                out.append(by_class[key].pop())
-    rng.shuffle(out)
+    """At most `max_examples` records, balanced over (task, answer) classes (`balanced_take`), in a seeded order."""
+    out = list(records) if max_examples == 0 else balanced_take(records, max_examples, lambda r: (r.task, r.answer), seed)
+    random.Random(seed).shuffle(out)
     return out
 
 

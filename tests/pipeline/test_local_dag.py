@@ -23,7 +23,7 @@ EXPECTED = {
 def assets(tmp_path_factory):
     from filelock import FileLock
 
-    from components.common.demo import build_demo_assets
+    from pipelines.demo import build_demo_assets
 
     # Built once and shared by the pytest-xdist workers (the base temp's parent is common to them).
     root = tmp_path_factory.getbasetemp().parent / "demo-assets"
@@ -50,7 +50,8 @@ def test_dag_runs_branch_end_to_end(branch, assets, tmp_path):
     # The report exists, is marked synthetic, states the branch, and its lineage chain covers every step that ran.
     html = result.report_html.read_text()
     assert "SYNTHETIC" in html.upper() and branch in html
-    lineage = json.loads((result.report_html.parent / "results" / "lineage.json").read_text())
+    assert result.report_html.name == "report.html"
+    lineage = json.loads((result.report_html.parent / "lineage.json").read_text())
     steps = [h["step"] for h in lineage["history"]]
     for step in EXPECTED[branch][:-1]:
         assert step in steps, f"{step} missing from the lineage chain {steps}"

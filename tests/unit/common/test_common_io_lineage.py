@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components.common.io import atomic_dir, atomic_write_text, read_jsonl, sha256_path, write_jsonl
-from components.common.lineage import LINEAGE_FILE, read_lineage, write_lineage
+from components.common.lineage import LINEAGE_FILE, is_synthetic, read_lineage, write_lineage
 
 
 def test_atomic_dir_replaces_whole_or_keeps_old(tmp_path):
@@ -63,7 +63,14 @@ def test_sha256_path_depends_on_content_and_names_not_lineage(tmp_path):
 def test_lineage_chains_history_and_marks_synthetic(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "README.md").write_text("tiny model (random weights)")
+    (raw / "weights.bin").write_bytes(b"random")
+    write_lineage(raw, step="tiny-model", artifact="model", synthetic=True)  # what a generator of synthetic data does
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "README.md").write_text("tiny model (random weights)")  # text is no marker: only lineage says synthetic
+    assert not write_lineage(plain, step="x", artifact="y")["synthetic"]
+    assert is_synthetic(raw) and is_synthetic(raw / "weights.bin") and not is_synthetic(plain)
+    assert not is_synthetic("Qwen/Qwen2.5-VL-7B-Instruct") and not is_synthetic(tmp_path / "missing")
     a = tmp_path / "a"
     with atomic_dir(a) as t:
         write_jsonl(t / "records.jsonl", [{"id": 1}])
@@ -76,7 +83,7 @@ def test_lineage_chains_history_and_marks_synthetic(tmp_path):
         rec_b = write_lineage(t, step="diagnose", artifact="diagnosis", inputs={"data": a, "model": "Qwen/Qwen2.5-VL-7B-Instruct"})
     assert rec_b["inputs"]["data"] == {"sha256": rec_a["sha256"], "step": "curate", "artifact": "diag_set", "ref": str(a)}
     assert rec_b["inputs"]["model"]["sha256"] is None  # a hub id is recorded as given
-    assert [h["step"] for h in rec_b["history"]] == ["curate"]
+    assert [h["step"] for h in rec_b["history"]] == ["tiny-model", "curate"]
     assert rec_b["synthetic"] is True
     assert read_lineage(b)["code_version"].startswith("medbridge")
     assert json.loads((b / LINEAGE_FILE).read_text())["params"] == {}

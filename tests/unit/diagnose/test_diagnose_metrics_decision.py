@@ -1,38 +1,11 @@
-"""pass@k against brute-force enumeration, bootstrap interval sanity, and the decision table."""
+"""The diagnosis metrics block (hand-computed) and the decision table."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 
 from components.diagnose.decision import decide
-from components.diagnose.metrics import QuestionResult, bootstrap_ci, pass_at_k, summarise
-
-
-def brute_pass_at_k(n: int, c: int, k: int) -> float:
-    """Fraction of all k-subsets of n samples (c correct) that contain a correct one."""
-    samples = [True] * c + [False] * (n - c)
-    subsets = list(itertools.combinations(range(n), k))
-    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
-
-
-@pytest.mark.parametrize("n", [1, 2, 5, 8])
-def test_pass_at_k_equals_enumeration(n):
-    for c in range(n + 1):
-        for k in range(1, n + 1):
-            assert pass_at_k(n, c, k) == pytest.approx(brute_pass_at_k(n, c, k), abs=1e-12), (n, c, k)
-
-
-def test_pass_at_k_edges_and_errors():
-    assert pass_at_k(16, 0, 16) == 0.0  # no correct sample: no subset passes
-    assert pass_at_k(16, 1, 16) == 1.0  # k = n: the one correct sample is always drawn
-    assert pass_at_k(16, 4, 1) == pytest.approx(4 / 16)  # pass@1 = c / n
-    assert pass_at_k(1000, 1, 1) == pytest.approx(1e-3)  # large n stays stable (product form)
-    with pytest.raises(ValueError, match="k=17"):
-        pass_at_k(16, 2, 17)
-    with pytest.raises(ValueError, match="c=5"):
-        pass_at_k(4, 5, 1)
+from components.diagnose.metrics import QuestionResult, summarise
 
 
 def _results(n_q: int, frac_greedy: float, correct_per_q: int, n: int = 8) -> list[QuestionResult]:
@@ -59,27 +32,6 @@ def test_summarise_hand_computed():
 def test_summarise_rejects_too_few_samples():
     with pytest.raises(ValueError, match="n >= k"):
         summarise(_results(2, 0.5, 1, n=4), k=8)
-
-
-def test_bootstrap_contains_point_narrows_and_is_seeded():
-    import random
-
-    rng = random.Random(0)
-    small = [float(rng.random() < 0.4) for _ in range(30)]
-    big = [float(rng.random() < 0.4) for _ in range(600)]
-    p_small = [rng.random() for _ in range(30)]
-    p_big = [rng.random() for _ in range(600)]
-    ci_s = bootstrap_ci(small, p_small, seed=1)
-    ci_b = bootstrap_ci(big, p_big, seed=1)
-    for name, xs in (("acc_at_1", small), ("pass_at_k", p_small)):
-        lo, hi = ci_s[name]
-        assert lo <= sum(xs) / len(xs) <= hi
-    gap = sum(p_small) / 30 - sum(small) / 30
-    assert ci_s["gap"][0] <= gap <= ci_s["gap"][1]
-    width = lambda ci: ci["pass_at_k"][1] - ci["pass_at_k"][0]  # noqa: E731
-    assert width(ci_b) < width(ci_s) / 2  # 20x the questions: about 1/sqrt(20) the width
-    assert bootstrap_ci(small, p_small, seed=1) == ci_s  # same seed, same interval
-    assert bootstrap_ci(small, p_small, seed=2) != ci_s
 
 
 def M(p: float, lo: float, hi: float, acc: float = 0.2, k: int = 16, n: int = 100) -> dict:

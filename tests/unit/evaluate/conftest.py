@@ -51,6 +51,7 @@ def write_eval_set(out: Path, per_task: int = 2, answer: str = "B") -> Path:
         artifact="eval_set",
         params={"eval_per_class": per_task},
         summary=f"{len(recs)} eval questions",
+        synthetic=True,
     )
     return out
 
@@ -68,6 +69,7 @@ def write_upstream(root: Path, model_dir: Path | None = None) -> dict[str, Path]
         step="curate",
         artifact="curation_report",
         summary="curated 6 eval, 24 RL questions; 1 quarantined",
+        synthetic=True,
     )
 
     probe = root / "probe_report"

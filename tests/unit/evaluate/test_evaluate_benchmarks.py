@@ -206,9 +206,30 @@ HOOK_CASES = [
 @pytest.mark.parametrize("name,row,expected", HOOK_CASES)
 def test_hooks_on_hand_written_rows(name, row, expected):
     spec = BENCHMARKS[name]
-    out = HOOKS[spec.doc_to_mcq](row, spec)
+    out = HOOKS[spec.doc_to_mcq].fn(row, spec)
     got = out if isinstance(out, str) else out.answer
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"subjects": ["Clinical_Medicine"], "doc_to_mcq": "yes_no"}, "unknown key 'subjects'"),  # yes_no reads none
+        ({"subjcts": ["Pharmacy"]}, "unknown key 'subjcts'"),  # a typo of the hook's own setting
+        ({"doc_to_mcq": "nope"}, "doc_to_mcq='nope' names no hook"),
+    ],
+)
+def test_benchmark_yaml_keys_are_declared_by_schema_or_hook(edit, message, tmp_path):
+    import yaml
+
+    from components.evaluate.benchmark import BENCHMARK_DIR, load_spec
+
+    data = yaml.safe_load((BENCHMARK_DIR / "mmmu-med.yaml").read_text())
+    path = tmp_path / "mmmu-med.yaml"
+    path.write_text(yaml.safe_dump({**data, **edit}))
+    with pytest.raises(ValueError, match=f"{path}: " + message.replace("(", r"\(")):
+        load_spec(path)
+    assert load_spec(BENCHMARK_DIR / "mmmu-med.yaml").extra["subjects"]  # the hook's declared setting reaches it
 
 
 def test_s3_root_is_mirrored(bench_root, tmp_path, monkeypatch):

@@ -292,8 +292,10 @@ def test_upstream_synthetic_record_sets_the_banner(tmp_path):
     src = tmp_path / "data"
     src.mkdir()
     write_lineage(src, step="curate", artifact="diag_set", synthetic=True)
-    # the diagnosis record itself says false; its history holds the synthetic diag set
-    write_lineage(art, step="diagnose", artifact="diagnosis", inputs={"data": src}, synthetic=False)
+    # the diagnosis record itself says false (as an old or hand-edited record might); its history holds the
+    # synthetic diag set
+    rec = write_lineage(art, step="diagnose", artifact="diagnosis", inputs={"data": src})
+    write_json(art / "lineage.json", {**rec, "synthetic": False})
     ctx = build_context(RESULTS, diagnosis_dir=art, input_dirs={"diagnosis": art})
     assert ctx["synthetic_reasons"] == ["lineage marks synthetic: curate/diag_set"]
     assert BANNER in render_html(ctx)

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from components.grpo.config import SharpenConfig
+from components.grpo.config import SharpenConfig, SharpenIO
 
 
 def parity_accuracy(completions, answer, options=None, **kwargs):
@@ -47,9 +47,10 @@ def test_grpo_care_trains_and_saves(lora, varying_reward, tiny_model_dir, mcq_di
 
     out = tmp_path / "grpo_model"
     cfg = small_cfg(lora=lora, learning_rate=5e-2 if lora else 5e-3, watch_every_steps=0 if lora else 2)
-    # init_model is what gets trained; model_ref is only recorded (a hub id never contacted here).
-    metrics = train_grpo(cfg, "Qwen/never-loaded", mcq_dir, mcq_dir, bridge_diagnosis, out,
-                         init_model=str(tiny_model_dir))
+    # init_model is what gets trained; model is only recorded (a hub id never contacted here).
+    io = SharpenIO("Qwen/never-loaded", str(mcq_dir), str(mcq_dir), str(bridge_diagnosis), str(out),
+                   init_model=str(tiny_model_dir))
+    metrics = train_grpo(cfg, io)
     assert metrics["steps"] == 3 and metrics["init_from"] == "init_model"
     assert metrics["consistency_aware"] is True
     assert metrics["params_changed_fraction"] > 0
@@ -79,14 +80,14 @@ def test_grpo_plain_via_launcher(varying_reward, tiny_model_dir, mcq_dir, bridge
 
     out = tmp_path / "m"
     rc = main([
-        "--model-ref", str(tiny_model_dir), "--rl-set", str(mcq_dir), "--watch-set", str(mcq_dir),
+        "--model", str(tiny_model_dir), "--rl-set", str(mcq_dir), "--watch-set", str(mcq_dir),
         "--diagnosis", str(bridge_diagnosis), "--out", str(out), "--prompt-format", "direct", "--max-steps", "2",
         "--num-generations", "2", "--max-new-tokens", "6", "--k", "2", "--watch-size", "1",
         "--watch-max-new-tokens", "4", "--consistency-bonus", "0", "--learning-rate", "5e-3",
     ])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 2 and metrics["consistency_aware"] is False and metrics["init_from"] == "model_ref"
+    assert metrics["steps"] == 2 and metrics["consistency_aware"] is False and metrics["init_from"] == "model"
     log = json.loads((out / "train_log.json").read_text())
     assert not any("rewards/care_consistency_bonus/mean" in s for s in log["steps"])  # plain TRL GRPO
 

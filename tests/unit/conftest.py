@@ -1,4 +1,4 @@
-"""Fixtures for the sft / grpo tests: a small synthetic MCQ dataset in the real dataset-dir format."""
+"""Fixtures for the sft / grpo unit tests: a small synthetic MCQ dataset in the real dataset-dir format."""
 
 from __future__ import annotations
 

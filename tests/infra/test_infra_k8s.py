@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 K8S_VERSION = "1.31"  # oldest Kubernetes minor MedBridge supports (CronJob timeZone is GA since 1.27)
 OVERLAYS = ("dev", "prod")

@@ -92,9 +92,9 @@ def test_sft_trains_saves_and_reopens(tiny_model_dir, mcq_dir, bridge_diagnosis,
 
     out = tmp_path / "sft_model"
     rc = main([
-        "--model-ref", str(tiny_model_dir), "--sft-set", str(mcq_dir), "--diagnosis", str(bridge_diagnosis),
+        "--model", str(tiny_model_dir), "--sft-set", str(mcq_dir), "--diagnosis", str(bridge_diagnosis),
         "--out", str(out), "--max-steps", "3", "--learning-rate", "1e-3", "--per-device-batch-size", "2",
-        "--max-examples", "6", "--prompt-format", "direct", "--warmup-ratio", "0", "--no-lora",
+        "--max-examples", "6", "--prompt-format", "direct", "--warmup-ratio", "0", "--lora", "false",
     ])
     assert rc == 0
     log = json.loads((out / "train_log.json").read_text())

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.cli import config_from_args
-
 from components.grpo.config import SharpenConfig
 from components.sft.config import SFTConfig
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CLASSES = {"sft": SFTConfig, "grpo": SharpenConfig}
 FILES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name.split("_")[0] in CLASSES)
 
@@ -38,12 +36,12 @@ def test_launcher_reads_config(path, tmp_path):
     if step == "sft":
         from components.sft.__main__ import make_parser
 
-        argv = ["--model-ref", "m", "--sft-set", "s", "--diagnosis", "d", "--out", "o"]
+        argv = ["--model", "m", "--sft-set", "s", "--diagnosis", "d", "--out", "o"]
     else:
         from components.grpo.__main__ import make_parser
 
-        argv = ["--model-ref", "m", "--rl-set", "r", "--watch-set", "w", "--diagnosis", "d", "--out", "o"]
-    args = make_parser().parse_args([*argv, "--config", str(path), "--seed", "7"])
-    cfg = config_from_args(CLASSES[step], args, args.config)
+        argv = ["--model", "m", "--rl-set", "r", "--watch-set", "w", "--diagnosis", "d", "--out", "o"]
+    cfg, io = make_parser().parse([*argv, "--config", str(path), "--seed", "7"])
+    assert isinstance(cfg, CLASSES[step]) and io.out == "o"
     assert cfg.seed == 7  # the flag overrides the file
     assert cfg.max_steps == yaml.safe_load(path.read_text())["max_steps"]
