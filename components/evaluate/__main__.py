@@ -22,7 +22,7 @@ from pathlib import Path
 
 from components.common.cli import StepParser, launch
 from components.common.io import atomic_dir, atomic_write_text, write_json, write_jsonl
-from components.common.lineage import write_lineage
+from components.common.lineage import inputs_synthetic, write_lineage
 from components.evaluate.config import EvalConfig, EvalIO
 
 PROG = "python -m components.evaluate"
@@ -76,6 +76,7 @@ def run(cfg: EvalConfig, io: EvalIO) -> dict:
             "sha256": None,
             "summary": summary,
             "params": dataclasses.asdict(cfg),
+            "synthetic": inputs_synthetic(inputs),  # what write_lineage below records for this artifact
         }
         context = functools.partial(
             build_context,
@@ -90,7 +91,6 @@ def run(cfg: EvalConfig, io: EvalIO) -> dict:
         ctx = context()
         results["synthetic"] = ctx["synthetic"]
         results["synthetic_reasons"] = ctx["synthetic_reasons"]
-        own["synthetic"] = ctx["synthetic"]
         write_json(tmp / "results.json", results)
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / METRICS_FILE, metrics_for_kfp(results))
