@@ -6,6 +6,9 @@
     joint_ci(acc, passk)                          # Acc@1, Pass@K and their gap, resampled together
     curve_ci(curves)                              # {k: [lo, hi]} for every k of a Pass@k curve
     paired_ci(before, after)                      # after - before on the same questions, paired
+    chance_pass_at_k(n_options=4, k=2)            # 0.4375: a uniform guesser's pass@k
+    correction_k(n_options=4, kmax=16)            # 2: the largest k whose chance stays <= the ceiling (0.5)
+    corrected(p, chance)                          # (p - chance) / (1 - chance): 0 = guessing, 1 = always right
 
 Per question with n sampled answers of which c are correct (Chen et al. 2021):
 
@@ -34,6 +37,34 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
+
+
+def chance_pass_at_k(n_options: int, k: int) -> float:
+    """pass@k of a uniform guesser among `n_options` options: 1 - (1 - 1/C)^k."""
+    if n_options < 2:
+        raise ValueError(f"n_options={n_options}: a multiple-choice question has at least 2 options")
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    return 1.0 - (1.0 - 1.0 / n_options) ** k
+
+
+def correction_k(n_options: int, kmax: int, ceiling: float = 0.5) -> int:
+    """The largest k <= kmax whose chance pass@k stays at or below `ceiling` (at least 1), so that a chance correction
+    never divides by a number near zero: k = 1 for yes/no questions, 2 for 4 options, 7 for 11 (ceiling 0.5)."""
+    if not 0.0 < ceiling < 1.0:
+        raise ValueError(f"chance ceiling {ceiling} must lie in (0, 1), e.g. 0.5")
+    k = 1
+    while k < kmax and chance_pass_at_k(n_options, k + 1) <= ceiling + 1e-12:
+        k += 1
+    return k
+
+
+def corrected(value: float, chance: float) -> float:
+    """Chance-corrected score (value - chance) / (1 - chance): 0 for a uniform guesser, 1 for always right, negative
+    below chance. `chance` must be below 1."""
+    if not chance < 1.0:
+        raise ValueError(f"chance={chance} must be below 1 to correct for it")
+    return (value - chance) / (1.0 - chance)
 
 
 def pass_curve(n: int, c: int, kmax: int) -> list[float]:

@@ -6,7 +6,17 @@ import itertools
 
 import pytest
 
-from components.common.stats import curve_ci, joint_ci, mean_ci, paired_ci, pass_at_k, pass_curve
+from components.common.stats import (
+    chance_pass_at_k,
+    correction_k,
+    corrected,
+    curve_ci,
+    joint_ci,
+    mean_ci,
+    paired_ci,
+    pass_at_k,
+    pass_curve,
+)
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:
@@ -74,3 +84,27 @@ def test_curve_interval_per_k_contains_the_curve():
     for k in range(1, 9):
         point = sum(c[k - 1] for c in curves) / len(curves)
         assert band[str(k)][0] <= point <= band[str(k)][1]
+
+
+@pytest.mark.parametrize(
+    "options, k16, k_used",
+    [
+        (2, 0.99998, 1),  # yes/no: pass@16 is near certain by guessing; only k = 1 keeps chance <= 0.5
+        (4, 0.99, 2),  # 4 options: chance pass@2 = 0.4375, pass@3 = 0.578
+        (11, 0.78, 7),  # 11 organs: chance pass@7 = 0.487, pass@8 = 0.533
+    ],
+)
+def test_chance_and_the_k_a_correction_uses(options, k16, k_used):
+    assert chance_pass_at_k(options, 16) == pytest.approx(k16, abs=5e-3)
+    assert correction_k(options, 16) == k_used
+    assert chance_pass_at_k(options, k_used) <= 0.5 < chance_pass_at_k(options, k_used + 1)
+    assert correction_k(options, 1) == 1 and correction_k(2, 16, ceiling=0.9) == 3  # capped by K; the ceiling moves it
+    # the unbiased estimator of a uniform guesser equals the closed form in expectation: n = 4 options, c = n / 4
+    assert pass_at_k(16, 4, 2) == pytest.approx(1 - (12 * 11) / (16 * 15))
+
+
+def test_corrected_maps_chance_to_zero_and_certainty_to_one():
+    assert corrected(0.4375, 0.4375) == 0.0 and corrected(1.0, 0.4375) == 1.0
+    assert corrected(0.0, 0.5) == -1.0  # below chance is negative, not clipped
+    with pytest.raises(ValueError, match="below 1"):
+        corrected(1.0, 1.0)
