@@ -3,6 +3,12 @@
 Every file or directory a MedBridge step writes appears whole or not at all: it is written under a temporary
 name beside its destination and renamed into place, so an interrupted run never leaves a half-written artifact
 and never destroys the previous one.
+
+What a step writes is readable by the pipeline's other pods whatever user they run as (a cache-seeding job run as
+root, OpenShift's arbitrary uids): files get group/other read, directories group/other read+execute, however they
+were created (libraries that write through `tempfile`, whose files are 0600). Under the cache root
+(`$MEDBRIDGE_CACHE`, the shared cache volume) they also get group write, so a pod of another uid in the same group
+(gid 0 on OpenShift) can update the cache. See `share`.
 """
 
 from __future__ import annotations
@@ -20,18 +26,50 @@ from typing import Any
 _CHUNK = 1 << 20
 
 
+_READ = 0o044  # group + other read
+_DIR_READ = 0o055  # group + other read + execute (list and enter)
+_GROUP_WRITE = 0o020
+
+
+def _under_cache(path: Path) -> bool:
+    root = os.environ.get("MEDBRIDGE_CACHE")
+    if not root:
+        return False
+    try:
+        path.resolve().relative_to(Path(root).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def share(path: str | Path, group_write: bool | None = None) -> Path:
+    """Give `path` (and, for a directory, everything under it) group/other read (+ execute on directories), and
+    group write when `group_write` (default: when it lies under $MEDBRIDGE_CACHE). Never removes a permission."""
+    path = Path(path)
+    extra = _GROUP_WRITE if (_under_cache(path) if group_write is None else group_write) else 0
+    items = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in items:
+        if p.is_symlink():
+            continue
+        mode = p.stat().st_mode & 0o7777
+        want = mode | (_DIR_READ if p.is_dir() else _READ) | extra
+        if want != mode:
+            os.chmod(p, want)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces `dest`, on error it is removed."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    os.chmod(tmp, 0o755)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    share(tmp, group_write=_under_cache(dest))  # whatever wrote the files, other pods can read them
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -49,9 +87,9 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users of a shared cache
     try:
         yield Path(tmp)
+        share(tmp, group_write=_under_cache(path))  # mkstemp's 0600 would hide the file from other users
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -64,12 +102,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # as atomic_file: readable like any file a step writes (a report, a shared cache)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        share(tmp, group_write=_under_cache(path))  # as atomic_file: readable like any file a step writes
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -87,3 +87,38 @@ def test_lineage_chains_history_and_marks_synthetic(tmp_path):
     assert rec_b["synthetic"] is True
     assert read_lineage(b)["code_version"].startswith("medbridge")
     assert json.loads((b / LINEAGE_FILE).read_text())["params"] == {}
+
+
+def test_written_artifacts_are_readable_by_other_users(tmp_path, monkeypatch, tiny_model_dir):
+    """Whatever created the files (tempfile's 0600 included), an artifact is readable by group and others; under
+    the cache root ($MEDBRIDGE_CACHE) also writable by the group."""
+    import os
+    import stat
+    import tempfile
+
+    from components.common.io import atomic_write_text
+
+    def modes(root):
+        return {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+    out = tmp_path / "art"
+    with atomic_dir(out) as t:
+        fd, name = tempfile.mkstemp(dir=t)  # 0600, as a library writing through tempfile leaves it
+        os.close(fd)
+        (t / "sub").mkdir(mode=0o700)
+        (t / "sub" / "w.bin").write_bytes(b"x")
+        os.chmod(t / "sub" / "w.bin", 0o600)
+    for rel, mode in modes(out).items():
+        assert mode & 0o044 == 0o044, (rel, oct(mode))
+        assert mode & 0o020 == 0, (rel, oct(mode))  # outside the cache: no group write
+    assert all(m & 0o055 == 0o055 for r, m in modes(out).items() if (out / r).is_dir() or r == ".")
+    for rel, mode in modes(tiny_model_dir).items():  # a model directory written by save_pretrained
+        assert mode & 0o044 == 0o044, (rel, oct(mode))
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDBRIDGE_CACHE", str(cache))
+    atomic_write_text(cache / "labels" / "x.jsonl", "{}\n")
+    with atomic_dir(cache / "features" / "k") as t:
+        (t / "f.npy").write_bytes(b"0")
+    assert stat.S_IMODE((cache / "labels" / "x.jsonl").stat().st_mode) & 0o064 == 0o064
+    assert all(m & 0o020 for m in modes(cache / "features" / "k").values())
