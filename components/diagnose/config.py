@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from components.common.cli import check_nonempty
+from components.common.privacy import env_private
 from components.common.prompts import PROMPT_FORMATS
 from components.common.sampling import BACKENDS, SamplingConfig
 from components.diagnose.decision import BRANCHES, FORCE_CHOICES
@@ -44,6 +45,8 @@ class DiagnoseConfig:
     judge_model: str = field(default="", metadata={"help": "LLM judge for unreadable answers (e.g. Qwen/Qwen2.5-VL-32B-Instruct); empty = off"})
     max_questions: int = field(default=0, metadata={"help": "diagnose only the first N questions (0 = all); for smoke runs"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and the bootstrap"})
+    # Privacy (components/common/privacy.py).
+    private: bool = field(default_factory=env_private, metadata={"help": "keep question/answer texts and completions out of samples.jsonl (default: MEDBRIDGE_PRIVATE)"})
 
     def __post_init__(self):
         if self.k < 1:

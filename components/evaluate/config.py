@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.cli import check_nonempty
+from components.common.privacy import env_private
 from components.common.prompts import PROMPT_FORMATS
 from components.common.sampling import BACKENDS
 
@@ -67,6 +68,12 @@ class EvalConfig:
     )
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
     seed: int = field(default=0, metadata={"help": "seed for subsampling, sampling and the bootstrap"})
+    # Privacy (components/common/privacy.py).
+    private: bool = field(
+        default_factory=env_private,
+        metadata={"help": "keep images and question/answer texts out of the report and samples.jsonl, and no copy of "
+                          "the benchmark questions in the results (default: MEDBRIDGE_PRIVATE)"},
+    )
 
     def __post_init__(self):
         from components.evaluate.benchmark import parse_benchmarks
