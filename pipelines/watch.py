@@ -138,9 +138,19 @@ class State:
 
     def probe_conditional(self) -> str:
         """"conditional" when the server refuses a second `If-None-Match: *` PUT of one key, else "lock"."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from components.common.storage import _unreachable
 
         key = self.key(".probe", f"{secrets.token_hex(8)}.json")
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except BotoCoreError as e:
+            raise _unreachable(e, self.uri, self.client) from None
+        except ClientError as e:
+            from components.common.storage import _client_error
+
+            raise _client_error(e, self.uri, self.client) from None
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*")
             try:
