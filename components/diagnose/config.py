@@ -46,9 +46,10 @@ class DiagnoseConfig:
     max_questions: int = field(default=0, metadata={"help": "diagnose only the first N questions (0 = all); for smoke runs"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and the bootstrap"})
     # Privacy (components/common/privacy.py).
-    private: bool = field(default_factory=env_private, metadata={"help": "keep question/answer texts and completions out of samples.jsonl (default: MEDBRIDGE_PRIVATE)"})
+    private: bool = field(default=False, metadata={"help": "keep question/answer texts and completions out of samples.jsonl (MEDBRIDGE_PRIVATE=1 turns it on)"})
 
     def __post_init__(self):
+        self.private = self.private or env_private()  # the operator's environment can only turn it on
         if self.k < 1:
             raise ValueError(f"k={self.k} must be >= 1 (--k)")
         if self.n_samples == 0:

@@ -70,13 +70,15 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "seed for subsampling, sampling and the bootstrap"})
     # Privacy (components/common/privacy.py).
     private: bool = field(
-        default_factory=env_private,
+        default=False,
         metadata={"help": "keep images and question/answer texts out of the report and samples.jsonl, and no copy of "
-                          "the benchmark questions in the results (default: MEDBRIDGE_PRIVATE)"},
+                          "the benchmark questions in the results (MEDBRIDGE_PRIVATE=1 turns it on)"},
     )
 
     def __post_init__(self):
         from components.evaluate.benchmark import parse_benchmarks
+
+        self.private = self.private or env_private()  # the operator's environment can only turn it on
 
         parse_benchmarks(self.benchmarks)  # raises naming the unknown benchmark
         if not self.train_task or not self.train_task.strip():
