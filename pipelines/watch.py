@@ -515,7 +515,7 @@ def _notify(event: str, payload: dict[str, Any]) -> None:
 
 
 def _find_entry(registry: str, model_ref: str, client=None) -> tuple[State, str, dict[str, Any]]:
-    state = State(registry, client=client, claim_mode="lock")
+    state = State(registry, client=client)
     idx, _ = state.index(model_ref) if model_ref.startswith("s3://") else (None, None)
     sha = (idx or {}).get("sha256")
     entry = state.entry(sha)[0] if sha else None
@@ -533,16 +533,22 @@ def entry_for_training(registry: str | None, model_ref: str, schedule: str | Non
         raise ValueError("--train records the approval in the checkpoint registry: pass --registry s3://…/state")
     if schedule:
         raise ValueError("--train approves one checkpoint once; it cannot be combined with --schedule")
-    return _find_entry(registry, model_ref, client)[2]
+    try:
+        return _find_entry(registry, model_ref, client)[2]
+    except (OSError, RuntimeError) as e:  # S3 unreachable or refusing: one line from the CLI, like bad input
+        raise ValueError(str(e)) from None
 
 
 def record_training(registry: str, model_ref: str, run_id: str, client=None) -> str:
     """Record in the checkpoint's registry entry that a person submitted training run `run_id`; returns a line."""
-    state, sha, _ = _find_entry(registry, model_ref, client)
     who = os.environ.get("MEDBRIDGE_APPROVED_BY") or os.environ.get("USER") or socket.gethostname()
-    state.update(sha, lambda e: {**e, "training": [*(e.get("training") or []),
-                                                  {"run_id": run_id, "approved_by": who, "at": _now(),
-                                                   "checkpoint": model_ref}]})
+    try:
+        state, sha, _ = _find_entry(registry, model_ref, client)
+        state.update(sha, lambda e: {**e, "training": [*(e.get("training") or []),
+                                                      {"run_id": run_id, "approved_by": who, "at": _now(),
+                                                       "checkpoint": model_ref}]})
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"training run {run_id} was submitted, but recording it in {registry} failed: {e}") from None
     return f"[medbridge] training run {run_id} recorded in the registry entry of {model_ref} ({sha[:12]}…)"
 
 

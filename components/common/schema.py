@@ -3,8 +3,9 @@
     doc = stamp({...}, "diagnosis")                 # adds "schema_version": CURRENT["diagnosis"]
     version = check(doc, "diagnosis", path)         # the version, or ValueError naming the file and the version
 
-Every JSON document an artifact carries (lineage.json, diagnosis.json, probe.json, results.json) and every record the
-checkpoint registry and the audit write has a top-level integer `schema_version`. A document written before versions
+Every JSON document an artifact carries (lineage.json, diagnosis.json, probe.json, results.json, the curation
+report's documents, tasks.json, train logs, the probe cache's meta.json) and every record the checkpoint registry,
+the audit and the trend page write has a top-level integer `schema_version`. A document written before versions
 were recorded has none and reads as version 1. A reader states the versions it knows (KNOWN) and refuses any other by
 name, rather than guessing at fields that may have changed meaning.
 
@@ -21,7 +22,11 @@ CURRENT = {
     "lineage": 2,  # 2: files manifest, findable input locations, run context, environment, optional signature
     "diagnosis": 1,
     "probe": 1,
+    "probe_features": 1,  # meta.json of the probe's feature cache
     "results": 1,
+    "curation": 1,  # the curation report's summary.json, balance.json, validation/*.json
+    "medmnist_tasks": 1,  # tasks.json of medmnist_data
+    "train_log": 1,  # train_log.json of the sft / grpo model
     "registry": 1,  # an entry of the checkpoint registry (pipelines/watch.py)
     "audit": 1,  # `medbridge audit --json`
     "trend": 1,  # `medbridge trend --json`
@@ -31,7 +36,11 @@ KNOWN = {
     "lineage": (1, 2),
     "diagnosis": (1,),
     "probe": (1,),
+    "probe_features": (1,),
     "results": (1,),
+    "curation": (1,),
+    "medmnist_tasks": (1,),
+    "train_log": (1,),
     "registry": (1,),
     "audit": (1,),
     "trend": (1,),

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 

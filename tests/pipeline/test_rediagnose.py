@@ -34,6 +34,18 @@ def test_compiled_pipeline_diagnoses_and_never_trains(tmp_path):
     assert {e["name"] for e in execs["exec-diagnose"]["fieldPathAsEnv"]} == {"KFP_RUN_ID", "KFP_TASK_NAME"}
 
 
+def test_compiled_spec_parses_strictly_with_the_backend_protos(tmp_path):
+    """What the Kubeflow backend parses: the pipeline spec and each task's Kubernetes config, unknown fields refused."""
+    from google.protobuf.json_format import ParseDict
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec, platform = _spec(tmp_path, private=True)
+    ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    for name, cfg in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
+        ParseDict(cfg, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+
+
 def test_private_runs_set_the_flag_on_the_tasks_that_write_texts(tmp_path):
     spec, _ = _spec(tmp_path, private=True)
     env = {n: {e["name"]: e["value"] for e in x["container"].get("env", [])}

@@ -104,9 +104,9 @@ class KfpApi:
                         api.experiments[exp["experiment_id"]] = exp
                     return self._send(200, exp)
                 if url.path == "/apis/v2beta1/runs":
-                    assert body.get("pipeline_spec", {}).get("pipelineInfo", {}).get("name") == "medbridge-rediagnose"
                     with api.lock:
                         run = {**{k: v for k, v in body.items() if k != "pipeline_spec"},
+                               "pipeline": body.get("pipeline_spec", {}).get("pipelineInfo", {}).get("name"),
                                "run_id": str(uuid.uuid4()), "state": "PENDING"}
                         api.runs[run["run_id"]] = run
                     if api.on_create:
@@ -227,6 +227,7 @@ def test_new_checkpoint_is_diagnosed_once_and_done_only_when_kfp_says_so(s3, kfp
     sha = rows["step-100"]["sha256"]
     assert kfp_api.created() == [watch.run_name(sha, 1)]
     run = next(iter(kfp_api.runs.values()))
+    assert run["pipeline"] == "medbridge-rediagnose"  # the diagnose-only pipeline: nothing trains on a schedule
     params = run["runtime_config"]["parameters"]
     assert params["model_ref"] == f"s3://{bucket}/ckpts/step-100"
     assert params["publish_uri"] == f"s3://{bucket}/state/diagnoses/{sha}"
@@ -402,6 +403,10 @@ def test_a_person_approves_training_in_the_registry(s3, kfp_api, capsys, tmp_pat
     assert "not in the checkpoint registry" in capsys.readouterr().err
     assert cli(["submit", "--host", kfp_api.url, "--model-ref", ref, "--train", "--no-gpu"]) == 2
     assert "--registry" in capsys.readouterr().err
+    # The person's approval: the full pipeline is submitted and its run recorded in the checkpoint's entry.
+    assert cli(["submit", "--host", kfp_api.url, "--model-ref", ref, "--train", "--registry", registry, "--no-gpu"]) == 0
+    train_run = next(r for r in kfp_api.runs.values() if r["pipeline"] == "medbridge")
+    assert [t["run_id"] for t in _entry(client, bucket, sha)["training"]] == ["train-run-1", train_run["run_id"]]
 
 
 # ---- the CronJob's script, end to end ----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 
 from components.common.audit import audit
 from components.common.io import atomic_dir, write_jsonl
