@@ -85,6 +85,7 @@ class State:
             raise ValueError(f"--claim-mode {claim_mode!r}: choose auto, conditional or lock")
         self.claim_mode = self.probe_conditional() if claim_mode == "auto" else claim_mode
         self.token = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.changed = False  # whether the last `update` wrote the entry
 
     def key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
@@ -204,16 +205,19 @@ class State:
         return doc, etag
 
     def update(self, sha: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], tries: int = 5) -> dict[str, Any]:
-        """Read-modify-write of one entry, retried when another watcher wrote it in between (ETag condition)."""
+        """Read-modify-write of one entry, retried when another watcher wrote it in between (ETag condition).
+        `change` returns None to leave the entry as it is; `self.changed` then says False."""
         for _ in range(tries):
             doc, etag = self.entry(sha)
             new = change(dict(doc or {}))
             if new is None:
+                self.changed = False
                 return doc or {}
             from components.common.schema import stamp
 
             new = stamp({**new, "updated_at": _now()}, "registry")
             if self.put(self.key("registry", f"{sha}.json"), new, if_match=etag, if_none_match=etag is None):
+                self.changed = True
                 return new
             time.sleep(0.05 + secrets.randbelow(100) / 1000)
         raise RuntimeError(f"{self.uri}: registry entry {sha[:16]}… kept changing under this watcher; try again")
@@ -489,20 +493,44 @@ def _content(sha: str, seen: list[tuple[str, dict[str, Any] | None]], state: Sta
         return [{**a, "state": kstate} if a.get("run_id") == run_id else a for a in e.get("attempts") or []]
 
     if kstate in KFP_OK:
-        state.update(sha, lambda e: {**e, "status": DONE, "finished_at": _now(), "attempts": with_state(e)})
+        state.update(sha, lambda e: None if e.get("status") == DONE else
+                     {**e, "status": DONE, "finished_at": _now(), "attempts": with_state(e)})
         out.add(uri, "succeeded", f"run {run_id} succeeded", sha, run_id)
+        if state.changed:  # this watcher recorded the success: it alone reports what the diagnosis changed
+            _notify_diagnosis(_publish_uri(state, opts, sha), notify)
     elif kstate in KFP_BAD:
         if len(attempts) < opts.max_attempts:
             state.update(sha, lambda e: {**e, "attempts": with_state(e)})
             _submit(uri, sha, int(last["attempt"]) + 1, state, kfp, opts, out,
                     f"run {run_id} {kstate.lower()}; retry {len(attempts) + 1}/{opts.max_attempts}")
         else:
-            state.update(sha, lambda e: {**e, "status": FAILED, "finished_at": _now(), "attempts": with_state(e)})
+            state.update(sha, lambda e: None if e.get("status") == FAILED else
+                         {**e, "status": FAILED, "finished_at": _now(), "attempts": with_state(e)})
             out.add(uri, "failed", f"run {run_id} {kstate.lower()}; gave up after {len(attempts)} attempt(s)", sha, run_id)
-            notify("run_failed", {"checkpoint": uri, "sha256": sha, "run_id": run_id, "state": kstate,
-                                  "attempts": len(attempts)})
+            if state.changed:
+                notify("run_failed", {"checkpoint": uri, "sha256": sha, "run_id": run_id, "state": kstate,
+                                      "attempts": len(attempts)})
     else:
         out.add(uri, "running", f"run {run_id}: {kstate}", sha, run_id)
+
+
+def _notify_diagnosis(published: str, notify: Callable[..., Any]) -> None:
+    """Send the events (branch change, flags) of the diagnosis a successful run published under `published`,
+    against the diagnoses published before it (pipelines/trend.py). A diagnosis not published: nothing to send."""
+    from pipelines.trend import add_events, gather
+
+    try:
+        points, _ = gather(published.rsplit("/", 1)[0])
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"[medbridge] warning: could not read the published diagnoses ({e}); no diagnosis events sent",
+              file=sys.stderr)
+        return
+    add_events(points)
+    for p in points:
+        if f"{published}/" in p["source"]:
+            for e in p.get("events") or []:
+                notify(e["event"], {"checkpoint": p["checkpoint"], "sha256": p.get("model_sha256"),
+                                    **{k: v for k, v in e.items() if k != "event"}})
 
 
 def _notify(event: str, payload: dict[str, Any]) -> None:

@@ -448,3 +448,31 @@ def test_cronjob_script_runs_the_watcher(s3, kfp_api, tmp_path):
     assert len(kfp_api.runs) == 3  # the deferred one, next hour
     run()
     assert len(kfp_api.runs) == 3  # nothing new: nothing submitted
+
+
+def test_success_reports_a_branch_change_once(s3, kfp_api, capsys, tmp_path, monkeypatch):
+    """When the watcher records a run's success, it compares the diagnosis the run published with the ones before it
+    and sends the branch change to the webhook, once."""
+    client, bucket = s3
+    hook = Hook()
+    monkeypatch.setenv("MEDBRIDGE_WEBHOOK_URL", hook.url)
+
+    def publish(sha, branch, created):
+        for name, doc in (("diagnosis.json", {"k": 8, "model_ref": f"ckpt-{branch}", "decision": {"branch": branch},
+                                               "per_modality": {}}),
+                          ("lineage.json", {"schema_version": 2, "created_at": created, "step": "diagnose"})):
+            client.put_object(Bucket=bucket, Key=f"state/diagnoses/{sha}/diagnosis/{name}", Body=json.dumps(doc))
+
+    try:
+        publish("0" * 64, "sharpen", "2026-11-01T00:00:00+00:00")  # an earlier checkpoint's diagnosis
+        _upload(tmp_path, bucket, "step-2", b"new" * 40)
+        _, rows = _watch(capsys, bucket, kfp_api)
+        sha = rows["step-2"]["sha256"]
+        publish(sha, "bridge", "2026-11-02T00:00:00+00:00")  # what the run publishes
+        kfp_api.set_state(watch.run_name(sha, 1), "SUCCEEDED")
+        _watch(capsys, bucket, kfp_api)
+        _watch(capsys, bucket, kfp_api)
+        assert [(h["event"], h["from"], h["to"]) for h in hook.received] == [("branch_changed", "sharpen", "bridge")]
+        assert "token" not in capsys.readouterr().err  # the webhook URL is never printed
+    finally:
+        hook.close()
