@@ -36,9 +36,10 @@ KFP_POD_NAME; the pipeline sets them from the pod's labels, see pipelines/lineag
 MEDBRIDGE_IMAGE (a digest when the reference is pinned `@sha256:`), GPU type and count from torch when the step
 loaded it; GPU-hours are wall time since the step started times the GPUs the step held.
 
-Signing. When a key is configured (MEDBRIDGE_LINEAGE_KEY, or a file named by MEDBRIDGE_LINEAGE_KEY_FILE: a mounted
-Kubernetes Secret), the record carries an HMAC-SHA256 of its canonical JSON; `verify_signature` checks it. Without a
-key, an audit proves that artifacts match their records; with one, also that the records are the ones the pipeline
+Signing. When a key is configured (MEDBRIDGE_LINEAGE_KEY from a Kubernetes Secret, which the pipeline maps into
+its tasks when compiled with MEDBRIDGE_LINEAGE_SECRET, see pipelines/lineage_env.py; or a file named by
+MEDBRIDGE_LINEAGE_KEY_FILE), the record carries an HMAC-SHA256 of its canonical JSON; `verify_signature` checks it.
+Without a key, an audit proves that artifacts match their records; with one, also that the records are the ones the pipeline
 wrote (editing a file and its recorded hash together is caught).
 
 Synthetic data has ONE marker: `"synthetic": true` in a lineage record. The generators of synthetic inputs (the tiny

@@ -46,6 +46,17 @@ def test_compiled_spec_parses_strictly_with_the_backend_protos(tmp_path):
         ParseDict(cfg, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
 
 
+def test_signing_key_secret_is_wired_only_when_named(tmp_path, monkeypatch):
+    def secrets(spec):
+        execs = spec[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        return {s["secretName"] for s in execs["exec-diagnose"].get("secretAsEnv", [])}
+
+    monkeypatch.delenv("MEDBRIDGE_LINEAGE_SECRET", raising=False)
+    assert "medbridge-lineage" not in secrets(_spec(tmp_path))  # opt-in: the Secret must exist for pods to start
+    monkeypatch.setenv("MEDBRIDGE_LINEAGE_SECRET", "medbridge-lineage")
+    assert "medbridge-lineage" in secrets(_spec(tmp_path))
+
+
 def test_private_runs_set_the_flag_on_the_tasks_that_write_texts(tmp_path):
     spec, _ = _spec(tmp_path, private=True)
     env = {n: {e["name"]: e["value"] for e in x["container"].get("env", [])}
