@@ -7,6 +7,9 @@
     medbridge diagnose --model REF --data DIR --k 16 --out DIR
     medbridge demo-assets --out DIR
     medbridge curate|probe|sft|grpo|evaluate ...    # any step's launcher, same flags as python -m components.<step>
+    medbridge audit TARGET [--json]                 # verify artifacts against their lineage (exit 1 on tampering)
+    medbridge watch s3://models/ckpts --state s3://medbridge/state --host URL   # re-diagnose new checkpoints
+    medbridge trend s3://medbridge/diagnoses --out trend.html                 # diagnoses across checkpoints
 """
 
 from __future__ import annotations
@@ -55,7 +58,24 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-assets", help="build the tiny model and the synthetic data")
     demo.add_argument("--out", required=True)
     demo.add_argument("--seed", type=int, default=0)
+
+    # Audits and re-diagnosis: each command's flags live in its own module.
+    for name, module in _AUDIT_COMMANDS.items():
+        mod = importlib.import_module(module)
+        mod.add_arguments(sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
+    subm.add_argument("--train", action="store_true",
+                      help="a person approves training this checkpoint: record the run in its registry entry (--registry)")
+    subm.add_argument("--registry", default=None, metavar="STATE_URI",
+                      help="the checkpoint registry (medbridge watch --state) that records a --train approval")
     return parser
+
+
+_AUDIT_COMMANDS = {"audit": "pipelines.audit", "watch": "pipelines.watch", "trend": "pipelines.trend"}
+
+
+def cmd_audit_commands(args) -> int:
+    return importlib.import_module(_AUDIT_COMMANDS[args.command]).run(args)
 
 
 def _params(args):
@@ -99,6 +119,10 @@ def cmd_submit(args) -> int:
 
     params = _params(args)
     settings = LOCAL if args.no_gpu else ClusterSettings(train_gpus=args.train_gpus)
+    if args.train:  # before submitting: the registry must know (have diagnosed) this checkpoint
+        from pipelines.watch import entry_for_training
+
+        entry_for_training(args.registry, params.model_ref, schedule=args.schedule)
     with tempfile.TemporaryDirectory() as tmp:
         spec = compile_pipeline(str(Path(tmp) / "pipeline.yaml"), params, settings)
         client = kfp.Client(host=args.host)
@@ -115,6 +139,10 @@ def cmd_submit(args) -> int:
                 spec, arguments=params.as_kfp_arguments(), run_name=name, experiment_name=args.experiment
             )
             print(f"[medbridge] submitted run {run.run_id}")
+            if args.train:
+                from pipelines.watch import record_training
+
+                print(record_training(args.registry, params.model_ref, run.run_id))
     return 0
 
 
@@ -130,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(f"components.{argv[0]}.__main__").main(argv[1:]) or 0
     args = make_parser().parse_args(argv or ["run"])
     try:
-        handler = {"run": cmd_run, "compile": cmd_compile, "submit": cmd_submit, "demo-assets": cmd_demo_assets}[args.command or "run"]
+        handler = {"run": cmd_run, "compile": cmd_compile, "submit": cmd_submit, "demo-assets": cmd_demo_assets,
+                   **dict.fromkeys(_AUDIT_COMMANDS, cmd_audit_commands)}[args.command or "run"]
         return handler(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"medbridge: error: {e}", file=sys.stderr)

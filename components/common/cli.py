@@ -136,7 +136,9 @@ class StepParser(TrlParser):
 
 def fail(prog: str, err: BaseException) -> int:
     """Report bad input as one line on stderr; the exit status launchers return for it."""
-    print(f"{prog}: error: {err}", file=sys.stderr)
+    from components.common.redact import redact_text
+
+    print(f"{prog}: error: {redact_text(str(err))}", file=sys.stderr)  # an error may quote a URL with credentials
     return 2
 
 
@@ -149,6 +151,9 @@ def launch(parser: StepParser, run: Callable[..., Any], argv: list[str] | None =
         if e.code == 2:
             return 2
         raise
+    from components.common.lineage import mark_step_start
+
+    mark_step_start()  # the lineage record's wall time and GPU-hours count from here
     try:
         run(*parsed)
     except BAD_INPUT as e:

@@ -151,6 +151,39 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def manifest_digest(files: dict[str, str]) -> str:
+    """The content hash of a directory from its manifest {relative posix path: file sha256}: sha256 over each path and
+    file hash, in path order (by path components). The one directory hash MedBridge uses (`sha256_path`, lineage,
+    the checkpoint registry on S3), so a hash computed from a local copy equals one computed from the objects."""
+    h = hashlib.sha256()
+    for rel in sorted(files, key=lambda r: r.split("/")):
+        h.update(rel.encode() + b"\0")
+        h.update(files[rel].encode() + b"\n")
+    return h.hexdigest()
+
+
+def file_manifest(path: str | Path, exclude: tuple[str, ...] = ("lineage.json",)) -> dict[str, str]:
+    """{relative posix path: sha256} of every file under directory `path`, leaving out files named in `exclude`
+    (at any depth)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such directory to hash")
+    return {
+        p.relative_to(path).as_posix(): sha256_file(p)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name not in exclude
+    }
+
+
+def atomic_dest(path: str | Path) -> Path:
+    """Where a temporary directory of `atomic_dir` will land (`path` itself for any other directory)."""
+    path = Path(path)
+    name = path.name
+    if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+        return path.with_name(name[1:].rsplit(".", 2)[0])
+    return path
+
+
 def sha256_path(path: str | Path, exclude: tuple[str, ...] = ("lineage.json",)) -> str:
     """Content hash of a file, or of a directory tree (relative paths + file hashes, sorted).
 
@@ -162,9 +195,4 @@ def sha256_path(path: str | Path, exclude: tuple[str, ...] = ("lineage.json",)) 
         return sha256_file(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or directory to hash")
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and p.name not in exclude:
-            h.update(p.relative_to(path).as_posix().encode() + b"\0")
-            h.update(sha256_file(p).encode() + b"\n")
-    return h.hexdigest()
+    return manifest_digest(file_manifest(path, exclude))

@@ -1,9 +1,10 @@
-"""S3 / MinIO storage: parse s3:// URIs, mirror a prefix into the local cache, upload a directory, find new checkpoints.
+"""S3 / MinIO storage: parse s3:// URIs, mirror a prefix into the local cache, upload a directory, hash what is stored.
 
     python -m components.common.storage download s3://models/qwen2.5-vl-7b /cache/models
     python -m components.common.storage upload runs/sft-42/model s3://models/medbridge/checkpoints/sft-42
-    python -m components.common.storage checkpoints s3://models/medbridge/checkpoints --state s3://medbridge/state/submitted
-    python -m components.common.storage mark s3://models/medbridge/checkpoints/sft-42 --state s3://medbridge/state/submitted
+    python -m components.common.storage hash s3://models/medbridge/checkpoints/sft-42
+
+(Watching a prefix for new checkpoints is `medbridge watch`, pipelines/watch.py.)
 
 Endpoint: MEDBRIDGE_S3_ENDPOINT if set, else boto3's own AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (MinIO, SeaweedFS,
 Ceph RGW; path-style addressing is used with a custom endpoint), else AWS. Credentials come from boto3's usual chain
@@ -13,13 +14,17 @@ Ceph RGW; path-style addressing is used with a custom endpoint), else AWS. Crede
 ETag in a manifest beside that directory (`.<name>.s3-manifest.json`, outside the mirrored tree so it never becomes
 part of a model directory or its hash). A second call fetches only what changed on the server and removes files
 the server no longer has; every file is written under a temporary name and renamed into place, so an interrupted
-download never leaves a half-written file where a model loader would open it.
+download never leaves a half-written file where a model loader would open it. `mirror_of(uri)` finds that mirror
+again (for lineage: the content a step read) and `mirrored_uri(dir)` names the URI a local mirror stands for.
+
+`remote_manifest(uri)` is the sha256 manifest of what is stored under a prefix, computed by streaming the objects
+(never from ETags, which depend on how a file was uploaded); `components.common.io.manifest_digest` of it equals
+`sha256_path` of a local copy.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import logging
 import os
@@ -28,15 +33,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from components.common.io import atomic_file, write_json
+from components.common.io import atomic_file, manifest_digest, write_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".s3-manifest.json"
-# Uploaded last, so that a reader polling for them (the re-diagnosis CronJob polls for config.json) never sees a
+# Uploaded last, so that a reader polling for them (`medbridge watch` waits for config.json) never sees a
 # checkpoint whose weights are still on their way.
 UPLOAD_LAST = ("config.json", "lineage.json")
 CACHE_ENV = "MEDBRIDGE_CACHE"
+# s3:// URI -> local mirror, for the mirrors this process made (`mirror_of` also finds earlier ones).
+_MIRRORS: dict[str, Path] = {}
+MIRROR_DIRS = ("models", "data", "benchmarks")  # subfolders of cache_root() the steps mirror into
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _MiB = 1 << 20
 
@@ -118,8 +126,22 @@ def _client_error(e: Exception, uri: str, client) -> Exception:
     return RuntimeError(f"{where}: {code}: {msg}")
 
 
+def _unreachable(e: Exception, uri: str, client) -> ConnectionError:
+    """A botocore connection failure (no server, DNS, TLS) as one line naming the URI and the endpoint."""
+    return ConnectionError(
+        f"{uri}: cannot reach the S3 endpoint {client.meta.endpoint_url} ({type(e).__name__}: {e}); "
+        "check MEDBRIDGE_S3_ENDPOINT / AWS_ENDPOINT_URL"
+    )
+
+
+def _is_botocore(e: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError
+
+    return isinstance(e, BotoCoreError) or isinstance(getattr(e, "__cause__", None), BotoCoreError)
+
+
 def _list_objects(client, bucket: str, key_prefix: str, uri: str) -> list[dict[str, Any]]:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     objects: list[dict[str, Any]] = []
     try:
@@ -127,6 +149,8 @@ def _list_objects(client, bucket: str, key_prefix: str, uri: str) -> list[dict[s
             objects.extend(page.get("Contents", []))
     except ClientError as e:
         raise _client_error(e, uri, client) from None
+    except BotoCoreError as e:
+        raise _unreachable(e, uri, client) from None
     return objects
 
 
@@ -224,6 +248,8 @@ def download_prefix(
                     except Exception as e:  # ClientError, or S3TransferFailedError wrapping one
                         if hasattr(e, "response"):
                             raise _client_error(e, f"s3://{bucket}/{key_prefix}{rel}", client) from None
+                        if _is_botocore(e):
+                            raise _unreachable(e, f"s3://{bucket}/{key_prefix}{rel}", client) from None
                         raise
                 manifest[rel] = remote[rel]
     finally:
@@ -233,7 +259,42 @@ def download_prefix(
         "%s -> %s: fetched %d file(s) (%d bytes), reused %d, removed %d",
         uri, local, len(todo), nbytes, len(fresh), len(stale),
     )
+    _MIRRORS[uri.rstrip("/")] = local
     return local
+
+
+def _manifest_path(local: Path) -> Path:
+    return local.parent / f".{local.name}{MANIFEST_SUFFIX}"
+
+
+def mirrored_uri(local: str | Path) -> str | None:
+    """The s3:// URI a local directory mirrors (from its download manifest), or None for any other path."""
+    local = Path(local)
+    manifest = _manifest_path(local)
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    uri = data.get("uri") if isinstance(data, dict) else None
+    return str(uri) if uri else None
+
+
+def mirror_of(uri: str) -> Path | None:
+    """The local mirror of `uri` a step of this process (or an earlier one, in the default cache) made, or None."""
+    uri = uri.rstrip("/")
+    if uri in _MIRRORS and _MIRRORS[uri].is_dir():
+        return _MIRRORS[uri]
+    try:
+        bucket, prefix = parse_s3_uri(uri)
+    except ValueError:
+        return None
+    for sub in MIRROR_DIRS:
+        local = cache_root() / sub / bucket / prefix if prefix else cache_root() / sub / bucket
+        if local.is_dir() and (mirrored_uri(local) or "").rstrip("/") == uri:
+            return local
+    return None
 
 
 def upload_dir(
@@ -274,62 +335,81 @@ def upload_dir(
             except Exception as e:
                 if hasattr(e, "response"):
                     raise _client_error(e, f"s3://{bucket}/{key}", client) from None
+                if _is_botocore(e):
+                    raise _unreachable(e, f"s3://{bucket}/{key}", client) from None
                 raise
             uploaded.append(f"s3://{bucket}/{key}")
     log.info("%s -> %s: uploaded %d file(s)", local_dir, uri, len(uploaded))
     return uploaded
 
 
-# ---- checkpoints: what the re-diagnosis CronJob (k8s/base/cronjob-rediagnose.yaml) submits -----------------------
+# ---- content of what is stored ----------------------------------------------------------------------------------
 
 
-def list_checkpoints(uri: str, *, client=None, ready_file: str = "config.json") -> list[str]:
-    """Checkpoint URIs directly under `uri` (sub-prefixes holding `ready_file`), oldest `ready_file` first."""
+def list_objects(uri: str, *, client=None) -> list[dict[str, Any]]:
+    """Every object under the prefix `uri` (boto3's dicts: Key, Size, ETag, LastModified); errors name the URI."""
+    bucket, prefix = parse_s3_uri(uri)
+    client = client or s3_client()
+    return _list_objects(client, bucket, f"{prefix}/" if prefix else "", uri)
+
+
+def object_sha256(bucket: str, key: str, *, client=None) -> str:
+    """sha256 of one object's bytes, streamed (nothing is written to disk)."""
+    import hashlib
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = client or s3_client()
+    h = hashlib.sha256()
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(_MiB):
+            h.update(chunk)
+    except ClientError as e:
+        raise _client_error(e, f"s3://{bucket}/{key}", client) from None
+    except BotoCoreError as e:
+        raise _unreachable(e, f"s3://{bucket}/{key}", client) from None
+    return h.hexdigest()
+
+
+def remote_manifest(
+    uri: str,
+    *,
+    client=None,
+    objects: list[dict[str, Any]] | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+    exclude: tuple[str, ...] = ("lineage.json",),
+) -> dict[str, dict[str, Any]]:
+    """{relative key: {"sha256", "etag", "size"}} of every object under `uri` (files named in `exclude` left out).
+
+    `known` is an earlier answer: an object whose ETag and size are unchanged keeps its hash instead of being read
+    again (an overwritten object gets a new ETag). `objects` is a listing already made (list_objects)."""
     bucket, prefix = parse_s3_uri(uri)
     client = client or s3_client()
     key_prefix = f"{prefix}/" if prefix else ""
-    found = []
-    for obj in _list_objects(client, bucket, key_prefix, uri):
-        parts = obj["Key"][len(key_prefix) :].split("/")
-        if len(parts) == 2 and parts[0] and parts[1] == ready_file:
-            found.append((obj["LastModified"], parts[0]))
-    return [f"s3://{bucket}/{key_prefix}{name}" for _, name in sorted(found)]
+    objects = list_objects(uri, client=client) if objects is None else objects
+    out: dict[str, dict[str, Any]] = {}
+    for o in objects:
+        if o["Key"].endswith("/"):
+            continue
+        rel = _relative_key(o["Key"], key_prefix, uri)
+        if rel.rsplit("/", 1)[-1] in exclude:
+            continue
+        meta = {"etag": str(o["ETag"]).strip('"'), "size": int(o["Size"])}
+        old = (known or {}).get(rel)
+        if old and old.get("etag") == meta["etag"] and old.get("size") == meta["size"] and old.get("sha256"):
+            out[rel] = {**meta, "sha256": old["sha256"]}
+        else:
+            out[rel] = {**meta, "sha256": object_sha256(bucket, o["Key"], client=client)}
+    return out
 
 
-def _marker_key(checkpoint_uri: str, state_uri: str) -> tuple[str, str]:
-    bucket, prefix = parse_s3_uri(checkpoint_uri)
-    state_bucket, state_prefix = parse_s3_uri(state_uri)
-    name = f"{bucket}/{prefix}.json" if prefix else f"{bucket}.json"
-    return state_bucket, f"{state_prefix}/{name}" if state_prefix else name
-
-
-def pending_checkpoints(
-    checkpoints_uri: str, state_uri: str, *, client=None, ready_file: str = "config.json", limit: int = 0
-) -> list[str]:
-    """Checkpoints under `checkpoints_uri` not yet marked under `state_uri`, oldest first (at most `limit`; 0 = all)."""
-    client = client or s3_client()
-    state_bucket, state_prefix = parse_s3_uri(state_uri)
-    done = {o["Key"] for o in _list_objects(client, state_bucket, f"{state_prefix}/" if state_prefix else "", state_uri)}
-    pending = [
-        c
-        for c in list_checkpoints(checkpoints_uri, client=client, ready_file=ready_file)
-        if _marker_key(c, state_uri)[1] not in done
-    ]
-    return pending[:limit] if limit > 0 else pending
-
-
-def mark_submitted(checkpoint_uri: str, state_uri: str, *, client=None, note: str = "") -> str:
-    """Record under `state_uri` that `checkpoint_uri` was submitted; returns the marker's URI."""
-    from botocore.exceptions import ClientError
-
-    client = client or s3_client()
-    bucket, key = _marker_key(checkpoint_uri, state_uri)
-    body = {"checkpoint": checkpoint_uri, "submitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(), "note": note}
-    try:
-        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode(), ContentType="application/json")
-    except ClientError as e:
-        raise _client_error(e, f"s3://{bucket}/{key}", client) from None
-    return f"s3://{bucket}/{key}"
+def remote_sha256(uri: str, *, client=None) -> str:
+    """The content hash of what is stored under `uri`: equal to `sha256_path` of a local copy."""
+    files = remote_manifest(uri, client=client)
+    if not files:
+        raise FileNotFoundError(f"{uri}: no objects under this prefix")
+    return manifest_digest({rel: m["sha256"] for rel, m in files.items()})
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
@@ -347,16 +427,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upload", help="upload a directory to an S3 prefix; prints the number of files")
     p.add_argument("local_dir")
     p.add_argument("uri", help="s3://bucket/prefix")
-    for name, text in (("checkpoints", "print checkpoints not yet submitted, oldest first, one per line"),
-                       ("mark", "record that a checkpoint was submitted")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("uri", help="checkpoints prefix" if name == "checkpoints" else "the checkpoint's URI")
-        p.add_argument("--state", required=True, help="s3:// prefix where submission markers are kept")
-    sub.choices["checkpoints"].add_argument(
-        "--ready-file", default="config.json", help="a checkpoint counts once this file exists in it"
-    )
-    sub.choices["checkpoints"].add_argument("--limit", type=int, default=0, help="print at most this many (0 = all)")
-    sub.choices["mark"].add_argument("--note", default="", help="free text stored in the marker (e.g. the run id)")
+    p = sub.add_parser("hash", help="print the content hash (sha256 manifest) of what is stored under a prefix")
+    p.add_argument("uri", help="s3://bucket/prefix")
     return parser
 
 
@@ -368,11 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             print(download_prefix(args.uri, args.cache_dir, progress=not args.quiet))
         elif args.command == "upload":
             print(len(upload_dir(args.local_dir, args.uri, progress=not args.quiet)))
-        elif args.command == "checkpoints":
-            for uri in pending_checkpoints(args.uri, args.state, ready_file=args.ready_file, limit=args.limit):
-                print(uri)
-        elif args.command == "mark":
-            print(mark_submitted(args.uri, args.state, note=args.note))
+        elif args.command == "hash":
+            print(remote_sha256(args.uri))
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

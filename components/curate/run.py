@@ -27,6 +27,7 @@ from components.common.markdown import md_table
 from components.common.medmnist import npz_path, resolve_size
 from components.common.medmnist_tasks import get_task
 from components.common.records import MCQRecord, save_records
+from components.common.schema import stamp
 from components.common.storage import cache_root, local_dir
 from components.curate.balance import balance_by_modality, counts_chart, counts_table_md
 from components.curate.card import dataset_card, quarantine_reasons
@@ -106,7 +107,7 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
             t = get_task(f)
             tasks[f] = {"file": src.name, "size": sizes[f], "sha256": source_hashes[src.name] or sha256_file(src),
                         "name": t.name, "modality": t.modality, "group": t.group, "mcq_questions": split_sizes[f]}
-        write_json(tmp / "tasks.json", {"tasks": tasks})
+        write_json(tmp / "tasks.json", stamp({"tasks": tasks}, "medmnist_tasks"))
         write_lineage(tmp, step=STEP, artifact="medmnist_data", inputs=mm_inputs, params=params,
                       summary=f"validated MedMNIST-v2 npz files for {len(flags)} tasks ({', '.join(f'{f}@{sizes[f]}' for f in flags)})")
 
@@ -183,16 +184,16 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     with atomic_dir(io.out("curation_report")) as tmp:
         (tmp / "validation").mkdir()
         for name, res in validation.items():
-            write_json(tmp / "validation" / f"{name}.json", res)
+            write_json(tmp / "validation" / f"{name}.json", stamp(res, "curation"))
         write_jsonl(tmp / "quarantine.jsonl", quarantine)
         write_jsonl(tmp / "labels.jsonl", [{"id": r.id, **dataclasses.asdict(labels[r.id])} for r in loaded.records])
-        write_json(tmp / "balance.json", plan.to_dict())
+        write_json(tmp / "balance.json", stamp(plan.to_dict(), "curation"))
         (tmp / "rl_counts.md").write_text(table)
         counts_chart(plan, tmp / "rl_counts.png")
         (tmp / "cards").mkdir()
         for name, card in cards.items():
             (tmp / "cards" / f"{name}.md").write_text(card)
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / "summary.json", stamp(summary, "curation"))
         (tmp / "report.md").write_text(_report_md(summary, table, errors))
         write_lineage(tmp, step=STEP, artifact="curation_report",
                       inputs={**mm_inputs, **rl_inputs}, params=params,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from components.common.cli import check_nonempty
+from components.common.privacy import env_private
 from components.common.prompts import PROMPT_FORMATS
 from components.common.sampling import BACKENDS, SamplingConfig
 from components.diagnose.decision import BRANCHES, FORCE_CHOICES
@@ -44,8 +45,11 @@ class DiagnoseConfig:
     judge_model: str = field(default="", metadata={"help": "LLM judge for unreadable answers (e.g. Qwen/Qwen2.5-VL-32B-Instruct); empty = off"})
     max_questions: int = field(default=0, metadata={"help": "diagnose only the first N questions (0 = all); for smoke runs"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and the bootstrap"})
+    # Privacy (components/common/privacy.py).
+    private: bool = field(default=False, metadata={"help": "keep question/answer texts and completions out of samples.jsonl (MEDBRIDGE_PRIVATE=1 turns it on)"})
 
     def __post_init__(self):
+        self.private = self.private or env_private()  # the operator's environment can only turn it on
         if self.k < 1:
             raise ValueError(f"k={self.k} must be >= 1 (--k)")
         if self.n_samples == 0:

@@ -10,6 +10,8 @@ from components.common.artifacts import PROBE_FILE, read_artifact_json
 from components.common.io import atomic_dir, atomic_write_text, write_json, write_jsonl
 from components.common.lineage import inputs_synthetic, write_lineage
 from components.common.medmnist_tasks import TASKS
+from components.common.privacy import private_rows
+from components.common.schema import stamp
 from components.common.prompts import PROMPT_VERSION, build_messages
 from components.common.records import MCQRecord, load_records, open_image
 from components.common.sampling import Prompt, SamplingBackend, make_backend
@@ -198,6 +200,7 @@ def run_diagnosis(
         "perception_limited": limited,
         "bootstrap": {"resamples": cfg.n_boot, "level": 0.95, "method": "percentile, questions resampled jointly"},
     }
+    diag = stamp(diag, "diagnosis")
     metrics = kfp_metrics(diag)
     o = overall
     summary = (
@@ -208,7 +211,7 @@ def run_diagnosis(
     with atomic_dir(io.out) as tmp:
         write_json(tmp / "diagnosis.json", diag)
         write_json(tmp / "metrics.json", metrics)
-        write_jsonl(tmp / "samples.jsonl", rows)
+        write_jsonl(tmp / "samples.jsonl", private_rows(rows) if cfg.private else rows)
         (tmp / "table.md").write_text(markdown_table(diag))
         plot_curves(tmp / "passk_curves.png", {"all": overall, **per_modality}, "Pass@k by modality group", synthetic)
         for g, m in per_modality.items():

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 from pathlib import Path
 
 from components.common.cli import StepParser, launch
 from components.common.io import atomic_dir, atomic_write_text, write_json, write_jsonl
 from components.common.lineage import inputs_synthetic, write_lineage
+from components.common.privacy import private_report, private_rows
+from components.common.schema import stamp
 from components.evaluate.config import EvalConfig, EvalIO
 
 PROG = "python -m components.evaluate"
@@ -44,6 +47,15 @@ def metrics_for_kfp(results: dict) -> dict[str, float]:
         out[f"acc_at_1_{regime}"] = round(float(e["trained"]["acc_at_1"]), 6)
     out["overfit_flags"] = float(len(results.get("overfit", {}).get("flags", [])))
     return out
+
+
+def _call(build, *args, **kwargs):
+    return build(*args, **kwargs)
+
+
+def private_context(build, *args, **kwargs):
+    """The report's context with the privacy flag on (components.common.privacy.private_report)."""
+    return private_report(build(*args, **kwargs))
 
 
 def run(cfg: EvalConfig, io: EvalIO) -> dict:
@@ -79,6 +91,7 @@ def run(cfg: EvalConfig, io: EvalIO) -> dict:
             "synthetic": inputs_synthetic(inputs),  # what write_lineage below records for this artifact
         }
         context = functools.partial(
+            private_context if cfg.private else _call,
             build_context,
             results,
             diagnosis_dir=io.diagnosis or None,
@@ -91,8 +104,10 @@ def run(cfg: EvalConfig, io: EvalIO) -> dict:
         ctx = context()
         results["synthetic"] = ctx["synthetic"]
         results["synthetic_reasons"] = ctx["synthetic_reasons"]
-        write_json(tmp / "results.json", results)
-        write_jsonl(tmp / "samples.jsonl", samples)
+        write_json(tmp / "results.json", stamp(results, "results"))
+        write_jsonl(tmp / "samples.jsonl", private_rows(samples) if cfg.private else samples)
+        if cfg.private:  # no copy of the questions asked (texts and images) beside the results
+            shutil.rmtree(tmp / "benchmarks", ignore_errors=True)
         write_json(tmp / METRICS_FILE, metrics_for_kfp(results))
         atomic_write_text(tmp / "report.md", render_markdown(ctx))
         # report.html beside it for a person who opens the folder; inside the hashed directory it cannot name the

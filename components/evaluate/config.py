@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.cli import check_nonempty
+from components.common.privacy import env_private
 from components.common.prompts import PROMPT_FORMATS
 from components.common.sampling import BACKENDS
 
@@ -67,9 +68,17 @@ class EvalConfig:
     )
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
     seed: int = field(default=0, metadata={"help": "seed for subsampling, sampling and the bootstrap"})
+    # Privacy (components/common/privacy.py).
+    private: bool = field(
+        default=False,
+        metadata={"help": "keep images and question/answer texts out of the report and samples.jsonl, and no copy of "
+                          "the benchmark questions in the results (MEDBRIDGE_PRIVATE=1 turns it on)"},
+    )
 
     def __post_init__(self):
         from components.evaluate.benchmark import parse_benchmarks
+
+        self.private = self.private or env_private()  # the operator's environment can only turn it on
 
         parse_benchmarks(self.benchmarks)  # raises naming the unknown benchmark
         if not self.train_task or not self.train_task.strip():

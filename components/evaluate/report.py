@@ -44,6 +44,7 @@ SECTIONS = (
     "overfit",
     "settings",
     "steps",
+    "audit",
 )
 STEP_HEAD = ["step", "artifact", "sha256", "summary", "code", "created", "synthetic"]
 _NUM = re.compile(r"^[+\-]?\d+(\.\d+)?( \[[^\]]*\])?$")
@@ -619,6 +620,24 @@ def _steps_section(steps: list[dict]) -> dict:
     }
 
 
+def _audit_section(input_dirs: dict[str, str | Path | None]) -> dict:
+    """Every input artifact and its history checked against the lineage records (components.common.audit)."""
+    from components.common.audit import audit_dirs
+
+    rows, key_used, error = audit_dirs([d for d in input_dirs.values() if d])
+    table = [[r.status.upper() if r.status == "tampered" else r.status, r.artifact, r.role, r.location, r.detail]
+             for r in rows]
+    return {
+        "id": "sec-audit",
+        "title": "Audit (inputs checked against their lineage)",
+        "available": bool(rows),
+        "tampered": sum(r.status == "tampered" for r in rows),
+        "table": _table(["status", "artifact", "role", "where", "detail"], table),
+        "note": error or ("lineage records authenticated with the signing key" if key_used
+                          else "no signing key: files checked against their records, records not authenticated"),
+    }
+
+
 def _summary_cards(decision: dict, dg: dict | None, bench: dict, overfit: dict) -> list[dict]:
     dg_ = _d(dg)
     ov = _d(dg_.get("overall"))
@@ -708,6 +727,7 @@ def build_context(
         "overfit": _overfit_section(results),
         "settings": _settings_section(results),
         "steps": _steps_section(steps),
+        "audit": _audit_section(input_dirs or {}),
     }
     ctx["cards"] = _summary_cards(ctx["decision"], diagnosis, ctx["benchmarks"], ctx["overfit"])
     return ctx
@@ -744,9 +764,13 @@ def _environment(autoescape: bool):
 
 def render_html(ctx: dict) -> str:
     """The self-contained HTML report (templates/report.html.jinja, autoescaped) of a build_context result."""
-    return _environment(autoescape=True).get_template(HTML_TEMPLATE).render(sections=SECTIONS, **ctx)
+    from components.common.redact import redact_text
+
+    return redact_text(_environment(autoescape=True).get_template(HTML_TEMPLATE).render(sections=SECTIONS, **ctx))
 
 
 def render_markdown(ctx: dict) -> str:
     """The same report as Markdown (templates/report.md.jinja), from the same context."""
-    return _environment(autoescape=False).get_template(MD_TEMPLATE).render(sections=SECTIONS, **ctx)
+    from components.common.redact import redact_text
+
+    return redact_text(_environment(autoescape=False).get_template(MD_TEMPLATE).render(sections=SECTIONS, **ctx))

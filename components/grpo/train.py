@@ -20,6 +20,7 @@ from typing import Any
 from components.common.artifacts import read_diagnosis
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
+from components.common.schema import stamp
 from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
 from components.common.records import MCQRecord, balanced_take, load_records, open_image
 from components.common.sampling import suppressed_token_ids
@@ -162,7 +163,7 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     )
     with atomic_dir(io.out) as tmp:
         save_model_dir(trained, processor, tmp)
-        write_json(tmp / TRAIN_LOG_FILE, {"steps": steps, "support_watch": watch_history})
+        write_json(tmp / TRAIN_LOG_FILE, stamp({"steps": steps, "support_watch": watch_history}, "train_log"))
         write_json(tmp / METRICS_FILE, metrics)
         inputs = {"base_model": start, "rl_set": rl_set_dir, "watch_set": watch_set_dir, "diagnosis": io.diagnosis}
         if io.init_model:

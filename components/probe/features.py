@@ -266,12 +266,13 @@ def cached_split_features(
             pass  # unreadable entry: recompute and replace it
     feats = extractor.extract(images, desc=f"{flag}/{split} features")
     from components.common.lineage import write_lineage
+    from components.common.schema import stamp
 
     with atomic_dir(entry) as tmp:
         np.save(tmp / "features.npy", feats.astype(np.float32))
         np.save(tmp / "labels.npy", labels)
-        write_json(tmp / "meta.json", {"key": key, **parts, "shape": list(feats.shape), "path_used": extractor.path_used,
-                                       "model_ref": extractor.model_ref})
+        write_json(tmp / "meta.json", stamp({"key": key, **parts, "shape": list(feats.shape), "path_used": extractor.path_used,
+                                       "model_ref": extractor.model_ref}, "probe_features"))
         write_lineage(tmp, step="probe", artifact="probe_features", inputs={"medmnist_npz": str(npz)}, params=parts,
                       summary=f"{extractor.pooling}-pooled vision-tower features of {flag}/{split}: {feats.shape}")
     return feats, labels, {"key": key, "path": str(entry), "cache_hit": False}

@@ -15,6 +15,7 @@ from typing import Any
 
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import inputs_synthetic, write_lineage
+from components.common.schema import stamp
 from components.common.medmnist import load_split, npz_path, resolve_size
 from components.probe.config import ProbeConfig, ProbeIO
 from components.probe.features import (
@@ -102,7 +103,7 @@ def run_probe(cfg: ProbeConfig, io: ProbeIO) -> dict[str, Any]:
     metrics = summary_metrics(probe)
     limited = [f for f, v in probe["tasks"].items() if v["perception_limited"]]
     with atomic_dir(io.out) as tmp:
-        write_json(tmp / "probe.json", probe)
+        write_json(tmp / "probe.json", stamp(probe, "probe"))
         (tmp / "table.md").write_text(table_md(probe), encoding="utf-8")
         bar_chart(probe, tmp / "probe_accuracy.png")
         write_json(tmp / "metrics.json", metrics)

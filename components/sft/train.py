@@ -19,6 +19,7 @@ from typing import Any
 from components.common.artifacts import read_diagnosis
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
+from components.common.schema import stamp
 from components.common.training import changed_fraction, lora_config, runtime_args, save_model_dir, snapshot_params
 from components.common.records import load_records
 from components.sft.config import SFTIO, SFTConfig
@@ -108,7 +109,7 @@ def fit_sft(
     )
     with atomic_dir(out_dir) as tmp:
         save_model_dir(trained, processor, tmp)
-        write_json(tmp / TRAIN_LOG_FILE, {"steps": steps})
+        write_json(tmp / TRAIN_LOG_FILE, stamp({"steps": steps}, "train_log"))
         write_json(tmp / METRICS_FILE, metrics)
         write_lineage(tmp, step=step, artifact="model", inputs=inputs, params=dataclasses.asdict(cfg), summary=summary)
     return metrics

@@ -1,18 +1,15 @@
 """k8s/: every overlay renders with `kubectl kustomize`, every rendered object validates against the Kubernetes
 1.31 schemas (kubernetes-validate, strict), and the objects agree with each other, with the images and with the
-compiled pipeline's expectations. The re-diagnosis CronJob's script is run against an S3 fake."""
+compiled pipeline's expectations. The re-diagnosis CronJob's script is run end to end in tests/pipeline/test_watch.py."""
 
 from __future__ import annotations
 
 import base64
 import math
-import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -191,7 +188,7 @@ def test_references_resolve(rendered, overlay):
             assert src["configMapRef"]["name"] in configmaps, name
         for env in c.get("env", []):
             ref = env.get("valueFrom", {})
-            if "secretKeyRef" in ref:
+            if "secretKeyRef" in ref and not ref["secretKeyRef"].get("optional"):  # an optional one may be absent
                 assert ref["secretKeyRef"]["key"] in secrets[ref["secretKeyRef"]["name"]], f"{name}: {env['name']}"
             if "configMapKeyRef" in ref:
                 assert ref["configMapKeyRef"]["key"] in configmaps[ref["configMapKeyRef"]["name"]], f"{name}: {env['name']}"
@@ -343,74 +340,42 @@ def _rediagnose(objects):
     return cron, cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
 
 
+def _watch_argv(script):
+    cmd = re.search(r"medbridge (watch .*?)(?<!\\)\n", script, re.S).group(1).replace("\\\n", " ")
+    return shlex.split(cmd)
+
+
 @needs_kubectl
-def test_rediagnose_cronjob_calls_medbridge_submit(rendered):
+def test_rediagnose_cronjob_runs_the_watcher(rendered):
     cron, container = _rediagnose(rendered["prod"])
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and not cron["spec"].get("suspend", False)
     assert _rediagnose(rendered["dev"])[0]["spec"]["suspend"] is True  # the demo does not fire on its own
     assert container["image"].rsplit("/", 1)[-1].startswith("medbridge-cpu:")
     script = container["args"][0]
-    submit = re.search(r"medbridge submit (.*?)(?<!\\)\n", script, re.S).group(1).replace("\\\n", " ")
-    argv = shlex.split(submit)
-    for flag, value in (("--host", "$KFP_HOST"), ("--experiment", "$MEDBRIDGE_EXPERIMENT"),
-                        ("--profile", "cluster"), ("--model-ref", "$ckpt")):
+    argv = _watch_argv(script)
+    for flag, value in (("--host", "$KFP_HOST"), ("--experiment", "$MEDBRIDGE_EXPERIMENT"), ("--profile", "cluster"),
+                        ("--state", "$MEDBRIDGE_STATE_URI"), ("--limit", "$MEDBRIDGE_SUBMIT_LIMIT")):
         assert argv[argv.index(flag) + 1] == value, flag
-    # Every variable the script reads is set by the ConfigMap or the container's env (or by the script itself).
+    assert argv[1] == "$MEDBRIDGE_CHECKPOINTS_URI" and "--once" in argv
+    assert "submit" not in script  # the schedule diagnoses; training is a person's decision
+    # Every variable the script reads is set by the ConfigMap or the container's env.
     config = set(by_kind(rendered["prod"], "ConfigMap")["medbridge-config"]["data"])
-    provided = config | {e["name"] for e in container["env"]} | {"ckpt", "pending", "HOSTNAME"}
+    provided = config | {e["name"] for e in container["env"]}
     assert set(re.findall(r"\$\{?(\w+)", script)) <= provided
+    webhook = next(e for e in container["env"] if e["name"] == "MEDBRIDGE_WEBHOOK_URL")
+    assert webhook["valueFrom"]["secretKeyRef"]["optional"] is True  # no Secret, no webhook: the job still runs
 
 
 @needs_kubectl
-def test_rediagnose_submit_flags_parse_with_the_cli(rendered):
-    """The flags the CronJob passes are accepted by `medbridge submit` (pipelines/cli.py)."""
+def test_rediagnose_watch_flags_parse_with_the_cli(rendered):
+    """The flags the CronJob passes are accepted by `medbridge watch` (pipelines/watch.py)."""
     cli = pytest.importorskip("pipelines.cli", reason="pipelines/cli.py not importable")
     _, container = _rediagnose(rendered["prod"])
-    submit = re.search(r"medbridge (submit .*?)(?<!\\)\n", container["args"][0], re.S).group(1).replace("\\\n", " ")
-    argv = [a for a in shlex.split(submit) if a != "$MEDBRIDGE_SUBMIT_ARGS"]
+    config = by_kind(rendered["prod"], "ConfigMap")["medbridge-config"]["data"]
+    argv = [config["MEDBRIDGE_SUBMIT_LIMIT"] if a == "$MEDBRIDGE_SUBMIT_LIMIT" else a
+            for a in _watch_argv(container["args"][0]) if a != "$MEDBRIDGE_SUBMIT_ARGS"]
     try:
         args = cli.make_parser().parse_args(argv)
     except SystemExit:
         pytest.fail(f"`medbridge {' '.join(argv)}` is rejected by pipelines/cli.py: the CronJob would fail every hour")
-    assert args.command == "submit" and args.host == "$KFP_HOST"
-
-
-@needs_kubectl
-def test_rediagnose_script_submits_each_new_checkpoint_once(rendered, s3, tmp_path):
-    """Run the CronJob's shell script against the S3 fake, with a stand-in `medbridge` that records its argv."""
-    client, bucket = s3
-    _, container = _rediagnose(rendered["prod"])
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    log = tmp_path / "submitted.txt"
-    fake = bindir / "medbridge"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(log))}\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    (bindir / "python").symlink_to(sys.executable)
-    config = by_kind(rendered["prod"], "ConfigMap")["medbridge-config"]["data"]
-    env = {
-        **os.environ, **config,
-        "PATH": f"{bindir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT),
-        "MEDBRIDGE_S3_ENDPOINT": os.environ["MEDBRIDGE_S3_ENDPOINT"],  # the fake, not the ConfigMap's MinIO
-        "MEDBRIDGE_CHECKPOINTS_URI": f"s3://{bucket}/checkpoints",
-        "MEDBRIDGE_STATE_URI": f"s3://{bucket}/state",
-        "MEDBRIDGE_SUBMIT_LIMIT": "5",
-        "HOSTNAME": "rediagnose-test",
-    }
-    for name in ("step-100", "step-200"):
-        client.put_object(Bucket=bucket, Key=f"checkpoints/{name}/model.safetensors", Body=b"w")
-        client.put_object(Bucket=bucket, Key=f"checkpoints/{name}/config.json", Body=b"{}")
-
-    def run():
-        proc = subprocess.run(["/bin/sh", "-c", container["args"][0]], env=env, capture_output=True, text=True, timeout=30)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    run()
-    calls = sorted(log.read_text().splitlines())
-    assert len(calls) == 2
-    for call, name in zip(calls, ("step-100", "step-200"), strict=True):
-        assert f"--model-ref s3://{bucket}/checkpoints/{name}" in call and "--profile cluster" in call
-    assert "no new checkpoint" in run()  # second run: everything is marked, nothing submitted
-    assert len(log.read_text().splitlines()) == 2
+    assert args.command == "watch" and args.host == "$KFP_HOST" and args.once

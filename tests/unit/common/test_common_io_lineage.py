@@ -81,8 +81,11 @@ def test_lineage_chains_history_and_marks_synthetic(tmp_path):
     with atomic_dir(b) as t:
         (t / "out.json").write_text("{}")
         rec_b = write_lineage(t, step="diagnose", artifact="diagnosis", inputs={"data": a, "model": "Qwen/Qwen2.5-VL-7B-Instruct"})
-    assert rec_b["inputs"]["data"] == {"sha256": rec_a["sha256"], "step": "curate", "artifact": "diag_set", "ref": str(a)}
-    assert rec_b["inputs"]["model"]["sha256"] is None  # a hub id is recorded as given
+    assert rec_b["inputs"]["data"] == {
+        "sha256": rec_a["sha256"], "step": "curate", "artifact": "diag_set", "ref": str(a), "kind": "artifact"
+    }
+    assert rec_b["inputs"]["model"]["sha256"] is None  # a hub id not in the local cache is recorded as given
+    assert rec_b["inputs"]["model"]["kind"] == "hub"
     assert [h["step"] for h in rec_b["history"]] == ["tiny-model", "curate"]
     assert rec_b["synthetic"] is True
     assert read_lineage(b)["code_version"].startswith("medbridge")

@@ -187,56 +187,77 @@ def test_multipart_upload_round_trip(s3, tmp_path):
     assert (local / "shard.bin").read_bytes() == payload
 
 
-def test_pending_checkpoints_and_markers(s3, tmp_path):
+def test_remote_manifest_hash_equals_the_local_hash(s3, tmp_path):
+    """The content hash of what is stored equals sha256_path of the directory it was uploaded from (lineage.json
+    left out on both sides), whatever the upload's part size: it is read from the bytes, never from ETags."""
+    from components.common.io import sha256_path
+
     client, bucket = s3
-    root, state = f"s3://{bucket}/ckpts", f"s3://{bucket}/state/submitted"
-    client.put_object(Bucket=bucket, Key="ckpts/step-100/config.json", Body=b"{}")
-    client.put_object(Bucket=bucket, Key="ckpts/step-200/model.safetensors", Body=b"w")  # still uploading
-    client.put_object(Bucket=bucket, Key="ckpts/step-300/config.json", Body=b"{}")
-    client.put_object(Bucket=bucket, Key="ckpts/notes.txt", Body=b"not a checkpoint")
-    assert sorted(storage.pending_checkpoints(root, state)) == [f"{root}/step-100", f"{root}/step-300"]
-    assert len(storage.pending_checkpoints(root, state, limit=1)) == 1
-
-    marker = storage.mark_submitted(f"{root}/step-100", state, note="run-1")
-    assert marker == f"s3://{bucket}/state/submitted/{bucket}/ckpts/step-100.json"
-    assert storage.pending_checkpoints(root, state) == [f"{root}/step-300"]
-
-    client.put_object(Bucket=bucket, Key="ckpts/step-200/config.json", Body=b"{}")  # upload finished
-    assert sorted(storage.pending_checkpoints(root, state)) == [f"{root}/step-200", f"{root}/step-300"]
+    src = _model_dir(tmp_path / "src")
+    (src / "lineage.json").write_text("{}")
+    (src / "a-b").mkdir()
+    (src / "a-b" / "x.bin").write_bytes(b"order by path components, not by string")
+    upload_dir(src, f"s3://{bucket}/m/one", progress=False, multipart_threshold=5 * (1 << 20))
+    upload_dir(src, f"s3://{bucket}/m/two", progress=False, multipart_threshold=1024, multipart_chunksize=5 * (1 << 20))
+    one, two = storage.remote_sha256(f"s3://{bucket}/m/one"), storage.remote_sha256(f"s3://{bucket}/m/two")
+    assert one == two == sha256_path(src)
 
 
-def test_checkpoints_are_listed_oldest_first(monkeypatch):
-    """Order comes from the ready file's LastModified, not from the name (S3 lists keys by name)."""
-    import datetime as dt
-
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    listing = [
-        {"Key": "c/a-late/config.json", "LastModified": t0 + dt.timedelta(hours=2)},
-        {"Key": "c/b-early/config.json", "LastModified": t0},
-        {"Key": "c/b-early/model.safetensors", "LastModified": t0 + dt.timedelta(hours=9)},  # not the ready file
-        {"Key": "c/c-mid/config.json", "LastModified": t0 + dt.timedelta(hours=1)},
-        {"Key": "c/c-mid/nested/x/config.json", "LastModified": t0},  # deeper: not a direct child
-    ]
-    monkeypatch.setattr(storage, "_list_objects", lambda client, bucket, prefix, uri: listing)
-    assert storage.list_checkpoints("s3://bkt/c", client=object()) == [
-        "s3://bkt/c/b-early",
-        "s3://bkt/c/c-mid",
-        "s3://bkt/c/a-late",
-    ]
-
-
-def test_cli_download_and_checkpoints(s3, tmp_path, capsys):
+def test_remote_manifest_reuses_known_hashes_until_an_object_changes(s3, tmp_path):
     client, bucket = s3
-    upload_dir(_model_dir(tmp_path / "src"), f"s3://{bucket}/ckpts/a", progress=False)
+    upload_dir(_model_dir(tmp_path / "src"), f"s3://{bucket}/m", progress=False)
+    first = storage.remote_manifest(f"s3://{bucket}/m")
+    poisoned = {rel: {**m, "sha256": "cached"} for rel, m in first.items()}
+    again = storage.remote_manifest(f"s3://{bucket}/m", known=poisoned)
+    assert {m["sha256"] for m in again.values()} == {"cached"}  # unchanged ETag + size: the known hash is kept
+    client.put_object(Bucket=bucket, Key="m/config.json", Body=b'{"model_type": "changed"}')
+    changed = storage.remote_manifest(f"s3://{bucket}/m", known=poisoned)
+    assert changed["config.json"]["sha256"] not in ("cached", first["config.json"]["sha256"])  # overwritten: re-read
+    assert changed["model.safetensors"]["sha256"] == "cached"
+
+
+def test_mirror_is_found_again_and_names_its_uri(s3, tmp_path, monkeypatch):
+    client, bucket = s3
+    monkeypatch.setenv("MEDBRIDGE_CACHE", str(tmp_path / "cache"))
+    upload_dir(_model_dir(tmp_path / "src"), f"s3://{bucket}/models/tiny", progress=False)
+    local = download_prefix(f"s3://{bucket}/models/tiny", tmp_path / "cache" / "models", progress=False)
+    assert storage.mirrored_uri(local) == f"s3://{bucket}/models/tiny"
+    assert storage.mirrored_uri(tmp_path / "src") is None  # not a mirror
+    storage._MIRRORS.clear()  # a later process: found through the default cache and its manifest
+    assert storage.mirror_of(f"s3://{bucket}/models/tiny") == local
+    assert storage.mirror_of(f"s3://{bucket}/models/other") is None
+
+
+def test_unreachable_endpoint_is_one_line(tmp_path, monkeypatch, capsys):
+    """No server at the endpoint: an error naming the URI and the endpoint, exit status 1, no traceback."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    monkeypatch.setenv("MEDBRIDGE_S3_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    client = storage.s3_client()
+    client.meta.config.retries["max_attempts"] = 1
+    with pytest.raises(ConnectionError, match=f"s3://bkt/m: cannot reach the S3 endpoint http://127.0.0.1:{port}"):
+        storage.list_objects("s3://bkt/m", client=client)
+    assert storage.main(["--quiet", "download", "s3://bkt/m", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the S3 endpoint" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_download_and_hash(s3, tmp_path, capsys):
+    from components.common.io import sha256_path
+
+    client, bucket = s3
+    src = _model_dir(tmp_path / "src")
+    upload_dir(src, f"s3://{bucket}/ckpts/a", progress=False)
     assert storage.main(["--quiet", "download", f"s3://{bucket}/ckpts/a", str(tmp_path / "cache")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cache" / bucket / "ckpts" / "a")
-    state = f"s3://{bucket}/state"
-    assert storage.main(["checkpoints", f"s3://{bucket}/ckpts", "--state", state]) == 0
-    assert capsys.readouterr().out.split() == [f"s3://{bucket}/ckpts/a"]
-    assert storage.main(["mark", f"s3://{bucket}/ckpts/a", "--state", state]) == 0
-    capsys.readouterr()
-    assert storage.main(["checkpoints", f"s3://{bucket}/ckpts", "--state", state]) == 0
-    assert capsys.readouterr().out == ""
+    assert storage.main(["hash", f"s3://{bucket}/ckpts/a"]) == 0
+    assert capsys.readouterr().out.strip() == sha256_path(src)
     # A bad URI is a one-line error and exit status 1, not a traceback.
     assert storage.main(["download", "models/qwen", str(tmp_path)]) == 1
     assert "not an S3 URI" in capsys.readouterr().err

@@ -232,25 +232,15 @@ def test_benchmark_yaml_keys_are_declared_by_schema_or_hook(edit, message, tmp_p
     assert load_spec(BENCHMARK_DIR / "mmmu-med.yaml").extra["subjects"]  # the hook's declared setting reaches it
 
 
-def test_s3_root_is_mirrored(bench_root, tmp_path, monkeypatch):
-    """A benchmarks root on S3 (moto's in-process fake) is mirrored and read like a local one."""
-    moto = pytest.importorskip("moto")
-    for var in ("MEDBRIDGE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with moto.mock_aws():
-        import boto3
-
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="bench")
-        folder = bench_root / "vqa-rad"
-        for p in folder.rglob("*"):
-            if p.is_file():
-                s3.upload_file(str(p), "bench", f"root/vqa-rad/{p.relative_to(folder).as_posix()}")
-        records, stats = prepare_benchmark(
-            BENCHMARKS["vqa-rad"], "s3://bench/root", tmp_path / "out", cache_dir=tmp_path / "cache"
-        )
+def test_s3_root_is_mirrored(bench_root, tmp_path, s3):
+    """A benchmarks root on S3 (the real SeaweedFS server of the `s3` fixture) is mirrored and read like a local one."""
+    client, bucket = s3
+    folder = bench_root / "vqa-rad"
+    for p in folder.rglob("*"):
+        if p.is_file():
+            client.upload_file(str(p), bucket, f"root/vqa-rad/{p.relative_to(folder).as_posix()}")
+    records, stats = prepare_benchmark(
+        BENCHMARKS["vqa-rad"], f"s3://{bucket}/root", tmp_path / "out", cache_dir=tmp_path / "cache"
+    )
     local, _ = prepare_benchmark(BENCHMARKS["vqa-rad"], bench_root, tmp_path / "local")
     assert [r.to_dict() for r in records] == [r.to_dict() for r in local]
