@@ -119,3 +119,29 @@ def test_torn_last_line_is_ignored(tmp_path):
     path.write_text(json.dumps(good) + "\n" + '{"key": "k2", "ima')
     cache = LabelCache(path)
     assert cache.get("k1").label == "CT" and cache.get("k2") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label_token_budget": 0}, r"label_token_budget=0 must be >= 1 \(--label-token-budget\)"),  # no batch fits
+        ({"label_workers": -2}, r"label_workers=-2 must be >= 0, or -1 for auto \(--label-workers\)"),  # -1 is auto
+    ],
+)
+def test_labelling_knobs_are_checked_where_they_are_set(kwargs, message):
+    from components.curate.config import CurateConfig
+    from components.curate.label import LabelConfig
+
+    with pytest.raises(ValueError, match=message):
+        CurateConfig(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        LabelConfig(**kwargs)
+
+
+def test_label_launcher_checks_the_shard_against_the_shard_count():
+    from components.curate.label import LabelConfig
+
+    with pytest.raises(ValueError, match=r"label_shard=3 must be in \[0, 3\) for 3 shards \(--label-shard\)"):
+        LabelConfig(label_shard=3, label_num_shards=3)
+    with pytest.raises(ValueError, match=r"label_num_shards=0 must be >= 1 \(--label-num-shards\)"):
+        LabelConfig(label_num_shards=0)
