@@ -54,6 +54,12 @@ class CurateConfig:
     image_min_side: int = field(default=8, metadata={"help": "smallest image width/height accepted by validation (px)"})
     image_max_side: int = field(default=8192, metadata={"help": "largest image width/height accepted by validation (px)"})
     cache_dir: str = field(default="", metadata={"help": "where s3:// sources are mirrored; empty = $MEDBRIDGE_CACHE/data"})
+    # -- Labeller throughput (components.curate.labeller). Labelling sharded over GPUs or pods runs before curation
+    #    with `python -m components.curate.label --label-shard I --label-num-shards N`; curation reads those shards.
+    label_fast: bool = field(default=True, metadata={"help": "label with the fast path: length-sorted batches of label_token_budget tokens, prompts and candidates in one forward, images preprocessed ahead of the GPU (false: the stock two-pass path, label_batch_size questions per batch)"})
+    label_token_budget: int = field(default=16384, metadata={"help": "fast path: prompt tokens per labeller forward (rows x longest prompt, image tokens included)"})
+    label_workers: int = field(default=-1, metadata={"help": "fast path: threads decoding and preprocessing images ahead of the GPU; -1 = auto (min(4, cores - 1) on GPU, 0 on CPU), 0 = in the labelling thread"})
+    label_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile the labeller's vision block and decoder layer (one graph each, dynamic shapes)"})
 
     def __post_init__(self):
         try:
@@ -72,6 +78,10 @@ class CurateConfig:
                 f"image_min_side={self.image_min_side}, image_max_side={self.image_max_side}: need 1 <= min <= max "
                 "(--image-min-side / --image-max-side)"
             )
+        if self.label_token_budget < 1:
+            raise ValueError(f"label_token_budget={self.label_token_budget} must be >= 1 (--label-token-budget)")
+        if self.label_workers < -1:
+            raise ValueError(f"label_workers={self.label_workers} must be >= 0, or -1 for auto (--label-workers)")
 
     @property
     def flag_list(self) -> list[str]:

@@ -122,8 +122,10 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None)
     quarantine = [q.to_dict() for q in loaded.quarantine]
     cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else cache_root() / "curate" / "modality_labels.jsonl"
-    labeller = ModalityLabeller(io.labeller_model, device=cfg.device)
-    labels = label_modalities(loaded.records, pmc_root, labeller, LabelCache(cache_path), batch_size=cfg.label_batch_size)
+    label_cache = LabelCache(cache_path)  # with the shard files of `python -m components.curate.label`, merged
+    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile)
+    labels = label_modalities(loaded.records, pmc_root, labeller, label_cache, batch_size=cfg.label_batch_size,
+                              fast=cfg.label_fast, token_budget=cfg.label_token_budget, workers=cfg.label_workers)
     labelled = []
     for r in loaded.records:
         e = labels[r.id]
@@ -137,7 +139,7 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     shares = {m: p.selected / plan.total_selected for m, p in plan.modalities.items()} if plan.total_selected else {}
     labeller_info = {"model": io.labeller_model, "prompt_version": labeller.prompt_version,
                      "method": "constrained choice: highest log-likelihood of the 8 category answers",
-                     "label_cache": str(cache_path)}
+                     "label_cache": str(cache_path), "label_conflicts": len(label_cache.conflicts)}
     try:
         with atomic_dir(io.out("rl_set")) as tmp:
             for r in bal.records:

@@ -49,37 +49,67 @@ class Interrupt(RuntimeError):
     pass
 
 
-def test_interrupted_run_resumes_without_labelling_anything_twice(tiny, tiny_model_dir, pmc_root, tmp_path):
+@pytest.mark.parametrize(("fast", "workers"), [(False, 0), (True, 0), (True, 2)], ids=["stock", "fast", "fast-workers"])
+def test_interrupted_run_resumes_without_labelling_anything_twice(tiny, tiny_model_dir, pmc_root, tmp_path, fast, workers):
     model, proc = tiny
     recs = load_pmc_vqa(pmc_root).records[:10]
     lab = ModalityLabeller(str(tiny_model_dir), model=model, processor=proc)
-    scored: list[str] = []
-    real = lab.score_batch
+    scored: list[int] = []  # rows scored per call
+    name = "score_prepared" if fast else "score_batch"
+    real = getattr(lab, name)
 
-    def counting(items, fail_after=None):
-        if fail_after is not None and len(scored) >= fail_after:
+    def counting(batch, fail_after=None):
+        if fail_after is not None and sum(scored) >= fail_after:
             raise Interrupt("simulated interruption")
-        scored.extend(q for _, q in items)
-        return real(items)
+        out = real(batch)
+        scored.append(len(out))
+        return out
 
+    # the stock path takes 4 questions per batch; the fast path about 4 prompts (~270 tokens each) per 1200 tokens
+    kw = {"fast": fast, "workers": workers, "batch_size": 4, "token_budget": 1200}
     cache_path = tmp_path / "labels.jsonl"
-    lab.score_batch = lambda items: counting(items, fail_after=4)  # the second batch is interrupted
+    setattr(lab, name, lambda batch: counting(batch, fail_after=1))  # the second batch is interrupted
     with pytest.raises(Interrupt):
-        label_modalities(recs, pmc_root, lab, LabelCache(cache_path), batch_size=4)
-    assert len(scored) == 4 and len(cache_path.read_text().splitlines()) == 4  # first batch flushed to disk
+        label_modalities(recs, pmc_root, lab, LabelCache(cache_path), **kw)
+    first = scored[0]
+    assert len(scored) == 1 and 1 < first < 10
+    assert len(cache_path.read_text().splitlines()) == first  # the first batch was flushed to disk
 
-    lab.score_batch = lambda items: counting(items)
-    labels = label_modalities(recs, pmc_root, lab, LabelCache(cache_path), batch_size=4)
-    assert len(scored) == 10  # 4 before the interruption + the 6 missing ones: nothing labelled twice
+    setattr(lab, name, counting)
+    labels = label_modalities(recs, pmc_root, lab, LabelCache(cache_path), **kw)
+    assert sum(scored) == 10  # the first batch + the missing questions: nothing labelled twice
     assert set(labels) == {r.id for r in recs} and all(e.label in MODALITIES for e in labels.values())
     assert all(e.prompt_version == "modality-v1" and e.model == str(tiny_model_dir) for e in labels.values())
 
-    again = label_modalities(recs, pmc_root, lab, LabelCache(cache_path), batch_size=4)
-    assert len(scored) == 10 and {k: v.label for k, v in again.items()} == {k: v.label for k, v in labels.items()}
+    again = label_modalities(recs, pmc_root, lab, LabelCache(cache_path), **kw)
+    assert sum(scored) == 10 and {k: v.label for k, v in again.items()} == {k: v.label for k, v in labels.items()}
     # a new prompt version or labeller is a different cache key: labelled again
     lab.prompt_version = "modality-v2"
-    label_modalities(recs[:2], pmc_root, lab, LabelCache(cache_path), batch_size=4)
-    assert len(scored) == 12
+    label_modalities(recs[:2], pmc_root, lab, LabelCache(cache_path), **kw)
+    assert sum(scored) == 12
+
+
+def test_fast_path_labels_equal_the_stock_path(ragged_model_dir, ragged_pmc_root, tmp_path):
+    """Through label_modalities: length-sorted batches, preprocessing threads, one pass, against the stock path on
+    figures of different sizes and questions of different lengths."""
+    from components.common.modeling import load_model_and_processor
+
+    model, proc = load_model_and_processor(str(ragged_model_dir), device="cpu")
+    recs = load_pmc_vqa(ragged_pmc_root).records
+    lab = ModalityLabeller(str(ragged_model_dir), model=model, processor=proc)
+    lab.profile = {}
+    stock = label_modalities(recs, ragged_pmc_root, lab, LabelCache(tmp_path / "stock.jsonl"), fast=False, batch_size=8)
+    stats: dict = {}
+    lab.profile = {}
+    fast = label_modalities(recs, ragged_pmc_root, lab, LabelCache(tmp_path / "fast.jsonl"), fast=True,
+                            token_budget=1500, workers=2, stats=stats)
+    assert stats["path"] == "fast" and stats["workers"] == 2 and stats["questions"] == len(recs)
+    assert stats["batches"] == stats["planned_batches"] > 2
+    assert len(lab.profile["prompt_lengths"]) == len(recs) and lab.profile["prompt_pass_s"] > 0
+    assert set(fast) == set(stock) == {r.id for r in recs}
+    assert {k: e.label for k, e in fast.items()} == {k: e.label for k, e in stock.items()}
+    for k, e in fast.items():
+        assert e.scores == pytest.approx(stock[k].scores, abs=1e-4)
 
 
 def test_torn_last_line_is_ignored(tmp_path):
@@ -89,3 +119,29 @@ def test_torn_last_line_is_ignored(tmp_path):
     path.write_text(json.dumps(good) + "\n" + '{"key": "k2", "ima')
     cache = LabelCache(path)
     assert cache.get("k1").label == "CT" and cache.get("k2") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label_token_budget": 0}, r"label_token_budget=0 must be >= 1 \(--label-token-budget\)"),  # no batch fits
+        ({"label_workers": -2}, r"label_workers=-2 must be >= 0, or -1 for auto \(--label-workers\)"),  # -1 is auto
+    ],
+)
+def test_labelling_knobs_are_checked_where_they_are_set(kwargs, message):
+    from components.curate.config import CurateConfig
+    from components.curate.label import LabelConfig
+
+    with pytest.raises(ValueError, match=message):
+        CurateConfig(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        LabelConfig(**kwargs)
+
+
+def test_label_launcher_checks_the_shard_against_the_shard_count():
+    from components.curate.label import LabelConfig
+
+    with pytest.raises(ValueError, match=r"label_shard=3 must be in \[0, 3\) for 3 shards \(--label-shard\)"):
+        LabelConfig(label_shard=3, label_num_shards=3)
+    with pytest.raises(ValueError, match=r"label_num_shards=0 must be >= 1 \(--label-num-shards\)"):
+        LabelConfig(label_num_shards=0)
