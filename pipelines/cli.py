@@ -214,6 +214,16 @@ def _pipeline_version(client, spec: str, version_name: str, namespace: str | Non
 
 
 def cmd_submit(args) -> int:
+    import kfp_server_api
+
+    try:
+        return _submit(args)
+    except kfp_server_api.ApiException as e:
+        body = (e.body or "").strip().replace("\n", " ")[:300]
+        raise ValueError(f"KFP API at {args.host} answered {e.status} {e.reason}: {body}") from None
+
+
+def _submit(args) -> int:
     import hashlib
     import tempfile
 
