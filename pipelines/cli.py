@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -67,10 +68,12 @@ def make_parser() -> argparse.ArgumentParser:
     _add_profile_args(subm, "cluster")
     subm.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.org/pipeline or "
                       "http://ml-pipeline.kubeflow.svc.cluster.local:8888 inside the cluster")
-    subm.add_argument("--namespace", default=None,
-                      help="multi-user Kubeflow: the profile namespace the run goes to (required there)")
-    subm.add_argument("--service-account", default=None,
-                      help="Kubernetes service account of the run's pods (default: KFP's, pipeline-runner / default-editor)")
+    subm.add_argument("--namespace", default=os.environ.get("MEDBRIDGE_KFP_NAMESPACE") or None,
+                      help="multi-user Kubeflow: the profile namespace the run goes to (required there; "
+                           "default $MEDBRIDGE_KFP_NAMESPACE)")
+    subm.add_argument("--service-account", default=os.environ.get("MEDBRIDGE_SERVICE_ACCOUNT") or None,
+                      help="Kubernetes service account of the run's pods, e.g. medbridge-runner (k8s/base/rbac.yaml; "
+                           "default $MEDBRIDGE_SERVICE_ACCOUNT, else KFP's own: pipeline-runner / default-editor)")
     subm.add_argument("--token-file", default=None, metavar="PATH",
                       help="bearer token file sent on every API call, re-read each time (default: $KF_PIPELINES_SA_TOKEN_PATH "
                            f"or {DEFAULT_TOKEN_PATH} when present; '' = send none)")
@@ -163,8 +166,6 @@ def cmd_compile(args) -> int:
 def token_file(args) -> str | None:
     """The bearer token file to send: --token-file, else $KF_PIPELINES_SA_TOKEN_PATH, else the projected token's
     default path, when present; None for none. A file named explicitly must exist."""
-    import os
-
     if args.token_file is not None:
         if args.token_file == "":
             return None

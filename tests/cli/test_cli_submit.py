@@ -29,7 +29,8 @@ def kfp_server():
 @pytest.fixture(autouse=True)
 def _no_ambient_token(monkeypatch, tmp_path):
     monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
-    monkeypatch.delenv("MEDBRIDGE_IMAGE_REGISTRY", raising=False)
+    for var in ("MEDBRIDGE_IMAGE_REGISTRY", "MEDBRIDGE_KFP_NAMESPACE", "MEDBRIDGE_SERVICE_ACCOUNT"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("pipelines.cli.DEFAULT_TOKEN_PATH", str(tmp_path / "absent-token"))
 
 
@@ -113,11 +114,17 @@ def test_resubmitting_reuses_the_pipeline_version(kfp_server, capsys):
     assert len(server.runs) == 2 and len({r["pipeline_version_reference"]["pipeline_version_id"] for r in server.runs.values()}) == 1
 
 
-def test_token_path_from_the_environment_is_used(kfp_server, tmp_path, monkeypatch, capsys):
-    server = kfp_server(token=TOKEN)
+def test_the_cronjob_environment_supplies_token_namespace_and_account(kfp_server, tmp_path, monkeypatch, capsys):
+    """The re-diagnosis CronJob passes none of these flags: the pod's projected token path and the ConfigMap's
+    MEDBRIDGE_KFP_NAMESPACE / MEDBRIDGE_SERVICE_ACCOUNT (k8s/base/config.env) are the defaults."""
+    server = kfp_server(token=TOKEN, multi_user=True)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", _token(tmp_path))
+    monkeypatch.setenv("MEDBRIDGE_KFP_NAMESPACE", "medbridge")
+    monkeypatch.setenv("MEDBRIDGE_SERVICE_ACCOUNT", "medbridge-runner")
     assert submit(server) == 0, capsys.readouterr().err
-    assert server.runs
+    (run,) = server.runs.values()
+    assert run["service_account"] == "medbridge-runner"
+    assert {e["namespace"] for e in server.experiments.values()} == {"medbridge"}
 
 
 def test_token_file_is_reread_on_every_call(kfp_server, tmp_path, capsys):
