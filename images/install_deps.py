@@ -54,7 +54,7 @@ def image_constraints(image: str) -> Path:
     path = CONSTRAINTS / f"{image}.txt"
     if not path.is_file():
         known = sorted(p.stem for p in CONSTRAINTS.glob("*.txt"))
-        raise SystemExit(f"--image {image}: no {path.relative_to(ROOT)}; images with constraints: {', '.join(known)}")
+        raise SystemExit(f"--image {image}: no {path}; images with constraints: {', '.join(known)}")
     pinned = dict(line.split("==", 1) for line in path.read_text().splitlines() if "==" in line and not line.startswith("#"))
     try:
         installed = version("torch").split("+")[0]
@@ -62,7 +62,7 @@ def image_constraints(image: str) -> Path:
         installed = None
     if installed is not None and installed != pinned.get("torch"):
         raise SystemExit(
-            f"torch {installed} is installed but {path.relative_to(ROOT)} pins torch=={pinned.get('torch')}: "
+            f"torch {installed} is installed but {path} pins torch=={pinned.get('torch')}: "
             "build with --build-arg TORCH_VERSION equal to the pin (images/constraints/stack.in)"
         )
     return path

@@ -40,7 +40,8 @@ FOLLOW_TORCH = re.compile(r"^(nvidia-|cuda-|triton$)")
 
 
 def _name(req: str) -> str:
-    return re.split(r"[\s<>=!~\[;(]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+    """The requirement's project name, normalised as PEP 503 does (ruamel.yaml -> ruamel-yaml)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~\[;(]", req.strip(), maxsplit=1)[0]).lower()
 
 
 def resolve(reqs: list[str], constraints: list[Path], no_deps: bool = False) -> dict:

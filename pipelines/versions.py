@@ -8,6 +8,7 @@ pipeline names, and the oldest Kubeflow Pipelines backend the compiled spec is t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from components.common import images
@@ -32,7 +33,7 @@ def read_pins(path: Path) -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
-            out[name.strip().lower().replace("_", "-")] = version.strip()
+            out[re.sub(r"[-_.]+", "-", name.strip()).lower()] = version.strip()
     return out
 
 
