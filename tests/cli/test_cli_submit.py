@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from tests.cli.kfp_api_server import FakeKFP
+from kfp_api_server import FakeKFP  # tests/cli/kfp_api_server.py (pytest puts this folder on sys.path)
 
 REGISTRY = "registry.hospital.example/ml"
 TOKEN = "projected-sa-token-for-the-test"
