@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-slow test-gpu compile bench clean
+.PHONY: venv run test test-slow test-gpu compile lock k8s-check bench clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ test-gpu: venv
 
 compile: venv
 	$(BIN)/medbridge compile --out pipeline.yaml
+
+## Re-resolve the images' pinned library stack (images/constraints/*.txt) after editing stack.in or pyproject.toml.
+lock: venv
+	$(BIN)/python images/lock.py
+
+## Render a k8s overlay and refuse placeholders: make k8s-check OVERLAY=k8s/overlays/prod
+OVERLAY ?= k8s/overlays/prod
+k8s-check: venv
+	$(BIN)/medbridge k8s check $(OVERLAY)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

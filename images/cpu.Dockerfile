@@ -10,7 +10,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
-ARG TORCH_VERSION=2.13.0
+ARG TORCH_VERSION=2.14.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Comma-separated extras from pyproject.toml; none for the light profile.
 ARG EXTRAS=
@@ -28,24 +28,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN python -m venv /opt/venv && python -m pip install --upgrade pip
 
-# 1) torch first, CPU-only, pinned for every later install.
-RUN python -m pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
- && echo "torch==${TORCH_VERSION}" > /opt/venv/constraints.txt
+# 1) torch first, from the wheel index given; install_deps.py checks it is the torch images/constraints/cpu.txt pins.
+RUN python -m pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
 # 2) the dependencies from pyproject.toml: this layer is rebuilt only when pyproject.toml changes.
 WORKDIR /opt/medbridge/src
 COPY pyproject.toml ./
 COPY images/install_deps.py images/install_deps.py
-RUN python images/install_deps.py --deps-only --constraint /opt/venv/constraints.txt --extras "${EXTRAS}"
+COPY images/constraints images/constraints
+RUN python images/install_deps.py --deps-only --image cpu --extras "${EXTRAS}"
 
 # 3) the project itself (non-editable, into the venv); the source stays in the image for audits.
 COPY . .
-RUN python images/install_deps.py --constraint /opt/venv/constraints.txt --extras "${EXTRAS}" \
+RUN python images/install_deps.py --image cpu --extras "${EXTRAS}" \
  && cd / && python -c "import torch, components.common.storage; assert torch.version.cuda is None, 'CUDA torch in the CPU image'"
 
 # Model / data cache: mount a PersistentVolumeClaim (k8s/base/pvc.yaml) here. Group 0 + g+rwX lets
 # clusters that assign an arbitrary uid (OpenShift) write to it too.
 ENV MEDBRIDGE_CODE_VERSION=${CODE_VERSION} \
+    MEDBRIDGE_IMAGE=medbridge-cpu \
+    MEDBRIDGE_CONSTRAINTS=/opt/medbridge/src/images/constraints \
     MEDBRIDGE_CACHE=/cache \
     HF_HOME=/cache/hf \
     HF_HUB_OFFLINE=${HF_HUB_OFFLINE} \

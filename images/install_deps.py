@@ -1,6 +1,7 @@
 """Install MedBridge's dependencies from pyproject.toml into the current Python, keeping a CPU torch CPU-only.
 
     python images/install_deps.py [--extras dev,serve] [--editable] [--constraint FILE] [--deps-only]
+    python images/install_deps.py --image serve --extras distributed,serve     # what images/serve.Dockerfile runs
 
 Why not plain `pip install .`: `medmnist` requires torchvision, and resolving it on a CPU-only machine replaces
 the CPU torch with a multi-GB CUDA build (and PyPI's torchvision does not import beside a CPU torch). medmnist
@@ -8,8 +9,10 @@ only imports torchvision inside `download()`, which MedBridge never calls, so it
 dependencies and its light dependencies are installed explicitly. Install torch first (the Makefile and
 images/ Dockerfiles do); everything else comes from pyproject.toml, the one list of dependencies.
 
-Images pass `--constraint` with a file pinning the torch they installed (`torch==2.13.0`), so that no dependency
-(vLLM pins its own torch) can silently swap it: a conflict fails the build instead. `--deps-only` installs the
+Images pass `--image NAME`: every install then obeys images/constraints/NAME.txt, the image's share of MedBridge's
+one library stack (resolved by images/lock.py: the same torch / transformers / peft / trl in every image, vLLM's
+pins satisfied), and the torch already installed must be the one pinned there, so that no dependency can
+silently swap it: a conflict fails the build instead. `--deps-only` installs the
 dependencies without the project, so a Docker layer holding them survives code changes.
 """
 
@@ -23,6 +26,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CONSTRAINTS = ROOT / "images" / "constraints"
 NO_DEPS = {"medmnist"}  # installed with --no-deps (see module docstring)
 MEDMNIST_LIGHT_DEPS = ["fire", "scikit-image", "scikit-learn", "tqdm", "pandas", "pillow", "numpy"]
 
@@ -43,6 +47,27 @@ def requirements(extras: list[str]) -> tuple[list[str], list[str]]:
     return normal, no_deps
 
 
+def image_constraints(image: str) -> Path:
+    """images/constraints/<image>.txt, after checking that the installed torch is the one it pins."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = CONSTRAINTS / f"{image}.txt"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONSTRAINTS.glob("*.txt"))
+        raise SystemExit(f"--image {image}: no {path}; images with constraints: {', '.join(known)}")
+    pinned = dict(line.split("==", 1) for line in path.read_text().splitlines() if "==" in line and not line.startswith("#"))
+    try:
+        installed = version("torch").split("+")[0]
+    except PackageNotFoundError:
+        installed = None
+    if installed is not None and installed != pinned.get("torch"):
+        raise SystemExit(
+            f"torch {installed} is installed but {path} pins torch=={pinned.get('torch')}: "
+            "build with --build-arg TORCH_VERSION equal to the pin (images/constraints/stack.in)"
+        )
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--extras", default="", help="comma-separated extras from pyproject.toml, e.g. dev,serve")
@@ -52,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         help="pip constraints file applied to every install (repeatable), e.g. one pinning the installed torch",
     )
     parser.add_argument("--deps-only", action="store_true", help="install the dependencies, not the project itself")
+    parser.add_argument("--image", default=None, choices=("cpu", "train", "serve"),
+                        help="apply images/constraints/IMAGE.txt (the image's pinned library stack)")
     args = parser.parse_args(argv)
+    if args.image:
+        args.constraint = [str(image_constraints(args.image)), *args.constraint]
     normal, no_deps = requirements([e.strip() for e in args.extras.split(",") if e.strip()])
     pip = [sys.executable, "-m", "pip", "install", "--quiet", *(a for c in args.constraint for a in ("-c", c))]
     subprocess.check_call([*pip, *normal, *MEDMNIST_LIGHT_DEPS])

@@ -11,13 +11,14 @@
 # The devel base carries nvcc: DeepSpeed compiles its fused optimizer / ZeRO kernels on first use (DS_BUILD_OPS=0
 # skips compiling them at install time).
 #
-# A separate build rather than `FROM medbridge-train`: each vLLM release pins one torch version (vLLM 0.33.0 pins
-# torch 2.14.0), so TORCH_VERSION here follows VLLM_VERSION. Both are pinned in the constraints file, so a
-# mismatched pair fails the build instead of silently replacing torch. Keep the rest in step with train.Dockerfile.
+# A separate build rather than `FROM medbridge-train`, but the same library stack: vLLM pins one torch release
+# (vLLM 0.33.0 pins torch 2.14.0) and caps transformers, and images/constraints/{serve,train,cpu}.txt (resolved by
+# images/lock.py from images/constraints/stack.in) give every image the same torch / transformers / peft / trl, so
+# a model trained in medbridge-train is diagnosed and evaluated by the same libraries here. TORCH_VERSION must
+# equal the torch pin (install_deps.py --image serve refuses another). Keep the rest in step with train.Dockerfile.
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04
 FROM ${CUDA_IMAGE}
 
-ARG VLLM_VERSION=0.33.0
 ARG TORCH_VERSION=2.14.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 # Comma-separated extras from pyproject.toml: `distributed` = DeepSpeed, `serve` = vLLM.
@@ -42,24 +43,26 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv && python -m pip install --upgrade pip
 
-# 1) torch first, the CUDA build vLLM was built against; torch and vLLM pinned for every later install.
-RUN python -m pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
- && printf 'torch==%s\nvllm==%s\n' "${TORCH_VERSION}" "${VLLM_VERSION}" > /opt/venv/constraints.txt
+# 1) torch first, from the wheel index given; install_deps.py checks it is the torch images/constraints/serve.txt pins.
+RUN python -m pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
 # 2) the dependencies from pyproject.toml: this layer is rebuilt only when pyproject.toml changes.
 WORKDIR /opt/medbridge/src
 COPY pyproject.toml ./
 COPY images/install_deps.py images/install_deps.py
-RUN python images/install_deps.py --deps-only --constraint /opt/venv/constraints.txt --extras "${EXTRAS}"
+COPY images/constraints images/constraints
+RUN python images/install_deps.py --deps-only --image serve --extras "${EXTRAS}"
 
 # 3) the project itself (non-editable, into the venv); the source stays in the image for audits.
 COPY . .
-RUN python images/install_deps.py --constraint /opt/venv/constraints.txt --extras "${EXTRAS}" \
+RUN python images/install_deps.py --image serve --extras "${EXTRAS}" \
  && cd / && python -c "import importlib.metadata as m, torch, components.common.storage; m.version('deepspeed'); m.version('vllm'); assert torch.version.cuda, 'CPU torch in the CUDA image'"
 
 # Model / data cache: mount a PersistentVolumeClaim (k8s/base/pvc.yaml) here. Group 0 + g+rwX lets
 # clusters that assign an arbitrary uid (OpenShift) write to it too.
 ENV MEDBRIDGE_CODE_VERSION=${CODE_VERSION} \
+    MEDBRIDGE_IMAGE=medbridge-serve \
+    MEDBRIDGE_CONSTRAINTS=/opt/medbridge/src/images/constraints \
     MEDBRIDGE_CACHE=/cache \
     HF_HOME=/cache/hf \
     HF_HUB_OFFLINE=${HF_HUB_OFFLINE} \

@@ -13,7 +13,7 @@
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04
 FROM ${CUDA_IMAGE}
 
-ARG TORCH_VERSION=2.13.0
+ARG TORCH_VERSION=2.14.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 # Comma-separated extras from pyproject.toml: `distributed` = DeepSpeed.
 ARG EXTRAS=distributed
@@ -37,24 +37,26 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv && python -m pip install --upgrade pip
 
-# 1) torch first, the CUDA build, pinned for every later install.
-RUN python -m pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
- && echo "torch==${TORCH_VERSION}" > /opt/venv/constraints.txt
+# 1) torch first, from the wheel index given; install_deps.py checks it is the torch images/constraints/train.txt pins.
+RUN python -m pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
 # 2) the dependencies from pyproject.toml: this layer is rebuilt only when pyproject.toml changes.
 WORKDIR /opt/medbridge/src
 COPY pyproject.toml ./
 COPY images/install_deps.py images/install_deps.py
-RUN python images/install_deps.py --deps-only --constraint /opt/venv/constraints.txt --extras "${EXTRAS}"
+COPY images/constraints images/constraints
+RUN python images/install_deps.py --deps-only --image train --extras "${EXTRAS}"
 
 # 3) the project itself (non-editable, into the venv); the source stays in the image for audits.
 COPY . .
-RUN python images/install_deps.py --constraint /opt/venv/constraints.txt --extras "${EXTRAS}" \
+RUN python images/install_deps.py --image train --extras "${EXTRAS}" \
  && cd / && python -c "import importlib.metadata as m, torch, components.common.storage; m.version('deepspeed'); assert torch.version.cuda, 'CPU torch in the CUDA image'"
 
 # Model / data cache: mount a PersistentVolumeClaim (k8s/base/pvc.yaml) here. Group 0 + g+rwX lets
 # clusters that assign an arbitrary uid (OpenShift) write to it too.
 ENV MEDBRIDGE_CODE_VERSION=${CODE_VERSION} \
+    MEDBRIDGE_IMAGE=medbridge-train \
+    MEDBRIDGE_CONSTRAINTS=/opt/medbridge/src/images/constraints \
     MEDBRIDGE_CACHE=/cache \
     HF_HOME=/cache/hf \
     HF_HUB_OFFLINE=${HF_HUB_OFFLINE} \

@@ -1,9 +1,12 @@
 """The `medbridge` command.
 
     medbridge run                                   # whole DAG locally (kfp.local), demo profile, prints the report
-    medbridge compile --profile cluster --out pipeline.yaml
-    medbridge submit --host https://kfp.example.org --profile cluster --set model_ref=s3://models/ckpt-42
-    medbridge submit ... --schedule "0 3 * * *"    # recurring re-diagnosis
+    medbridge compile --profile cluster --out pipeline.yaml --image-registry registry.hospital.example/ml --image-tag 0.2.0
+    medbridge submit --host https://kfp.example.org/pipeline --namespace medbridge --image-registry ... \
+        --set model_ref=s3://models/ckpt-42
+    medbridge submit ... --schedule "0 3 * * *"    # recurring run, daily at 03:00 (sent to KFP as "0 0 3 * * *")
+    medbridge k8s check k8s/overlays/prod           # render an overlay and refuse placeholders
+    medbridge --version                             # code version, the pinned library stack, the images
     medbridge diagnose --model REF --data DIR --k 16 --out DIR
     medbridge demo-assets --out DIR
     medbridge curate|probe|sft|grpo|evaluate ...    # any step's launcher, same flags as python -m components.<step>
@@ -16,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
-STEPS = ("curate", "probe", "diagnose", "sft", "grpo", "evaluate")
+STEPS = ("curate", "probe", "diagnose", "sft", "grpo", "evaluate", "publish", "fingerprint")
+# Where a pod's projected service-account token for KFP is mounted (k8s/base/cronjob-rediagnose.yaml), as kfp reads it.
+DEFAULT_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 
 
 def _add_profile_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -29,8 +35,25 @@ def _add_profile_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--model-ref", default=None, help="checkpoint to diagnose (same as --set model_ref=...)")
 
 
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    """Placement and image flags shared by compile and submit."""
+    p.add_argument("--no-gpu", action="store_true", help="compile without GPU requests, secrets and cache volume")
+    p.add_argument("--train-gpus", type=int, default=4, help="GPUs for the sft and grpo tasks")
+    p.add_argument("--train-gpu-product", default=None, metavar="PRODUCT",
+                   help="nvidia.com/gpu.product the sft/grpo nodes must have ('' = any GPU node; default NVIDIA-H100-80GB-HBM3)")
+    p.add_argument("--labeller-gpu-product", default=None, metavar="PRODUCT",
+                   help="nvidia.com/gpu.product of the node running curate's 32B labeller ('' = any GPU node)")
+    p.add_argument("--image-registry", default=None, metavar="REGISTRY",
+                   help="registry path the images were pushed to, e.g. registry.hospital.example/ml (default: "
+                        "$MEDBRIDGE_IMAGE_REGISTRY, else the placeholder, which submit refuses)")
+    p.add_argument("--image-tag", default=None, metavar="TAG", help="image tag (default: $MEDBRIDGE_IMAGE_TAG, else 0.1.0)")
+    p.add_argument("--image-digest", action="append", default=[], metavar="NAME=sha256:HEX",
+                   help="pin one image by digest, e.g. medbridge-train=sha256:... (repeatable)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medbridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print the code version, the pinned library stack and the images")
     sub = parser.add_subparsers(dest="command", required=False)
 
     run = sub.add_parser("run", help="run the whole pipeline locally through kfp.local")
@@ -42,18 +65,34 @@ def make_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="write the Kubeflow Pipelines v2 spec YAML")
     _add_profile_args(comp, "cluster")
     comp.add_argument("--out", default="pipeline.yaml", help="output YAML path")
-    comp.add_argument("--no-gpu", action="store_true", help="compile without GPU requests, secrets and cache volume")
-    comp.add_argument("--train-gpus", type=int, default=4, help="GPUs for the sft and grpo tasks")
+    _add_cluster_args(comp)
 
     subm = sub.add_parser("submit", help="compile and submit to a Kubeflow Pipelines endpoint")
     _add_profile_args(subm, "cluster")
-    subm.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.org/pipeline")
+    subm.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.org/pipeline or "
+                      "http://ml-pipeline.kubeflow.svc.cluster.local:8888 inside the cluster")
+    subm.add_argument("--namespace", default=os.environ.get("MEDBRIDGE_KFP_NAMESPACE") or None,
+                      help="multi-user Kubeflow: the profile namespace the run goes to (required there; "
+                           "default $MEDBRIDGE_KFP_NAMESPACE)")
+    subm.add_argument("--service-account", default=os.environ.get("MEDBRIDGE_SERVICE_ACCOUNT") or None,
+                      help="Kubernetes service account of the run's pods, e.g. medbridge-runner (k8s/base/rbac.yaml; "
+                           "default $MEDBRIDGE_SERVICE_ACCOUNT, else KFP's own: pipeline-runner / default-editor)")
+    subm.add_argument("--token-file", default=None, metavar="PATH",
+                      help="bearer token file sent on every API call, re-read each time (default: $KF_PIPELINES_SA_TOKEN_PATH "
+                           f"or {DEFAULT_TOKEN_PATH} when present; '' = send none)")
+    subm.add_argument("--ssl-ca-cert", default=None, metavar="PATH", help="CA bundle that signs the KFP endpoint's certificate")
     subm.add_argument("--experiment", default="medbridge", help="KFP experiment name")
-    subm.add_argument("--run-name", default=None, help="run name (default: medbridge-<model>-<time>)")
+    subm.add_argument("--run-name", default=None, help="run name (default: medbridge-<model>)")
     subm.add_argument("--schedule", default=None, metavar="CRON",
-                      help="create a recurring run with this cron expression instead of a single run")
-    subm.add_argument("--train-gpus", type=int, default=4)
-    subm.add_argument("--no-gpu", action="store_true", help="submit without GPU requests, secrets and cache volume")
+                      help="create a recurring run instead of a single run: five-field cron (\"0 3 * * *\" = daily at 03:00) "
+                           "or KFP's six fields, seconds first (\"0 0 3 * * *\")")
+    subm.add_argument("--max-concurrency", type=int, default=1, help="recurring runs: at most this many at once")
+    _add_cluster_args(subm)
+
+    k8s = sub.add_parser("k8s", help="Kubernetes manifests: check an overlay before applying it")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True)
+    check = k8s_sub.add_parser("check", help="render an overlay with kustomize and refuse placeholders (storage class, registry)")
+    check.add_argument("overlay", help="overlay directory, e.g. k8s/overlays/prod")
 
     demo = sub.add_parser("demo-assets", help="build the tiny model and the synthetic data")
     demo.add_argument("--out", required=True)
@@ -101,48 +140,173 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_compile(args) -> int:
-    from pipelines.pipeline import LOCAL, ClusterSettings, compile_pipeline
+def _settings(args):
+    import dataclasses
 
-    settings = LOCAL if args.no_gpu else ClusterSettings(train_gpus=args.train_gpus)
-    out = compile_pipeline(args.out, _params(args), settings)
-    print(f"[medbridge] wrote {out}")
+    from pipelines.pipeline import LOCAL, ClusterSettings
+
+    if args.no_gpu:
+        return LOCAL
+    settings = ClusterSettings(train_gpus=args.train_gpus)
+    for name in ("train_gpu_product", "labeller_gpu_product"):
+        if getattr(args, name) is not None:
+            settings = dataclasses.replace(settings, **{name: getattr(args, name)})
+    return settings
+
+
+def _image_refs(args) -> dict[str, str]:
+    from components.common import images
+
+    return images.references(args.image_registry, args.image_tag, images.parse_digests(args.image_digest))
+
+
+def _write_spec(out: str, params, settings, refs: dict[str, str]) -> str:
+    """Compile, then point the spec at the images `refs` names (pipelines/spec.py); returns the spec's text."""
+    from components.common.io import atomic_write_text
+    from pipelines.pipeline import compile_pipeline
+    from pipelines.spec import retarget_images
+
+    compile_pipeline(out, params, settings)
+    text = retarget_images(Path(out).read_text(), refs)
+    atomic_write_text(out, text)
+    return text
+
+
+def cmd_compile(args) -> int:
+    from pipelines.spec import placeholder_images
+
+    text = _write_spec(args.out, _params(args), _settings(args), _image_refs(args))
+    print(f"[medbridge] wrote {args.out}")
+    if placeholder_images(text):
+        print("[medbridge] note: the spec names the placeholder image registry; pass --image-registry REGISTRY "
+              "--image-tag TAG (the images you built from images/) before running it on a cluster")
     return 0
 
 
+def token_file(args) -> str | None:
+    """The bearer token file to send: --token-file, else $KF_PIPELINES_SA_TOKEN_PATH, else the projected token's
+    default path, when present; None for none. A file named explicitly must exist."""
+    if args.token_file is not None:
+        if args.token_file == "":
+            return None
+        if not Path(args.token_file).is_file():
+            raise FileNotFoundError(f"--token-file {args.token_file}: no such file")
+        return args.token_file
+    for candidate in (os.environ.get("KF_PIPELINES_SA_TOKEN_PATH"), DEFAULT_TOKEN_PATH):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def _client(args):
+    """kfp.Client for --host, authenticated with the token file (re-read on every call: projected tokens rotate)."""
+    import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    if args.ssl_ca_cert and not Path(args.ssl_ca_cert).is_file():
+        raise FileNotFoundError(f"--ssl-ca-cert {args.ssl_ca_cert}: no such file")
+    token = token_file(args)
+    credentials = ServiceAccountTokenVolumeCredentials(path=token) if token else None
+    return kfp.Client(host=args.host, namespace=args.namespace or "kubeflow", credentials=credentials,
+                      ssl_ca_cert=args.ssl_ca_cert), token
+
+
+def _pipeline_version(client, spec: str, version_name: str, namespace: str | None) -> tuple[str, str]:
+    """(pipeline id, version id) of the `medbridge` pipeline's version named `version_name`, uploaded if new: the
+    version name is the spec's content hash, so resubmitting the same spec reuses its version."""
+    import json
+
+    from pipelines.pipeline import PIPELINE_NAME
+
+    def by_name(name: str) -> str:
+        return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+
+    found = client.list_pipelines(filter=by_name(PIPELINE_NAME), namespace=namespace).pipelines or []
+    if found:
+        pipeline_id = found[0].pipeline_id
+    else:
+        pipeline_id = client.upload_pipeline(spec, pipeline_name=PIPELINE_NAME, namespace=namespace,
+                                             description="MedBridge: diagnose support, bridge or sharpen, evaluate, publish").pipeline_id
+    versions = client.list_pipeline_versions(pipeline_id, filter=by_name(version_name)).pipeline_versions or []
+    if versions:
+        return pipeline_id, versions[0].pipeline_version_id
+    version = client.upload_pipeline_version(spec, pipeline_version_name=version_name, pipeline_id=pipeline_id)
+    return pipeline_id, version.pipeline_version_id
+
+
 def cmd_submit(args) -> int:
+    import kfp_server_api
+
+    try:
+        return _submit(args)
+    except kfp_server_api.ApiException as e:
+        body = (e.body or "").strip().replace("\n", " ")[:300]
+        raise ValueError(f"KFP API at {args.host} answered {e.status} {e.reason}: {body}") from None
+
+
+def _submit(args) -> int:
+    import hashlib
     import tempfile
 
-    import kfp
-
-    from pipelines.pipeline import LOCAL, ClusterSettings, compile_pipeline
+    from pipelines.params import load_profile
+    from pipelines.pipeline import PIPELINE_NAME
+    from pipelines.schedule import describe, kfp_cron
+    from pipelines.spec import placeholder_images
 
     params = _params(args)
-    settings = LOCAL if args.no_gpu else ClusterSettings(train_gpus=args.train_gpus)
+    cron = kfp_cron(args.schedule) if args.schedule else None
+    refs = _image_refs(args)
+    if placeholder_images("\n".join(f"  image: {r}" for r in refs.values())):
+        from components.common.images import PLACEHOLDER_REGISTRY
+
+        raise ValueError(
+            f"the images name the placeholder registry {PLACEHOLDER_REGISTRY!r}, which no cluster can pull from: "
+            "build and push the images (images/README.md), then pass --image-registry REGISTRY --image-tag TAG "
+            "(or set MEDBRIDGE_IMAGE_REGISTRY / MEDBRIDGE_IMAGE_TAG)"
+        )
     if args.train:  # before submitting: the registry must know (have diagnosed) this checkpoint
         from pipelines.watch import entry_for_training
 
         entry_for_training(args.registry, params.model_ref, schedule=args.schedule)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = compile_pipeline(str(Path(tmp) / "pipeline.yaml"), params, settings)
-        client = kfp.Client(host=args.host)
-        experiment = client.create_experiment(args.experiment)
+        spec = str(Path(tmp) / "pipeline.yaml")
+        # The spec's defaults are the profile's; this run's values (overrides, --model-ref) go as run parameters,
+        # so every run of one release and profile shares one pipeline version.
+        text = _write_spec(spec, load_profile(args.profile), _settings(args), refs)
+        version_name = f"{PIPELINE_NAME}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        client, token = _client(args)
+        if client.get_kfp_healthz().multi_user and not args.namespace:
+            raise ValueError(f"{args.host} is a multi-user Kubeflow: pass --namespace with your profile's namespace")
+        experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+        pipeline_id, version_id = _pipeline_version(client, spec, version_name, args.namespace)
         name = args.run_name or f"medbridge-{Path(params.model_ref).name}"
-        if args.schedule:
+        where = f"experiment {args.experiment}" + (f", namespace {args.namespace}" if args.namespace else "")
+        print(f"[medbridge] pipeline {PIPELINE_NAME} version {version_name}; images {', '.join(sorted(refs.values()))}; "
+              f"auth: {'token from ' + token if token else 'none'}")
+        if cron:
             job = client.create_recurring_run(
-                experiment_id=experiment.experiment_id, job_name=name, cron_expression=args.schedule,
-                pipeline_package_path=spec, params=params.as_kfp_arguments(), no_catchup=True,
+                experiment_id=experiment.experiment_id, job_name=name, cron_expression=cron,
+                params=params.as_kfp_arguments(), pipeline_id=pipeline_id, version_id=version_id,
+                max_concurrency=args.max_concurrency, no_catchup=True, service_account=args.service_account,
             )
-            print(f"[medbridge] recurring run {job.recurring_run_id} ({args.schedule})")
+            print(f"[medbridge] recurring run {job.recurring_run_id} in {where}: {describe(args.schedule)}")
         else:
-            run = client.create_run_from_pipeline_package(
-                spec, arguments=params.as_kfp_arguments(), run_name=name, experiment_name=args.experiment
+            run = client.run_pipeline(
+                experiment_id=experiment.experiment_id, job_name=name, params=params.as_kfp_arguments(),
+                pipeline_id=pipeline_id, version_id=version_id, service_account=args.service_account,
             )
-            print(f"[medbridge] submitted run {run.run_id}")
+            print(f"[medbridge] submitted run {run.run_id} in {where}")
             if args.train:
                 from pipelines.watch import record_training
 
                 print(record_training(args.registry, params.model_ref, run.run_id))
+    return 0
+
+
+def cmd_k8s(args) -> int:
+    from pipelines.k8s import check_overlay
+
+    print(check_overlay(args.overlay))
     return 0
 
 
@@ -158,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(f"components.{argv[0]}.__main__").main(argv[1:]) or 0
     args = make_parser().parse_args(argv or ["run"])
     try:
+        if args.version:
+            from pipelines.versions import report
+
+            print(report())
+            return 0
         handler = {"run": cmd_run, "compile": cmd_compile, "submit": cmd_submit, "demo-assets": cmd_demo_assets,
-                   **dict.fromkeys(_AUDIT_COMMANDS, cmd_audit_commands)}[args.command or "run"]
+                   "k8s": cmd_k8s, **dict.fromkeys(_AUDIT_COMMANDS, cmd_audit_commands)}[args.command or "run"]
         return handler(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"medbridge: error: {e}", file=sys.stderr)

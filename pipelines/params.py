@@ -63,6 +63,9 @@ class PipelineParams:
     benchmarks: str = _help("benchmarks to score", "pmc-vqa,mmmu-med,medxpertqa-mm,pathvqa,slake,vqa-rad")
     train_task: str = _help("task the post-training targets, for the transfer regimes", "pmc-vqa")
     seed: int = _help("seed for every step", 0)
+    # Publishing: where the chosen model, its report, lineage and model card are copied once the run is done
+    # (components/publish): <publish_uri>/medbridge-<model hash>/. Empty = keep them in KFP's artifact store only.
+    publish_uri: str = _help("s3:// prefix the final model, report, lineage and model card are published under", "")
 
     def __post_init__(self):
         if not 0.0 <= self.tau <= 1.0:

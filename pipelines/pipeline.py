@@ -1,4 +1,4 @@
-"""The MedBridge DAG: curate -> probe -> diagnose -> (bridge: sft -> grpo | sharpen: grpo) -> evaluate.
+"""The MedBridge DAG: curate -> probe -> diagnose -> (bridge: sft -> grpo | sharpen: grpo) -> evaluate -> publish.
 
     medbridge compile --profile cluster --out pipeline.yaml
 
@@ -15,13 +15,41 @@ from kfp import dsl
 from components.curate.component import curate
 from components.diagnose.component import diagnose
 from components.evaluate.component import evaluate
+from components.fingerprint.component import fingerprint
 from components.grpo.component import grpo
 from components.probe.component import probe
+from components.publish.component import publish
 from components.sft.component import sft
 from pipelines.params import PipelineParams
 
 PIPELINE_NAME = "medbridge"
 _D = PipelineParams()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one step's pod is sized and kept alive on a cluster (see `STEPS` for every step's values)."""
+
+    cpu: str  # CPU request (no CPU limit: limits throttle data loading for no benefit)
+    scratch: str  # local scratch at /scratch (TMPDIR): an emptyDir of at most this size
+    retries: int  # re-runs after a failure (pod eviction, node loss, a transient S3 error), with backoff
+    timeout_s: int  # the pod's activeDeadlineSeconds: a hung step fails instead of holding GPUs forever
+    gpu_product: str = ""  # ClusterSettings field naming the GPU model this step needs ("" = any GPU node)
+
+
+H = 3600
+# Per step, keyed by the component's name. Training retries once (it resumes from its checkpoints); the others
+# are idempotent (outputs are written whole or not at all) and retry twice or three times.
+STEPS: dict[str, Placement] = {
+    "fingerprint": Placement(cpu="500m", scratch="1Gi", retries=3, timeout_s=H // 4),
+    "curate": Placement(cpu="8", scratch="100Gi", retries=2, timeout_s=12 * H, gpu_product="labeller_gpu_product"),
+    "probe": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=6 * H),
+    "diagnose": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=12 * H),
+    "sft": Placement(cpu="16", scratch="200Gi", retries=1, timeout_s=48 * H, gpu_product="train_gpu_product"),
+    "grpo": Placement(cpu="16", scratch="200Gi", retries=1, timeout_s=72 * H, gpu_product="train_gpu_product"),
+    "evaluate": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=12 * H),
+    "publish": Placement(cpu="2", scratch="1Gi", retries=3, timeout_s=6 * H),
+}
 
 
 @dataclass(frozen=True)
@@ -37,22 +65,38 @@ class ClusterSettings:
     s3_secret: str = "medbridge-s3"
     hf_secret: str = "medbridge-hf"
     gpu_toleration_key: str = "nvidia.com/gpu"
+    # GPU node selection: the label NVIDIA GPU feature discovery puts on GPU nodes, and the GPU model the 32B
+    # labeller (curate) and the training steps need ("" = any GPU node). `medbridge compile --train-gpu-product`.
+    gpu_product_label: str = "nvidia.com/gpu.product"
+    train_gpu_product: str = "NVIDIA-H100-80GB-HBM3"
+    labeller_gpu_product: str = "NVIDIA-H100-80GB-HBM3"
+    shm_size: str = "16Gi"  # /dev/shm of GPU tasks (NCCL, dataloader workers, vLLM); counts against the memory limit
 
 
 LOCAL = ClusterSettings(gpu=False)
 
 
 def _place(task, settings: ClusterSettings, gpus: int, memory: str, cache: bool = True):
-    """Resources, secrets, cache volume and caching policy of one task."""
+    """Resources, retries, timeout, node selection, secrets, volumes and caching policy of one task (its component's
+    name picks its `STEPS` entry)."""
     task.set_caching_options(cache)
     if not settings.gpu:
         return task
     from kfp import kubernetes
 
-    task.set_memory_request(memory).set_memory_limit(memory)
+    step = STEPS[task.component_spec.name]
+    task.set_retry(num_retries=step.retries, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
+    kubernetes.set_timeout(task, step.timeout_s)
+    task.set_cpu_request(step.cpu).set_memory_request(memory).set_memory_limit(memory)
+    kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path="/scratch", size_limit=step.scratch)
+    task.set_env_variable("TMPDIR", "/scratch")
     if gpus:
         task.set_accelerator_type(settings.accelerator).set_accelerator_limit(gpus)
         kubernetes.add_toleration(task, key=settings.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+        product = getattr(settings, step.gpu_product) if step.gpu_product else ""
+        if product:
+            kubernetes.add_node_selector(task, label_key=settings.gpu_product_label, label_value=product)
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=settings.shm_size)
     kubernetes.use_secret_as_env(
         task,
         secret_name=settings.s3_secret,
@@ -114,7 +158,16 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
         benchmarks: str = _D.benchmarks,
         train_task: str = _D.train_task,
         seed: int = _D.seed,
+        publish_uri: str = _D.publish_uri,
     ):
+        # Content fingerprints of the cached tasks' remote inputs: their cache keys follow content, not names.
+        data_fp = fingerprint(
+            step="curate", medmnist_root=medmnist_root, pmc_vqa_root=pmc_vqa_root, labeller_model=labeller_model
+        ).set_display_name("0 fingerprint curation inputs")
+        _place(data_fp, settings, 0, "1Gi", cache=False)
+        model_fp = fingerprint(step="probe", model_ref=model_ref).set_display_name("0 fingerprint model")
+        _place(model_fp, settings, 0, "1Gi", cache=False)
+
         cur = curate(
             medmnist_root=medmnist_root,
             pmc_vqa_root=pmc_vqa_root,
@@ -126,6 +179,7 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             diag_per_class=diag_per_class,
             eval_per_class=eval_per_class,
             sft_per_class=sft_per_class,
+            cache_fingerprint=data_fp.output,
         ).set_display_name("1 curate")
         _place(cur, settings, settings.infer_gpus, "96Gi")
 
@@ -138,6 +192,7 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             image_size=image_size,
             batch_size=batch_size,
             seed=seed,
+            cache_fingerprint=model_fp.output,
         ).set_display_name("2 probe vision")
         _place(prb, settings, settings.infer_gpus, "64Gi")
 
@@ -195,6 +250,17 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             ).set_display_name("6 evaluate")
             return _place(task, settings, settings.infer_gpus, "64Gi", cache=False)
 
+        def _publish(trained, evaluated):
+            task = publish(
+                model=trained.outputs["model"],
+                results=evaluated.outputs["results"],
+                report=evaluated.outputs["report"],
+                diagnosis=dia.outputs["diagnosis"],
+                curation_report=cur.outputs["curation_report"],
+                publish_uri=publish_uri,
+            ).set_display_name("7 publish")
+            return _place(task, settings, 0, "8Gi", cache=False)
+
         with dsl.If(dia.outputs["Output"] == "bridge", name="support-below-tau"):
             bridge = sft(
                 model_ref=model_ref,
@@ -209,9 +275,11 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
                 seed=seed,
             ).set_display_name("4 bridge (SFT)")
             _place(bridge, settings, settings.train_gpus, "256Gi", cache=False)
-            _evaluate(_grpo(init_model=bridge.outputs["model"]))
+            trained = _grpo(init_model=bridge.outputs["model"])
+            _publish(trained, _evaluate(trained))
         with dsl.Else(name="support-at-least-tau"):
-            _evaluate(_grpo())
+            trained = _grpo()
+            _publish(trained, _evaluate(trained))
 
     return medbridge
 

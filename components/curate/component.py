@@ -24,6 +24,7 @@ def curate(
     sft_set: Output[Dataset],
     rl_set: Output[Dataset],
     curation_report: Output[Artifact],
+    cache_fingerprint: str = "",  # content of the remote inputs (components/fingerprint): part of KFP's cache key only
 ):
     """Curate: validated MedMNIST npz copy, diagnosis/eval/SFT MCQ sets, modality-balanced PMC-VQA RL set, report."""
     from components.curate.__main__ import main

@@ -18,6 +18,7 @@ def probe(
     seed: int,
     probe_report: Output[Artifact],
     metrics: Output[Metrics],
+    cache_fingerprint: str = "",  # content of model_ref (components/fingerprint): part of KFP's cache key only
 ):
     """Probe: pooled frozen-vision-tower features + a linear head per MedMNIST task; Table 1-style report."""
     import json

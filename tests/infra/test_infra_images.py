@@ -88,15 +88,20 @@ def test_dockerfile_installs_the_project_safely(path):
     base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
     assert ":" in base and not base.endswith(":latest"), f"{path.name}: pin the base image tag ({base})"
 
-    # torch first, from the index given as a build arg, pinned in the constraints file later installs obey.
+    # torch first, from the index given as a build arg; every later install obeys the image's constraints file
+    # (images/constraints/<image>.txt, copied in before the first install_deps.py call).
+    image = path.name.removesuffix(".Dockerfile")
     cmds = run_commands(ins)
     torch_at = next(i for i, c in enumerate(cmds) if re.search(r"pip install .*torch==", c))
     assert '--index-url "${TORCH_INDEX_URL}"' in cmds[torch_at]
     deps_at = [i for i, c in enumerate(cmds) if "images/install_deps.py" in c]
     assert deps_at and torch_at < deps_at[0], f"{path.name}: install torch before install_deps.py"
     for i in deps_at:
-        assert "--constraint /opt/venv/constraints.txt" in cmds[i]
+        assert f"--image {image}" in cmds[i]
         assert '--extras "${EXTRAS}"' in cmds[i]
+    copies = [i for i, (op, a) in enumerate(ins) if op == "COPY" and a.split()[0] == "images/constraints"]
+    first_deps = min(i for i, (op, a) in enumerate(ins) if op == "RUN" and "images/install_deps.py" in a)
+    assert copies and copies[0] < first_deps, f"{path.name}: copy images/constraints before installing"
     # The last install_deps.py call installs the project itself, after the whole repo was copied in.
     assert "--deps-only" not in cmds[deps_at[-1]]
     copy_repo = [i for i, (op, a) in enumerate(ins) if op == "COPY" and a.split()[0] == "."]
@@ -138,12 +143,12 @@ def test_profiles(image, required, index):
     assert index in args["TORCH_INDEX_URL"]
 
 
-def test_serve_pins_vllm_with_its_torch():
-    ins = parse_dockerfile(dockerfile_for("medbridge-serve"))
-    args = arg_defaults(ins)
-    assert re.fullmatch(r"\d+\.\d+\.\d+", args["VLLM_VERSION"])
-    pins = [c for c in run_commands(ins) if "constraints.txt" in c and "printf" in c]
-    assert pins and "vllm==" in pins[0] and "torch==" in pins[0]
+def test_every_image_records_which_image_it_is():
+    """`medbridge --version` inside an image reads MEDBRIDGE_IMAGE and the constraint files it was built with."""
+    for path in DOCKERFILES:
+        env = env_values(parse_dockerfile(path))
+        assert env["MEDBRIDGE_IMAGE"] == f"medbridge-{path.name.removesuffix('.Dockerfile')}"
+        assert env["MEDBRIDGE_CONSTRAINTS"] == "/opt/medbridge/src/images/constraints"
 
 
 def test_train_and_serve_differ_only_where_intended():
@@ -151,9 +156,9 @@ def test_train_and_serve_differ_only_where_intended():
     train = dict((op, a) for op, a in parse_dockerfile(dockerfile_for("medbridge-train")) if op in ("FROM", "USER", "VOLUME"))
     serve = dict((op, a) for op, a in parse_dockerfile(dockerfile_for("medbridge-serve")) if op in ("FROM", "USER", "VOLUME"))
     assert train == serve
-    assert env_values(parse_dockerfile(dockerfile_for("medbridge-train"))) == env_values(
-        parse_dockerfile(dockerfile_for("medbridge-serve"))
-    )
+    train_env = env_values(parse_dockerfile(dockerfile_for("medbridge-train")))
+    serve_env = env_values(parse_dockerfile(dockerfile_for("medbridge-serve")))
+    assert {k: v for k, v in train_env.items() if k != "MEDBRIDGE_IMAGE"} == {k: v for k, v in serve_env.items() if k != "MEDBRIDGE_IMAGE"}
 
 
 def test_dockerignore_keeps_venv_git_and_secrets_out():
@@ -212,6 +217,22 @@ def test_install_deps_deps_only_skips_the_project(pip_calls):
     assert module.main(["--deps-only", "--extras", ""]) == 0
     assert len(calls) == 2 and str(ROOT) not in calls[0] + calls[1]
     assert "-c" not in calls[0]  # no constraint file given, none passed
+
+
+def test_install_deps_image_applies_its_constraints_and_checks_torch(pip_calls, tmp_path, monkeypatch):
+    module, calls = pip_calls
+    folder = tmp_path / "constraints"
+    folder.mkdir()
+    monkeypatch.setattr(module, "CONSTRAINTS", folder)
+    from importlib.metadata import version
+
+    installed = version("torch").split("+")[0]
+    (folder / "cpu.txt").write_text(f"# header\ntorch=={installed}\nnumpy==2.0.0\n")
+    assert module.main(["--image", "cpu", "--deps-only"]) == 0
+    assert all(c[c.index("-c") + 1] == str(folder / "cpu.txt") for c in calls)
+    (folder / "cpu.txt").write_text("torch==0.0.1\n")  # the image installed another torch than its file pins
+    with pytest.raises(SystemExit, match="pins torch==0.0.1"):
+        module.main(["--image", "cpu", "--deps-only"])
 
 
 def test_install_deps_unknown_extra(pip_calls):

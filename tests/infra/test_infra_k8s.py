@@ -19,9 +19,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 K8S_VERSION = "1.31"  # oldest Kubernetes minor MedBridge supports (CronJob timeZone is GA since 1.27)
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "standalone", "prod")
 CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
-NAMESPACE = "medbridge"
+# Where each overlay's objects go: where KFP runs the pipeline's pods (standalone KFP: its own namespace; multi-user
+# Kubeflow: the profile's namespace).
+NAMESPACES = {"dev": "kubeflow", "standalone": "kubeflow", "prod": "medbridge"}
 GPU = "nvidia.com/gpu"
 
 KUBECTL = shutil.which("kubectl")
@@ -93,7 +95,7 @@ def test_every_object_validates_against_the_pinned_kubernetes_schema(rendered, o
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"], where
         else:
-            assert obj["metadata"]["namespace"] == NAMESPACE, where
+            assert obj["metadata"]["namespace"] == NAMESPACES[overlay], where
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "medbridge", where
     names = Counter((o["kind"], o["metadata"]["name"]) for o in objects)
     assert max(names.values()) == 1  # no object rendered twice
@@ -102,15 +104,20 @@ def test_every_object_validates_against_the_pinned_kubernetes_schema(rendered, o
 @needs_kubectl
 def test_overlays_contain_the_expected_objects(rendered):
     expected = {
-        ("Namespace", NAMESPACE), ("ServiceAccount", "medbridge-runner"), ("Role", "medbridge-pipeline-runner"),
+        ("ServiceAccount", "medbridge-runner"), ("Role", "medbridge-pipeline-runner"),
         ("RoleBinding", "medbridge-pipeline-runner"), ("PersistentVolumeClaim", "medbridge-cache"),
-        ("ConfigMap", "medbridge-config"), ("PriorityClass", "medbridge-gpu"), ("LimitRange", "medbridge-limits"),
-        ("ResourceQuota", "medbridge-gpus"), ("CronJob", "medbridge-rediagnose"), ("CronJob", "medbridge-seed-cache"),
+        ("ConfigMap", "medbridge-config"), ("PriorityClass", "medbridge-gpu"), ("Job", "medbridge-cache-permissions"),
+        ("CronJob", "medbridge-rediagnose"), ("CronJob", "medbridge-seed-cache"),
     }
+    policy = {("LimitRange", "medbridge-limits"), ("ResourceQuota", "medbridge-gpus")}
     for overlay in OVERLAYS:
         kinds = {(o["kind"], o["metadata"]["name"]) for o in rendered[overlay]}
         assert expected <= kinds, f"{overlay} lacks {expected - kinds}"
-    assert ("CronJob", "medbridge-gpu-check") in {(o["kind"], o["metadata"]["name"]) for o in rendered["prod"]}
+        # No Namespace object: KFP's namespace exists already, a profile namespace is created by its Profile.
+        assert not any(k == "Namespace" for k, _ in kinds), overlay
+        # Policy objects only in a namespace MedBridge owns, never in KFP's own.
+        assert (policy <= kinds) == (NAMESPACES[overlay] != "kubeflow"), overlay
+        assert (("CronJob", "medbridge-gpu-check") in kinds) == (overlay != "dev"), overlay
 
 
 # ---- GPUs -----------------------------------------------------------------------------------------------------
@@ -126,6 +133,7 @@ def _gpus(container) -> tuple[int, int]:
     "overlay, expected",
     [
         ("dev", {}),  # CPU-only demo: nothing asks for a GPU
+        ("standalone", {("medbridge-gpu-check", "gpu-check"): (1, 1)}),  # only the GPU smoke test
         ("prod", {("medbridge-gpu-check", "gpu-check"): (1, 1)}),  # only the GPU smoke test; pipeline tasks come from KFP
     ],
 )
@@ -144,9 +152,7 @@ def test_gpus_are_requested_only_where_intended(rendered, overlay, expected):
 
 @needs_kubectl
 def test_gpu_quota(rendered):
-    dev = by_kind(rendered["dev"], "ResourceQuota")["medbridge-gpus"]["spec"]["hard"]
     prod = by_kind(rendered["prod"], "ResourceQuota")["medbridge-gpus"]["spec"]["hard"]
-    assert dev[f"requests.{GPU}"] == "0"  # dev cannot schedule GPU pods at all
     train_gpus = int(re.search(r"train_gpus: int = (\d+)", pipeline_text()).group(1))
     assert int(prod[f"requests.{GPU}"]) >= 2 * train_gpus  # room for the SFT/GRPO task of two runs
 
@@ -174,8 +180,8 @@ def test_references_resolve(rendered, overlay):
     objects = rendered[overlay]
     configmaps = {n: set(o["data"]) for n, o in by_kind(objects, "ConfigMap").items()}
     secrets = {n: set(o.get("data", {})) | set(o.get("stringData", {})) for n, o in by_kind(objects, "Secret").items()}
-    if overlay == "prod":
-        assert secrets == {}
+    if overlay != "dev":
+        assert secrets == {}  # created from the site's secret manager, never rendered with placeholder values
         secrets = template_secret_keys()
     for _, name, spec, c in containers(objects):
         assert spec["serviceAccountName"] in by_kind(objects, "ServiceAccount"), name
@@ -218,9 +224,13 @@ def test_names_the_compiled_pipeline_relies_on_exist(rendered):
 @needs_kubectl
 def test_storage_and_limits(rendered):
     dev_pvc = by_kind(rendered["dev"], "PersistentVolumeClaim")["medbridge-cache"]["spec"]
-    prod_pvc = by_kind(rendered["prod"], "PersistentVolumeClaim")["medbridge-cache"]["spec"]
     assert dev_pvc["accessModes"] == ["ReadWriteOnce"] and dev_pvc["resources"]["requests"]["storage"] == "20Gi"
-    assert prod_pvc["accessModes"] == ["ReadWriteMany"] and prod_pvc["resources"]["requests"]["storage"] == "2Ti"
+    assert "storageClassName" not in dev_pvc  # one node: the cluster's default class
+    for overlay in ("standalone", "prod"):
+        pvc = by_kind(rendered[overlay], "PersistentVolumeClaim")["medbridge-cache"]["spec"]
+        assert pvc["accessModes"] == ["ReadWriteMany"] and pvc["resources"]["requests"]["storage"] == "2Ti"
+        # A placeholder the site must replace (medbridge k8s check refuses it), never "no class at all".
+        assert pvc["storageClassName"] == "CHANGE-ME-storage-class"
     # The pipeline's largest task (sft/grpo memory request) must fit under prod's per-container ceiling.
     biggest = max(int(g) for g in re.findall(r'"(\d+)Gi"\)', pipeline_text()))
     prod_max = by_kind(rendered["prod"], "LimitRange")["medbridge-limits"]["spec"]["limits"][0]["max"]["memory"]
@@ -231,8 +241,9 @@ def test_storage_and_limits(rendered):
 
 
 @needs_kubectl
-def test_role_is_least_privilege(rendered):
-    objects = rendered["prod"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_role_is_least_privilege(rendered, overlay):
+    objects = rendered[overlay]
     role = by_kind(objects, "Role")["medbridge-pipeline-runner"]
     for rule in role["rules"]:
         for field in ("apiGroups", "resources", "verbs"):
@@ -243,9 +254,15 @@ def test_role_is_least_privilege(rendered):
     binding = by_kind(objects, "RoleBinding")["medbridge-pipeline-runner"]
     assert binding["roleRef"]["name"] in by_kind(objects, "Role")
     assert [(s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]] == [
-        ("ServiceAccount", "medbridge-runner", NAMESPACE)
+        ("ServiceAccount", "medbridge-runner", NAMESPACES[overlay])
     ]
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    # Multi-user Kubeflow: the runner may call KFP's API in its own profile namespace (KFP's edit role), no more.
+    api = {n: b for n, b in by_kind(objects, "RoleBinding").items() if b["roleRef"]["kind"] == "ClusterRole"}
+    if overlay == "prod":
+        assert [(b["roleRef"]["name"], b["subjects"][0]["namespace"]) for b in api.values()] == [("kubeflow-pipelines-edit", "medbridge")]
+    else:
+        assert api == {}
 
 
 @needs_kubectl
@@ -253,6 +270,8 @@ def test_role_is_least_privilege(rendered):
 def test_pods_run_as_the_images_non_root_user(rendered, overlay):
     dockerfile_uid = re.findall(r"^USER (\d+)$", (ROOT / "images" / "cpu.Dockerfile").read_text(), re.M)[-1]
     for _, name, spec, c in containers(rendered[overlay]):
+        if name == "medbridge-cache-permissions":
+            continue  # the one root pod, checked below
         sc = spec["securityContext"]
         assert sc["runAsNonRoot"] is True and str(sc["runAsUser"]) == dockerfile_uid, name
         assert sc["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -281,6 +300,7 @@ def find_secrets(text: str) -> list[str]:
     hits = [name for name, pattern in SECRET_PATTERNS if pattern.search(text)]
     for _, value in _ASSIGNMENT.findall(text):
         placeholder = "CHANGE-ME" in value or value.startswith(("$", "{{", "<", "/", "http://", "https://", "s3://"))
+        placeholder = placeholder or re.fullmatch(r"=[\w.+!-]+", value) is not None  # a pip pin: tokenizers==0.23.3
         if not placeholder and len(value) >= 20 and _entropy(value) > 3.5:
             hits.append(f"random-looking value for a secret ({value[:4]}...)")
     return hits
@@ -297,6 +317,7 @@ def find_secrets(text: str) -> list[str]:
         ("HF_TOKEN=CHANGE-ME-hf-read-token", False),  # the template's placeholder
         ("secretKeyRef: {name: medbridge-s3, key: AWS_SECRET_ACCESS_KEY}", False),  # a reference, not a value
         ("KF_PIPELINES_SA_TOKEN_PATH=/var/run/secrets/kubeflow/pipelines/token", False),  # a path
+        ("tokenspeed-triton==3.9.10.post20261028", False),  # a version pin in images/constraints
     ],
 )
 def test_secret_scanner(text, found):
@@ -379,3 +400,82 @@ def test_rediagnose_watch_flags_parse_with_the_cli(rendered):
     except SystemExit:
         pytest.fail(f"`medbridge {' '.join(argv)}` is rejected by pipelines/cli.py: the CronJob would fail every hour")
     assert args.command == "watch" and args.host == "$KFP_HOST" and args.once
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cache_volume_is_made_writable_for_the_tasks_uid(rendered, overlay):
+    """KFP gives pipeline pods no fsGroup: a Job owns the volume's top directories to the images' uid:gid 1000:0
+    (group-writable, setgid), as root with CHOWN and FOWNER only, and mounts the same PVC the tasks mount."""
+    job = by_kind(rendered[overlay], "Job")["medbridge-cache-permissions"]
+    spec = job["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    uid = re.findall(r"^USER (\d+)$", (ROOT / "images" / "cpu.Dockerfile").read_text(), re.M)[-1]
+    script = c["args"][0]
+    assert f"chown {uid}:0 ." in script and "chmod 2775 ." in script and "hf" in script
+    assert spec["securityContext"]["runAsUser"] == 0 and spec["securityContext"]["fsGroup"] == 0
+    caps = c["securityContext"]["capabilities"]
+    assert caps == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]} and c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]] == ["medbridge-cache"]
+    assert c["volumeMounts"][0]["mountPath"] == "/cache"
+    # The same mount point the compiled pipeline uses and the images' HF_HOME lies under.
+    assert re.search(r'cache_mount: str = "/cache"', pipeline_text())
+
+
+def test_profile_example(tmp_path):
+    """The multi-user Profile (applied before the prod overlay) names the overlay's namespace and an owner."""
+    profile = yaml.safe_load((K8S / "overlays" / "prod" / "profile.yaml").read_text())
+    assert (profile["apiVersion"], profile["kind"]) == ("kubeflow.org/v1", "Profile")
+    assert profile["metadata"]["name"] == NAMESPACES["prod"]
+    assert profile["spec"]["owner"]["kind"] == "User" and "@" in profile["spec"]["owner"]["name"]
+    assert int(profile["spec"]["resourceQuotaSpec"]["hard"][f"requests.{GPU}"]) >= 8
+    prod = yaml.safe_load((K8S / "overlays" / "prod" / "kustomization.yaml").read_text())
+    assert "profile.yaml" not in prod["resources"]  # applied first, by itself (it creates the namespace)
+
+
+@needs_kubectl
+def test_k8s_check_refuses_placeholders_naming_the_file(capsys):
+    from pipelines.cli import main
+
+    assert main(["k8s", "check", str(K8S / "overlays" / "prod")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("medbridge: error:")
+    assert "storageClassName is the placeholder 'CHANGE-ME-storage-class'" in err
+    assert str(K8S / "overlays" / "prod" / "kustomization.yaml") in err  # the file to edit
+    assert "placeholder registry 'registry.invalid/medbridge'" in err
+
+
+@needs_kubectl
+def test_k8s_check_passes_once_the_site_filled_the_overlay_in(tmp_path, capsys):
+    from pipelines.cli import main
+
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    kust = tree / "overlays" / "prod" / "kustomization.yaml"
+    kust.write_text(kust.read_text().replace("CHANGE-ME-storage-class", "cephfs")
+                    .replace("registry.invalid/medbridge", "registry.hospital.example/ml"))
+    assert main(["k8s", "check", str(tree / "overlays" / "prod")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "namespace medbridge" in out and "class cephfs" in out and "--namespace medbridge" in out
+    assert "--service-account medbridge-runner" in out
+
+
+@needs_kubectl
+def test_k8s_check_refuses_policy_in_kfps_namespace(tmp_path, capsys):
+    from pipelines.cli import main
+
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    kust = tree / "overlays" / "dev" / "kustomization.yaml"
+    kust.write_text(kust.read_text().replace("  - ../../components/secrets-template\n",
+                                             "  - ../../components/secrets-template\n  - ../../components/policy\n"))
+    assert main(["k8s", "check", str(tree / "overlays" / "dev")]) == 2
+    assert "KFP's own namespace 'kubeflow'" in capsys.readouterr().err
+
+
+@needs_kubectl
+def test_k8s_check_dev_passes(capsys):
+    from pipelines.cli import main
+
+    assert main(["k8s", "check", str(K8S / "overlays" / "dev")]) == 0
+    assert "PLACEHOLDER values" in capsys.readouterr().out  # dev's template Secrets are said to be placeholders

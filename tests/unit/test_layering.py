@@ -40,8 +40,9 @@ def _step_of(module: str) -> str | None:
     return parts[1] if parts[0] == "components" and len(parts) > 1 else None
 
 
-def test_the_steps_are_the_six_of_the_method():
-    assert STEPS == ["curate", "diagnose", "evaluate", "grpo", "probe", "sft"]
+def test_the_steps_are_the_six_of_the_method_plus_fingerprint_and_publish():
+    # The method's six, the light task that keys Kubeflow's cache by content, and the final copy out of the cluster.
+    assert STEPS == ["curate", "diagnose", "evaluate", "fingerprint", "grpo", "probe", "publish", "sft"]
 
 
 @pytest.mark.parametrize("path", _modules(COMPONENTS / "common"), ids=lambda p: p.name)

@@ -80,6 +80,7 @@ def test_component_signature_matches_the_pipeline_interface():
         "medmnist_root", "pmc_vqa_root", "flags", "seed", "rl_size", "include_none", "labeller_model",
         "diag_per_class", "eval_per_class", "sft_per_class",
         "medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "curation_report",
+        "cache_fingerprint",  # components/fingerprint: part of KFP's cache key only
     ]
     outs = curate.component_spec.outputs
     assert {k: v.type for k, v in outs.items()} == {

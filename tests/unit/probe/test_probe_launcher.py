@@ -89,6 +89,7 @@ def test_component_signature_matches_interfaces():
 
     sig = inspect.signature(probe.python_func)
     assert list(sig.parameters) == ["model_ref", "medmnist_data", "flags", "pooling", "epochs", "image_size",
-                                    "batch_size", "seed", "probe_report", "metrics"]
+                                    "batch_size", "seed", "probe_report", "metrics",
+                                    "cache_fingerprint"]  # components/fingerprint: part of KFP's cache key only
     src = inspect.getsource(probe.python_func)
     assert "from components.probe.__main__ import main" in src and "log_metric" in src
