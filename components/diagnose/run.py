@@ -247,8 +247,8 @@ def run_diagnosis(
         for g, m in groups.items():
             members = {t: per_task[t] for t in per_task if diag["task_groups"][t] == g and t not in groups}
             plot_curves(tmp / f"passk_{slug(g)}.png", {g: m, **members}, f"Pass@k: {g} (dashed: chance)", synthetic)
-        write_lineage(tmp, step="diagnose", artifact="diagnosis", inputs=inputs, params=dataclasses.asdict(cfg),
-                      summary=summary)
+        write_lineage(tmp, step="rediagnose" if cfg.after_bridge else "diagnose", artifact="diagnosis",
+                      inputs=inputs, params=dataclasses.asdict(cfg), summary=summary)
     if io.metrics_json:
         write_json(io.metrics_json, metrics)
     if io.branch_file:

@@ -137,10 +137,16 @@ def test_context_holds_ready_rows_by_section(upstream):
     dec = ctx["decision"]
     assert dec["branch_label"] == "SHARPEN" and not dec["forced"] and "test rule text" in dec["rule"]
     assert _texts(dec["overall"])[1] == ["Pass@2", "55.0 [40.0, 70.0]"]
+    # raw beside chance and the chance-corrected value the rule uses, with the k it was taken at
+    assert _texts(dec["overall"])[3] == ["chance Pass@2 (uniform guesser)", "55.6"]
+    assert _texts(dec["overall"])[4] == ["corrected Pass@K (k = 1 at 3 options)", "10.0 [0.0, 20.0]"]
+    assert dec["decided_on"].startswith("Decided on rl_diag_set") and "breadth" in dec["decided_on"]
     assert dec["overall"]["rows"][1]["cells"][1]["num"] and not dec["overall"]["rows"][1]["cells"][0]["num"]
     dg = ctx["diagnosis"]
-    assert _texts(dg["per_modality"]) == [["radiology", "sharpen", "55.0", "25.0", "30.0", "Pass@2 0.55 >= 0.5"]]
-    assert _texts(dg["per_task"]) == [["organamnist", "6", "25.0 [10.0, 40.0]", "55.0 [40.0, 70.0]", "30.0", ""]]
+    assert _texts(dg["per_modality"]) == [
+        ["radiology", "sharpen", "10.0 [0.0, 20.0]", "55.0", "55.6", "25.0", "Pass@2 0.55 >= 0.5"]]
+    assert _texts(dg["per_task"]) == [
+        ["organamnist", "6", "25.0 [10.0, 40.0]", "55.0 [40.0, 70.0]", "55.6", "10.0 [0.0, 20.0]", "k = 1 at 3 options", ""]]
     assert [c["name"] for c in ctx["curves"]["images"]] == ["passk_curves.png"]
     assert ctx["curves"]["images"][0]["src"].startswith("data:image/png;base64,")
     # the probe table comes from probe.json: one group row per modality group, the task under it
@@ -183,7 +189,9 @@ def test_context_holds_ready_rows_by_section(upstream):
         ("evaluate", "results"),
     ]
     assert steps[-1][2] == "f" * 12 and [p["title"] for p in ctx["steps"]["params"]][1] == "curate / eval_set"
-    assert [c["value"] for c in ctx["cards"]] == ["SHARPEN", "Pass@2 55.0", "75.0", "FLAGGED (1)"]
+    assert [c["value"] for c in ctx["cards"]] == ["SHARPEN", "Pass@K 10.0", "75.0", "FLAGGED (1)"]
+    # no re-diagnosis, no SFT stage, no open questions in this run: the sections say so
+    assert not ctx["gate"]["available"] and not ctx["stages"]["available"] and not ctx["open"]["available"]
 
 
 def test_report_renders_decision_banner_tables_and_steps(upstream, tmp_path):

@@ -57,7 +57,11 @@ def test_scorer_on_hand_written_completions_matches_hand_computed_accuracy():
     # pass@1 = mean(c/n) = (0.5 + 1 + 0 + 0.5) / 4; pass@2 = mean(1, 1, 0, 1)
     assert m["pass_at_k"] == pytest.approx({"1": 0.5, "2": 0.75})
     assert m["gap"] == pytest.approx(0.25)
-    assert m["format_failure_rate"] == pytest.approx(2 / 12)  # greedy #4 and one sample of #3, of 12 completions
+    assert m["format_failure_rate"] == pytest.approx(1 / 8)  # one sample of #3, of 8 sampled completions
+    assert m["greedy_format_failure_rate"] == pytest.approx(1 / 4)  # greedy #4
+    # 3 options: a guesser's pass@2 is 1 - (2/3)^2 = 5/9, and 3 options correct at k = 1 (chance 1/3)
+    assert m["chance"]["pass_at_k"]["2"] == pytest.approx(5 / 9) and m["corrected"]["k_used"] == {"3": 1}
+    assert m["corrected"]["pass_at_k"] == pytest.approx((0.5 - 1 / 3) / (2 / 3))
     assert m["mean_distinct_answers"] == pytest.approx((2 + 1 + 1 + 1) / 4)
     lo, hi = m["ci"]["acc_at_1"]
     assert 0 <= lo <= 0.5 <= hi <= 1
@@ -74,5 +78,8 @@ def test_paired_delta_is_trained_minus_base_on_the_same_questions():
     assert d["acc_at_1"]["value"] == pytest.approx(3 / 4)  # base 0/4, trained 3/4
     assert d["pass_at_k"]["value"] == pytest.approx(0.0)  # both pass@2 = 1 everywhere
     assert d["pass_at_k"]["ci"] == pytest.approx([0.0, 0.0])
+    # p of "a loss beyond the margin": never for a gain, always smallest for a sure loss
+    assert d["acc_at_1"]["p_loss"] == pytest.approx(1.0)
+    assert paired_delta(trained, base, k=2, n_boot=200)["acc_at_1"]["p_loss"] < 0.05
     with pytest.raises(ValueError, match="different questions"):
         paired_delta(base[:3], trained, k=2)
