@@ -18,14 +18,19 @@ def curate(
     diag_per_class: int,
     eval_per_class: int,
     sft_per_class: int,
+    target_diag_per_modality: int,
+    benchmarks_root: str,
+    benchmarks: str,
     medmnist_data: Output[Dataset],
     diag_set: Output[Dataset],
     eval_set: Output[Dataset],
     sft_set: Output[Dataset],
     rl_set: Output[Dataset],
+    rl_diag_set: Output[Dataset],
     curation_report: Output[Artifact],
 ):
-    """Curate: validated MedMNIST npz copy, diagnosis/eval/SFT MCQ sets, modality-balanced PMC-VQA RL set, report."""
+    """Curate: validated MedMNIST npz copy, diagnosis/eval/SFT MCQ sets, modality-balanced PMC-VQA RL set and its
+    held-out diagnosis slice, evaluation questions kept out of training, report."""
     from components.curate.__main__ import main
 
     rc = main([
@@ -39,11 +44,15 @@ def curate(
         "--diag-per-class", str(diag_per_class),
         "--eval-per-class", str(eval_per_class),
         "--sft-per-class", str(sft_per_class),
+        "--target-diag-per-modality", str(target_diag_per_modality),
+        "--benchmarks-root", benchmarks_root,
+        "--benchmarks", benchmarks,
         "--out-medmnist-data", medmnist_data.path,
         "--out-diag-set", diag_set.path,
         "--out-eval-set", eval_set.path,
         "--out-sft-set", sft_set.path,
         "--out-rl-set", rl_set.path,
+        "--out-rl-diag-set", rl_diag_set.path,
         "--out-curation-report", curation_report.path,
     ])
     if rc != 0:
