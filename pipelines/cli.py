@@ -6,6 +6,8 @@
     medbridge submit ... --schedule "0 3 * * *"    # recurring re-diagnosis
     medbridge diagnose --model REF --data DIR --k 16 --out DIR
     medbridge demo-assets --out DIR
+    medbridge study                                 # the paper's RQ3 study (second pipeline), demo profile, locally
+    medbridge study --profile cluster --set bridged_model_ref=s3://models/octomed-7b --compile study.yaml
     medbridge curate|probe|sft|grpo|evaluate ...    # any step's launcher, same flags as python -m components.<step>
 """
 
@@ -52,6 +54,15 @@ def make_parser() -> argparse.ArgumentParser:
     subm.add_argument("--train-gpus", type=int, default=4)
     subm.add_argument("--no-gpu", action="store_true", help="submit without GPU requests, secrets and cache volume")
 
+    study = sub.add_parser("study", help="the paper's RQ3 study: GRPO per task from base and bridged, transfer report")
+    _add_profile_args(study, "demo")
+    study.add_argument("--out", default="runs", help="directory for demo assets and run outputs (default: runs)")
+    study.add_argument("--no-demo-assets", action="store_true",
+                       help="do not build the tiny model and synthetic data; use the profile's model and data")
+    study.add_argument("--compile", metavar="YAML", default=None,
+                       help="write the study's KFP v2 spec here instead of running it")
+    study.add_argument("--no-gpu", action="store_true", help="with --compile: no GPU requests, secrets or cache volume")
+
     demo = sub.add_parser("demo-assets", help="build the tiny model and the synthetic data")
     demo.add_argument("--out", required=True)
     demo.add_argument("--seed", type=int, default=0)
@@ -75,7 +86,8 @@ def cmd_run(args) -> int:
     print()
     if result.report_md.is_file():
         print(result.report_md.read_text())
-    print(f"[medbridge] branch taken: {result.branch}; finished in {result.seconds / 60:.1f} min")
+    gate = f", after the bridge: {result.gate}" if result.gate else ""
+    print(f"[medbridge] branch taken: {result.branch}{gate}; finished in {result.seconds / 60:.1f} min")
     print(f"[medbridge] run directory: {result.run_dir}")
     print(f"[medbridge] report: {result.report_html}")
     return 0
@@ -118,6 +130,27 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    """`medbridge study`: compile the RQ3 study pipeline, or run it through kfp.local (--set takes the profile's
+    parameters and the study's own: study_tasks, bridged_model_ref, rl_max_records)."""
+    from pipelines.study import compile_study, load_study, run_study_local
+
+    extra = {"model_ref": args.model_ref} if args.model_ref else {}
+    params = load_study(args.profile, args.overrides, extra)
+    if args.compile:
+        from pipelines.pipeline import LOCAL, ClusterSettings
+
+        print(f"[medbridge] wrote {compile_study(args.compile, params, LOCAL if args.no_gpu else ClusterSettings())}")
+        return 0
+    result = run_study_local(params, out_dir=args.out, demo=not args.no_demo_assets)
+    print()
+    if result.report_md.is_file():
+        print(result.report_md.read_text())
+    print(f"[medbridge] study finished in {result.seconds / 60:.1f} min; run directory: {result.run_dir}")
+    print(f"[medbridge] study report: {result.report_html}")
+    return 0
+
+
 def cmd_demo_assets(args) -> int:
     from pipelines.demo import main as demo_main
 
@@ -130,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(f"components.{argv[0]}.__main__").main(argv[1:]) or 0
     args = make_parser().parse_args(argv or ["run"])
     try:
-        handler = {"run": cmd_run, "compile": cmd_compile, "submit": cmd_submit, "demo-assets": cmd_demo_assets}[args.command or "run"]
+        handler = {"run": cmd_run, "compile": cmd_compile, "submit": cmd_submit, "demo-assets": cmd_demo_assets,
+                   "study": cmd_study}[args.command or "run"]
         return handler(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"medbridge: error: {e}", file=sys.stderr)

@@ -1,10 +1,14 @@
-"""The MedBridge DAG: curate -> probe -> diagnose -> (bridge: sft -> grpo | sharpen: grpo) -> evaluate.
+"""The MedBridge DAG: curate -> probe -> diagnose -> (bridge: sft -> rediagnose -> grpo | stop; sharpen: grpo)
+-> evaluate.
 
     medbridge compile --profile cluster --out pipeline.yaml
 
 The branch is chosen by the string the diagnose step returns (components.diagnose.decision.decide, a tested pure
-function of the measured Pass@K interval and tau). Each branch ends with its own evaluate task, so no step ever
-needs `dsl.OneOf` over artifacts: the DAG runs unchanged under kfp.local and on a cluster.
+function of the chance-corrected Pass@K interval on the held-out slice of the distribution RL trains on, and tau).
+In the bridge branch the SFT model is diagnosed again on the same sets and the gate it returns
+(components.diagnose.decision.gate_after_bridge) runs GRPO ("proceed") or ends the run with a report of the numbers
+("stop"). Each path ends with its own evaluate task, so no step ever needs `dsl.OneOf` over artifacts: the DAG runs
+unchanged under kfp.local and on a cluster.
 """
 
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from kfp import dsl
 
 from components.curate.component import curate
-from components.diagnose.component import diagnose
+from components.diagnose.component import diagnose, rediagnose
 from components.evaluate.component import evaluate
 from components.grpo.component import grpo
 from components.probe.component import probe
@@ -110,7 +114,20 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
         benchmarks: str = _D.benchmarks,
         train_task: str = _D.train_task,
         seed: int = _D.seed,
+        chance_ceiling: float = _D.chance_ceiling,
+        min_pixels: int = _D.min_pixels,
+        max_pixels: int = _D.max_pixels,
+        judge_model: str = _D.judge_model,
+        judge_mode: str = _D.judge_mode,
+        target_diag_per_modality: int = _D.target_diag_per_modality,
+        force_rl: bool = _D.force_rl,
     ):
+        # One measurement harness for the diagnosis, the re-diagnosis and the evaluation.
+        harness = dict(
+            k=k, prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            backend=backend, min_pixels=min_pixels, max_pixels=max_pixels, judge_model=judge_model,
+            judge_mode=judge_mode, chance_ceiling=chance_ceiling, seed=seed,
+        )
         cur = curate(
             medmnist_root=medmnist_root,
             pmc_vqa_root=pmc_vqa_root,
@@ -122,6 +139,9 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             diag_per_class=diag_per_class,
             eval_per_class=eval_per_class,
             sft_per_class=sft_per_class,
+            target_diag_per_modality=target_diag_per_modality,
+            benchmarks_root=benchmarks_root,
+            benchmarks=benchmarks,
         ).set_display_name("1 curate")
         _place(cur, settings, settings.infer_gpus, "96Gi")
 
@@ -140,16 +160,11 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
         dia = diagnose(
             model_ref=model_ref,
             diag_set=cur.outputs["diag_set"],
+            rl_diag_set=cur.outputs["rl_diag_set"],
             probe_report=prb.outputs["probe_report"],
-            k=k,
             tau=tau,
-            prompt_format=prompt_format,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            backend=backend,
             force_branch=force_branch,
-            seed=seed,
+            **harness,
         ).set_display_name("3 diagnose support")
         _place(dia, settings, settings.infer_gpus, "64Gi", cache=False)
 
@@ -158,7 +173,7 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             task = grpo(
                 model_ref=model_ref,
                 rl_set=cur.outputs["rl_set"],
-                watch_set=cur.outputs["diag_set"],
+                watch_set=cur.outputs["rl_diag_set"],  # the guard watches the slice the branch was decided on
                 diagnosis=dia.outputs["diagnosis"],
                 prompt_format=prompt_format,
                 max_steps=grpo_max_steps,
@@ -173,9 +188,9 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             ).set_display_name("5 sharpen (GRPO)")
             return _place(task, settings, settings.train_gpus, "256Gi", cache=False)
 
-        def _evaluate(trained):
+        def _evaluate(final_model, final_stage="rl", **extra):
             task = evaluate(
-                model=trained.outputs["model"],
+                model=final_model,
                 base_model_ref=model_ref,
                 eval_set=cur.outputs["eval_set"],
                 diagnosis=dia.outputs["diagnosis"],
@@ -183,11 +198,10 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
                 curation_report=cur.outputs["curation_report"],
                 benchmarks_root=benchmarks_root,
                 benchmarks=benchmarks,
-                k=k,
-                prompt_format=prompt_format,
-                max_new_tokens=max_new_tokens,
                 train_task=train_task,
-                seed=seed,
+                final_stage=final_stage,
+                **harness,
+                **extra,
             ).set_display_name("6 evaluate")
             return _place(task, settings, settings.infer_gpus, "64Gi", cache=False)
 
@@ -205,9 +219,22 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
                 seed=seed,
             ).set_display_name("4 bridge (SFT)")
             _place(bridge, settings, settings.train_gpus, "256Gi", cache=False)
-            _evaluate(_grpo(init_model=bridge.outputs["model"]))
+            rd = rediagnose(
+                model=bridge.outputs["model"],
+                diag_set=cur.outputs["diag_set"],
+                rl_diag_set=cur.outputs["rl_diag_set"],
+                tau=tau,
+                force_rl=force_rl,
+                **harness,
+            ).set_display_name("4b re-diagnose after the bridge")
+            _place(rd, settings, settings.infer_gpus, "64Gi", cache=False)
+            with dsl.If(rd.outputs["Output"] == "proceed", name="support-after-bridge"):
+                rl = _grpo(init_model=bridge.outputs["model"])
+                _evaluate(rl.outputs["model"], sft_model=bridge.outputs["model"], rediagnosis=rd.outputs["diagnosis"])
+            with dsl.Else(name="support-still-below-tau"):
+                _evaluate(bridge.outputs["model"], final_stage="sft", rediagnosis=rd.outputs["diagnosis"])
         with dsl.Else(name="support-at-least-tau"):
-            _evaluate(_grpo())
+            _evaluate(_grpo().outputs["model"])
 
     return medbridge
 

@@ -121,9 +121,16 @@ class HarnessConfig:
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 min_pixels=self.min_pixels,
                 max_pixels=self.max_pixels,
+                max_model_len=self.max_model_len(),
             )
         except ValueError as e:
             raise ValueError(f"{e} (--{str(e).split('=')[0].replace('_', '-')})") from None
+
+    def max_model_len(self) -> int:
+        """vLLM's context length: room for the largest image (one token per 28x28 pixels), the question and the
+        completion (at least 8,192)."""
+        image_tokens = self.max_pixels // (28 * 28) if self.max_pixels else 1280
+        return max(8192, image_tokens + self.max_new_tokens + 1024)
 
     def harness_fields(self) -> dict[str, Any]:
         """This object's harness settings alone (a subclass adds its own knobs)."""

@@ -1,7 +1,7 @@
 """Kubeflow component for the curate step: maps artifacts and parameters to `python -m components.curate` flags."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.common.images import TRAIN_IMAGE
 
@@ -57,3 +57,20 @@ def curate(
     ])
     if rc != 0:
         raise RuntimeError(f"curate launcher exited with status {rc}")
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def subset(
+    data: Input[Dataset],
+    tasks: str,
+    max_records: int,
+    seed: int,
+    out: Output[Dataset],
+):
+    """One task's questions of a curated MCQ dataset, as a dataset of their own (the RQ3 study's per-task sets)."""
+    from components.curate.subset import main
+
+    rc = main(["--data", data.path, "--tasks", tasks, "--max-records", str(max_records), "--seed", str(seed),
+               "--out", out.path])
+    if rc != 0:
+        raise RuntimeError(f"subset launcher exited with status {rc}")

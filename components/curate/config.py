@@ -89,3 +89,25 @@ class CurateConfig:
     @property
     def flag_list(self) -> list[str]:
         return parse_flags(self.flags)
+
+
+@dataclass
+class SubsetIO:
+    data: str = field(metadata={"help": "MCQ dataset directory to take questions from (e.g. the curate step's sft_set)"})
+    out: str = field(metadata={"help": "output MCQ dataset directory (replaced atomically)"})
+
+    def __post_init__(self):
+        check_nonempty(self)
+
+
+@dataclass
+class SubsetConfig:
+    tasks: str = field(default="", metadata={"help": "comma-separated tasks to keep (e.g. organamnist)"})
+    max_records: int = field(default=0, metadata={"help": "at most this many questions, class-balanced over (task, answer) (0 = all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the class-balanced draw"})
+
+    def __post_init__(self):
+        if not [t for t in self.tasks.split(",") if t.strip()]:
+            raise ValueError("tasks is empty; name the tasks to keep, e.g. --tasks organamnist")
+        if self.max_records < 0:
+            raise ValueError(f"max_records={self.max_records} must be >= 0 (--max-records)")

@@ -85,15 +85,14 @@ def study_report(
     from_base: Input[List[Artifact]],
     from_bridged: Input[List[Artifact]],
     bridged_model_ref: str,
-    study_tasks: str,
     report: Output[HTML],
     study: Output[Artifact],
 ):
     """Collect the RQ3 study's runs (GRPO per task, from the base and from a bridged model) into a transfer report."""
     from components.evaluate.study import main
 
-    argv = ["--runs", *[a.path for a in from_base], *[a.path for a in from_bridged],
-            "--tasks", study_tasks, "--bridged-model", bridged_model_ref,
+    argv = ["--from-base", *[a.path for a in from_base], "--from-bridged", *[a.path for a in from_bridged],
+            "--bridged-model", bridged_model_ref,
             "--out", study.path, "--out-report", report.path]
     rc = main(argv)
     if rc != 0:

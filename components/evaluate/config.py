@@ -86,3 +86,25 @@ class EvalConfig(HarnessConfig):
             raise ValueError(f"alpha={self.alpha} must lie in (0, 1), e.g. 0.05 (--alpha)")
         if self.n_boot < 100:
             raise ValueError(f"n_boot={self.n_boot} is too few resamples for a 95% interval; use >= 100")
+
+
+@dataclass
+class StudyIO:
+    out: str = field(metadata={"help": "study directory to write (study.json, transfer_heatmap.png, report.md, report.html)"})
+    out_report: str = field(metadata={"help": "HTML report file to write (the Kubeflow HTML artifact)"})
+    from_base: list[str] = field(default_factory=list, metadata={"help": "evaluate results directories of the GRPO runs started from the base model"})
+    from_bridged: list[str] = field(default_factory=list, metadata={"help": "evaluate results directories of the GRPO runs started from the bridged model"})
+
+    def __post_init__(self):
+        check_nonempty(self)
+        if not self.from_base and not self.from_bridged:
+            raise ValueError("no run to report: pass --from-base and/or --from-bridged results directories")
+        for d in [*self.from_base, *self.from_bridged]:
+            if not (Path(d) / "results.json").is_file():
+                raise FileNotFoundError(f"{d}: no results.json; pass the evaluate step's results directories")
+
+
+@dataclass
+class StudyConfig:
+    tasks: str = field(default="", metadata={"help": "the study's GRPO training tasks, comma-separated (empty = those of the runs)"})
+    bridged_model: str = field(default="", metadata={"help": "the bridged checkpoint the runs started from (e.g. OctoMed-7B); empty = the bridge step's SFT output"})
