@@ -28,12 +28,10 @@ from components.common.prompts import PROMPT_VERSION
 from components.common.records import MCQRecord, OpenRecord, load_open_records, load_records
 from components.common.sampling import make_backend
 from components.evaluate.config import EvalConfig
-from components.evaluate.scoring import aggregate, paired_delta
+from components.evaluate.scoring import aggregate, stage_deltas
 from components.evaluate.transfer import REGIMES, regime_for, transfer_guard
 
 MODELS = ("base", "sft", "trained")
-# Paired deltas (name, before, after): what the bridge added, what RL added, and the whole post-training.
-DELTAS = (("base_to_sft", "base", "sft"), ("sft_to_rl", "sft", "trained"), ("base_to_final", "base", "trained"))
 
 
 @dataclasses.dataclass
@@ -117,11 +115,7 @@ def score_model(
 def _entry(per_model: dict[str, list[QuestionOutcome]], cfg: EvalConfig) -> dict:
     kw = dict(n_boot=cfg.n_boot, seed=cfg.seed)
     entry: dict[str, Any] = {m: aggregate(o, cfg.k, ceiling=cfg.chance_ceiling, **kw) for m, o in per_model.items()}
-    deltas = {
-        name: paired_delta(per_model[a], per_model[b], cfg.k, margin=cfg.overfit_margin, **kw)
-        for name, a, b in DELTAS
-        if a in per_model and b in per_model
-    }
+    deltas = stage_deltas(per_model, cfg.k, margin=cfg.overfit_margin, **kw)
     entry["delta"] = deltas["base_to_final"]
     if "sft" in per_model:
         entry["deltas"] = deltas

@@ -21,7 +21,10 @@ from components.common.harness import (
 from components.common.records import MCQRecord
 from components.common.stats import bootstrap_p_at_least, pass_at_k, paired_ci
 
-__all__ = ["pass_at_k", "QuestionOutcome", "score_question", "aggregate", "paired_delta"]
+__all__ = ["pass_at_k", "QuestionOutcome", "score_question", "aggregate", "paired_delta", "stage_deltas", "STAGE_DELTAS"]
+
+# Paired deltas (name, before, after): what the bridge added, what RL added on top of it, the whole post-training.
+STAGE_DELTAS = (("base_to_sft", "base", "sft"), ("sft_to_rl", "sft", "trained"), ("base_to_final", "base", "trained"))
 
 EMPTY = {"n": 0, "acc_at_1": None, "pass_at_k": {}, "gap": None, "ci": {}, "format_failure_rate": None,
          "truncation_rate": None, "mean_distinct_answers": None}
@@ -66,3 +69,15 @@ def paired_delta(
         d["p_loss"] = bootstrap_p_at_least([a - b for b, a in zip(before, after)], -margin, **kw)
         out[metric] = d
     return out
+
+
+def stage_deltas(
+    per_model: dict[str, list[QuestionOutcome]], k: int, n_boot: int = 1000, seed: int = 0, margin: float = 0.05
+) -> dict[str, dict]:
+    """SFT and RL gains kept apart (pure): {name: paired_delta} for each of STAGE_DELTAS whose two models were scored
+    (`per_model`: "base", optionally "sft", "trained"), every one on the same questions."""
+    return {
+        name: paired_delta(per_model[a], per_model[b], k, n_boot=n_boot, seed=seed, margin=margin)
+        for name, a, b in STAGE_DELTAS
+        if a in per_model and b in per_model
+    }

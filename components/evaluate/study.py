@@ -77,7 +77,14 @@ def study_cells(runs: list[tuple[str, dict]]) -> list[dict]:
                 "acc_delta": (d or {}).get("acc_at_1"), "pass_delta": (d or {}).get("pass_at_k"),
             })
     order = {t: i for i, t in enumerate(TASKS)}
-    return sorted(cells, key=lambda c: (c["rl_task"], INITS.index(c["init"]), not c["paper_pair"], order.get(c["task"], 99)))
+    rl_order = {t: i for i, t in enumerate(dict.fromkeys(r["train_task"] for _, r in runs))}
+    regimes = ("in-domain", "within-modality", "within-modality (larger shift)", "cross-modality", "cross-dataset")
+
+    def key(c: dict):
+        regime = regimes.index(c["regime"]) if c["regime"] in regimes else len(regimes)
+        return rl_order[c["rl_task"]], INITS.index(c["init"]), not c["paper_pair"], regime, order.get(c["task"], 99)
+
+    return sorted(cells, key=key)
 
 
 def heatmap(cells: list[dict], path: Path, synthetic: bool, k: Any) -> Path:
@@ -92,7 +99,7 @@ def heatmap(cells: list[dict], path: Path, synthetic: bool, k: Any) -> Path:
 
     rows = list(dict.fromkeys((c["rl_task"], c["init"]) for c in cells))
     cols = list(dict.fromkeys(c["task"] for c in sorted(cells, key=lambda c: list(TASKS).index(c["task"]) if c["task"] in TASKS else 99)))
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(cols) * 2, 1.2 + 0.5 * len(rows)), dpi=110)
+    fig, axes = plt.subplots(2, 1, figsize=(3 + 1.2 * len(cols), 2.4 + 1.0 * len(rows)), dpi=110)
     for ax, metric, label in ((axes[0], "acc_delta", "Δ Acc@1"), (axes[1], "pass_delta", f"Δ Pass@{k}")):
         grid = np.full((len(rows), len(cols)), np.nan)
         for c in cells:
@@ -105,14 +112,15 @@ def heatmap(cells: list[dict], path: Path, synthetic: bool, k: Any) -> Path:
             i, j = rows.index((c["rl_task"], c["init"])), cols.index(c["task"])
             v = grid[i, j]
             text = "n/a" if np.isnan(v) else f"{v:+.1f}" + ("*" if c["sft_trained_on_task"] else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            dark = not np.isnan(v) and abs(v) > 0.6 * lim
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
             if c["paper_pair"]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.6, ec="black"))
-        ax.set_xticks(range(len(cols)), [TASKS[t].name if t in TASKS else t for t in cols], rotation=30, fontsize=8)
-        ax.set_yticks(range(len(rows)), [f"{TASKS[t].name if t in TASKS else t} · {i}" for t, i in rows], fontsize=8)
-        ax.set_title(f"{label} after − before RL (points)" + ("  [SYNTHETIC]" if synthetic else ""), fontsize=9)
-    fig.suptitle("GRPO on one task (rows: task · start) → every evaluated task (framed: the paper's pairs; "
-                 "* the bridge's SFT data held the task)", fontsize=8)
+        ax.set_xticks(range(len(cols)), [TASKS[t].name if t in TASKS else t for t in cols], fontsize=9)
+        ax.set_yticks(range(len(rows)), [f"{TASKS[t].name if t in TASKS else t} · {i}" for t, i in rows], fontsize=9)
+        ax.set_title(f"{label} after − before RL (points)" + ("  [SYNTHETIC]" if synthetic else ""), fontsize=10)
+    fig.suptitle("GRPO on one task (rows: task · start) → evaluated task (columns)\nframed: the paper's pairs; "
+                 "*: the bridge's SFT data held the task", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

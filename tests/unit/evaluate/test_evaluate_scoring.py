@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.common.records import MCQRecord
-from components.evaluate.scoring import aggregate, paired_delta, pass_at_k, score_question
+from components.evaluate.scoring import aggregate, paired_delta, pass_at_k, score_question, stage_deltas
 
 # (n, c, k, expected): 1 - C(n-c, k) / C(n, k), worked by hand.
 PASS_CASES = [
@@ -83,3 +83,32 @@ def test_paired_delta_is_trained_minus_base_on_the_same_questions():
     assert paired_delta(trained, base, k=2, n_boot=200)["acc_at_1"]["p_loss"] < 0.05
     with pytest.raises(ValueError, match="different questions"):
         paired_delta(base[:3], trained, k=2)
+
+
+
+def _stage(letters: str) -> list:
+    """Outcomes of 4 questions (answer B) whose greedy and both samples are the given letter per question."""
+    return [score_question(_rec(i), f"<answer>{x}</answer>", [f"<answer>{x}</answer>"] * 2) for i, x in enumerate(letters)]
+
+
+# (base, SFT, final letters per question, expected Acc@1 deltas base->SFT, SFT->RL, base->final)
+STAGE_CASES = [
+    ("AAAA", "BBBB", "BBBB", (1.0, 0.0, 1.0)),  # the bridge did it all; RL added nothing on top
+    ("AAAA", "AAAA", "BBBB", (0.0, 1.0, 1.0)),  # RL did it all on top of a bridge that did nothing
+    ("AAAA", "BBAA", "BBBA", (0.5, 0.25, 0.75)),  # both contributed; the parts add up to the whole
+    ("BBBB", "BBBB", "AAAA", (0.0, -1.0, -1.0)),  # RL lost what the base and the bridge had
+]
+
+
+@pytest.mark.parametrize("base, sft, final, expected", STAGE_CASES)
+def test_stage_deltas_keep_sft_and_rl_gains_apart(base, sft, final, expected):
+    d = stage_deltas({"base": _stage(base), "sft": _stage(sft), "trained": _stage(final)}, k=2, n_boot=200)
+    got = tuple(d[name]["acc_at_1"]["value"] for name in ("base_to_sft", "sft_to_rl", "base_to_final"))
+    assert got == pytest.approx(expected)
+
+
+def test_stage_deltas_without_a_bridge_and_on_different_questions():
+    d = stage_deltas({"base": _stage("AAAA"), "trained": _stage("BBBB")}, k=2, n_boot=100)
+    assert set(d) == {"base_to_final"}  # the sharpen branch: one delta
+    with pytest.raises(ValueError, match="different questions"):
+        stage_deltas({"base": _stage("AAAA"), "sft": _stage("AAA"), "trained": _stage("AAAA")}, k=2)
