@@ -320,13 +320,18 @@ def read_open_answers(
 ) -> tuple[list[QuestionOutcome], list[dict]]:
     """Open-ended answers: correct = normalised exact match with the reference, or, with a judge, the judge's verdict
     on every answer (free text has no unreadable/readable split); token F1 of the greedy answer is kept too."""
+    verdicts: list[bool] = []
+    if judge is not None:  # one batch for every answer of every question
+        verdicts = judge_open(judge, [OpenJudgeItem(rec.question, rec.answer, str(c))
+                                      for rec, ss, g in zip(records, samples, greedy, strict=True) for c in [g, *ss]])
     outcomes, rows = [], []
+    at = 0
     for rec, ss, g in zip(records, samples, greedy, strict=True):
         pg = read_open_answer(g)
         ps = [read_open_answer(c) for c in ss]
         if judge is not None:
-            verdicts = judge_open(judge, [OpenJudgeItem(rec.question, rec.answer, str(c)) for c in [g, *ss]])
-            g_ok, s_ok = verdicts[0], verdicts[1:]
+            g_ok, s_ok = verdicts[at], verdicts[at + 1 : at + 1 + len(ss)]
+            at += 1 + len(ss)
         else:
             g_ok, s_ok = exact_match(pg.letter, rec.answer), [exact_match(p.letter, rec.answer) for p in ps]
         outcomes.append(

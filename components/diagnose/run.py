@@ -65,19 +65,6 @@ def load_questions(data: str, max_questions: int = 0) -> list[MCQRecord]:
     return records[:max_questions] if max_questions else records
 
 
-def score(
-    records: list[MCQRecord],
-    samples: list[list[str]],
-    greedy: list[str],
-    judge: SamplingBackend | None = None,
-    judge_mode: str = "unreadable",
-) -> tuple[list[QuestionOutcome], list[dict]]:
-    """Read every completion (the harness's answer reading); per-question outcomes + sample rows."""
-    from components.common.harness import read_answers
-
-    return read_answers(records, samples, greedy, judge=judge, judge_mode=judge_mode, group_of=group_of)
-
-
 def task_groups(results: list[QuestionOutcome]) -> dict[str, str]:
     """{task: its modality group}, or "mixed" for a task whose questions span groups (PMC-VQA's modalities)."""
     seen: dict[str, set[str]] = {}
