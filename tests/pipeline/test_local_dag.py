@@ -2,8 +2,8 @@
 the re-diagnosis gate (GRPO forced by the operator; the run stopped after the bridge), end to end.
 
 Each run builds the tiny random-weight model and synthetic data, then runs curate, probe, diagnose, (sft, rediagnose),
-(grpo) and evaluate as subprocesses, exactly as `medbridge run` does. Two benchmarks (one with open-ended questions)
-keep the runs short; `medbridge run` scores all six.
+(grpo) and evaluate as subprocesses, exactly as `medbridge run` does. Smaller sets than the demo profile's, and two
+benchmarks (one with open-ended questions), keep the runs short; `medbridge run` runs the demo profile as it is.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def test_dag_runs_end_to_end(case, assets, tmp_path):
     from pipelines.local import run_local
 
     overrides, steps_run, gate = CASES[case]
-    params = load_profile("demo", {**overrides, **assets, "labeller_model": assets["model_ref"],
-                                   "benchmarks": "pmc-vqa,vqa-rad"})
+    small = {"benchmarks": "pmc-vqa,vqa-rad", "k": 4, "diag_per_class": 1, "eval_per_class": 1,
+             "target_diag_per_modality": 2, "sft_max_steps": 3, "grpo_max_steps": 2}
+    params = load_profile("demo", {**overrides, **assets, "labeller_model": assets["model_ref"], **small})
     result = run_local(params, out_dir=tmp_path, demo=False)
     branch = overrides["force_branch"]
 
