@@ -211,12 +211,13 @@ def run_diagnosis(
         out_value = gate.outcome
     metrics = kfp_metrics(diag)
     c = overall["corrected"]
+    lead = "re-diagnosis of the bridged model" if cfg.after_bridge else f"{decision.branch}{' (forced)' if decision.forced else ''}"
     summary = (
-        f"{decision.branch}{' (forced)' if decision.forced else ''} on {deciding}: corrected Pass@K "
+        f"{lead} on {deciding}: corrected Pass@K "
         f"{100 * c['pass_at_k']:.1f}% [{100 * c['ci']['pass_at_k'][0]:.1f}, {100 * c['ci']['pass_at_k'][1]:.1f}], "
         f"raw Pass@{cfg.k} {100 * overall['pass_at_k'][str(cfg.k)]:.1f}%, Acc@1 {100 * overall['acc_at_1']:.1f}%, "
         f"n={overall['n']}, tau={cfg.tau}"
-        + (f"; gate after the bridge: {diag['gate']['outcome']}{' (forced)' if diag['gate']['forced'] else ''}"
+        + (f"; gate: {diag['gate']['outcome']}{' (forced)' if diag['gate']['forced'] else ''}"
            if cfg.after_bridge else "")
     )
     with atomic_dir(io.out) as tmp:
