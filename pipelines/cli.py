@@ -9,6 +9,8 @@
     medbridge --version                             # code version, the pinned library stack, the images
     medbridge diagnose --model REF --data DIR --k 16 --out DIR
     medbridge demo-assets --out DIR
+    medbridge study                                 # the paper's RQ3 study (second pipeline), demo profile, locally
+    medbridge study --profile cluster --set bridged_model_ref=s3://models/octomed-7b --compile study.yaml
     medbridge curate|probe|sft|grpo|evaluate ...    # any step's launcher, same flags as python -m components.<step>
     medbridge audit TARGET [--json]                 # verify artifacts against their lineage (exit 1 on tampering)
     medbridge watch s3://models/ckpts --state s3://medbridge/state --host URL   # re-diagnose new checkpoints
@@ -94,6 +96,15 @@ def make_parser() -> argparse.ArgumentParser:
     check = k8s_sub.add_parser("check", help="render an overlay with kustomize and refuse placeholders (storage class, registry)")
     check.add_argument("overlay", help="overlay directory, e.g. k8s/overlays/prod")
 
+    study = sub.add_parser("study", help="the paper's RQ3 study: GRPO per task from base and bridged, transfer report")
+    _add_profile_args(study, "demo")
+    study.add_argument("--out", default="runs", help="directory for demo assets and run outputs (default: runs)")
+    study.add_argument("--no-demo-assets", action="store_true",
+                       help="do not build the tiny model and synthetic data; use the profile's model and data")
+    study.add_argument("--compile", metavar="YAML", default=None,
+                       help="write the study's KFP v2 spec here instead of running it")
+    study.add_argument("--no-gpu", action="store_true", help="with --compile: no GPU requests, secrets or cache volume")
+
     demo = sub.add_parser("demo-assets", help="build the tiny model and the synthetic data")
     demo.add_argument("--out", required=True)
     demo.add_argument("--seed", type=int, default=0)
@@ -134,7 +145,8 @@ def cmd_run(args) -> int:
     print()
     if result.report_md.is_file():
         print(result.report_md.read_text())
-    print(f"[medbridge] branch taken: {result.branch}; finished in {result.seconds / 60:.1f} min")
+    gate = f", after the bridge: {result.gate}" if result.gate else ""
+    print(f"[medbridge] branch taken: {result.branch}{gate}; finished in {result.seconds / 60:.1f} min")
     print(f"[medbridge] run directory: {result.run_dir}")
     print(f"[medbridge] report: {result.report_html}")
     return 0
@@ -310,6 +322,27 @@ def cmd_k8s(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    """`medbridge study`: compile the RQ3 study pipeline, or run it through kfp.local (--set takes the profile's
+    parameters and the study's own: study_tasks, bridged_model_ref, rl_max_records)."""
+    from pipelines.study import compile_study, load_study, run_study_local
+
+    extra = {"model_ref": args.model_ref} if args.model_ref else {}
+    params = load_study(args.profile, args.overrides, extra)
+    if args.compile:
+        from pipelines.pipeline import LOCAL, ClusterSettings
+
+        print(f"[medbridge] wrote {compile_study(args.compile, params, LOCAL if args.no_gpu else ClusterSettings())}")
+        return 0
+    result = run_study_local(params, out_dir=args.out, demo=not args.no_demo_assets)
+    print()
+    if result.report_md.is_file():
+        print(result.report_md.read_text())
+    print(f"[medbridge] study finished in {result.seconds / 60:.1f} min; run directory: {result.run_dir}")
+    print(f"[medbridge] study report: {result.report_html}")
+    return 0
+
+
 def cmd_demo_assets(args) -> int:
     from pipelines.demo import main as demo_main
 
@@ -328,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             print(report())
             return 0
         handler = {"run": cmd_run, "compile": cmd_compile, "submit": cmd_submit, "demo-assets": cmd_demo_assets,
-                   "k8s": cmd_k8s, **dict.fromkeys(_AUDIT_COMMANDS, cmd_audit_commands)}[args.command or "run"]
+                   "k8s": cmd_k8s, "study": cmd_study,
+                   **dict.fromkeys(_AUDIT_COMMANDS, cmd_audit_commands)}[args.command or "run"]
         return handler(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"medbridge: error: {e}", file=sys.stderr)

@@ -113,10 +113,10 @@ def check_overlay(overlay: str | Path) -> str:
         f"  cache: PVC {pvc['metadata']['name']} {'/'.join(pvc['spec']['accessModes'])} "
         f"{pvc['spec']['resources']['requests']['storage']} class {pvc['spec'].get('storageClassName') or '(cluster default)'}",
         f"  images: {config.get('MEDBRIDGE_IMAGE_REGISTRY', '?')} tag {config.get('MEDBRIDGE_IMAGE_TAG', '?')}",
-        f"  pipeline pods will find: PVC medbridge-cache, ServiceAccount medbridge-runner, "
+        "  pipeline pods will find: PVC medbridge-cache, ServiceAccount medbridge-runner, "
         + ("Secrets " + ", ".join(secrets) + " (PLACEHOLDER values: replace them for real data)" if secrets
            else f"Secrets medbridge-s3 and medbridge-hf, which you create in {ns} (k8s/README.md)"),
-        f"  submit into it: medbridge submit --host $KFP_HOST --service-account medbridge-runner"
+        "  submit into it: medbridge submit --host $KFP_HOST --service-account medbridge-runner"
         + (f" --namespace {ns}" if ns != KFP_NAMESPACE else "")
         + f" --image-registry {config.get('MEDBRIDGE_IMAGE_REGISTRY', 'REGISTRY')} --image-tag {config.get('MEDBRIDGE_IMAGE_TAG', 'TAG')}",
     ]

@@ -23,6 +23,7 @@ class LocalRun:
     report_md: Path
     branch: str
     seconds: float
+    gate: str | None = None  # bridge branch: "proceed" (GRPO ran) or "stop" (the re-diagnosis ended the run)
 
 
 def _find_run_dir(pipeline_root: Path, before: set[Path]) -> Path:
@@ -34,6 +35,13 @@ def _find_run_dir(pipeline_root: Path, before: set[Path]) -> Path:
 
 def _branch_of(run_dir: Path) -> str:
     return "bridge" if any(p.name.startswith("sft") for p in run_dir.iterdir()) else "sharpen"
+
+
+def _gate_of(run_dir: Path) -> str | None:
+    import json
+
+    found = sorted(run_dir.glob("rediagnose*/diagnosis/diagnosis.json"))
+    return json.loads(found[0].read_text())["gate"]["outcome"] if found else None
 
 
 def run_local(params: PipelineParams, out_dir: str | Path = "runs", demo: bool = True) -> LocalRun:
@@ -70,4 +78,5 @@ def run_local(params: PipelineParams, out_dir: str | Path = "runs", demo: bool =
         report_md=results / "report.md",
         branch=_branch_of(run_dir),
         seconds=time.time() - started,
+        gate=_gate_of(run_dir),
     )

@@ -63,6 +63,17 @@ class PipelineParams:
     benchmarks: str = _help("benchmarks to score", "pmc-vqa,mmmu-med,medxpertqa-mm,pathvqa,slake,vqa-rad")
     train_task: str = _help("task the post-training targets, for the transfer regimes", "pmc-vqa")
     seed: int = _help("seed for every step", 0)
+    # Measurement harness: the diagnosis, the re-diagnosis, the evaluation and the GRPO support guard ask and read
+    # the same way (components.common.harness). The paper's code: 2,048 new tokens, images between 1280*28*28 and
+    # 16384*28*28 pixels, answers verified by Qwen2.5-VL-32B.
+    chance_ceiling: float = _help("chance correction: per question, k is the largest whose guessing pass@k stays <= this", 0.5)
+    min_pixels: int = _help("smallest image area after resizing, in pixels (0 = the processor's own)", 0)
+    max_pixels: int = _help("largest image area after resizing, in pixels (0 = the processor's own)", 0)
+    judge_model: str = _help("LLM judge of the answers (empty = the parser alone)", "")
+    judge_mode: str = _help("unreadable (judge what the parser cannot read) or all (judge every answer)", "unreadable")
+    # Diagnosis on the distribution RL trains on, and the gate after the bridge.
+    target_diag_per_modality: int = _help("held-out PMC-VQA diagnosis questions per modality (rl_diag_set)", 25)
+    force_rl: bool = _help("run GRPO after the bridge even when the re-diagnosis says stop (recorded as forced)", False)
     # Publishing: where the chosen model, its report, lineage and model card are copied once the run is done
     # (components/publish): <publish_uri>/medbridge-<model hash>/. Empty = keep them in KFP's artifact store only.
     publish_uri: str = _help("s3:// prefix the final model, report, lineage and model card are published under", "")
@@ -76,7 +87,12 @@ class PipelineParams:
             raise ValueError(f"k={self.k} must be >= 1 (Pass@K needs at least one sample per question)")
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations}: GRPO needs >= 2 completions per prompt")
-        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "sft_max_steps", "grpo_max_steps"):
+        if not 0.0 < self.chance_ceiling < 1.0:
+            raise ValueError(f"chance_ceiling={self.chance_ceiling} must lie in (0, 1), e.g. 0.5")
+        if self.judge_mode not in ("unreadable", "all"):
+            raise ValueError(f"judge_mode={self.judge_mode!r}; choose unreadable or all")
+        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "sft_max_steps", "grpo_max_steps",
+                     "target_diag_per_modality"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 

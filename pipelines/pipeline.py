@@ -1,10 +1,14 @@
-"""The MedBridge DAG: curate -> probe -> diagnose -> (bridge: sft -> grpo | sharpen: grpo) -> evaluate -> publish.
+"""The MedBridge DAG: curate -> probe -> diagnose -> (bridge: sft -> rediagnose -> grpo | stop; sharpen: grpo)
+-> evaluate -> publish.
 
     medbridge compile --profile cluster --out pipeline.yaml
 
 The branch is chosen by the string the diagnose step returns (components.diagnose.decision.decide, a tested pure
-function of the measured Pass@K interval and tau). Each branch ends with its own evaluate task, so no step ever
-needs `dsl.OneOf` over artifacts: the DAG runs unchanged under kfp.local and on a cluster.
+function of the chance-corrected Pass@K interval on the held-out slice of the distribution RL trains on, and tau).
+In the bridge branch the SFT model is diagnosed again on the same sets and the gate it returns
+(components.diagnose.decision.gate_after_bridge) runs GRPO ("proceed") or ends the run with a report of the numbers
+("stop"). Each path ends with its own evaluate task, so no step ever needs `dsl.OneOf` over artifacts: the DAG runs
+unchanged under kfp.local and on a cluster.
 """
 
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from kfp import dsl
 
 from components.curate.component import curate
-from components.diagnose.component import diagnose
+from components.diagnose.component import diagnose, rediagnose
 from components.evaluate.component import evaluate
 from components.fingerprint.component import fingerprint
 from components.grpo.component import grpo
@@ -45,10 +49,14 @@ STEPS: dict[str, Placement] = {
     "curate": Placement(cpu="8", scratch="100Gi", retries=2, timeout_s=12 * H, gpu_product="labeller_gpu_product"),
     "probe": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=6 * H),
     "diagnose": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=12 * H),
+    "rediagnose": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=12 * H),  # the SFT model, same harness
     "sft": Placement(cpu="16", scratch="200Gi", retries=1, timeout_s=48 * H, gpu_product="train_gpu_product"),
     "grpo": Placement(cpu="16", scratch="200Gi", retries=1, timeout_s=72 * H, gpu_product="train_gpu_product"),
     "evaluate": Placement(cpu="8", scratch="50Gi", retries=2, timeout_s=12 * H),
     "publish": Placement(cpu="2", scratch="1Gi", retries=3, timeout_s=6 * H),
+    "subset": Placement(cpu="2", scratch="20Gi", retries=2, timeout_s=H),  # the study: per-task train/val subsets
+    "study-report": Placement(cpu="4", scratch="10Gi", retries=2, timeout_s=2 * H),
+    "rediagnosis-report": Placement(cpu="2", scratch="5Gi", retries=2, timeout_s=H),  # the diagnose-only pipeline
 }
 
 
@@ -158,6 +166,13 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
         benchmarks: str = _D.benchmarks,
         train_task: str = _D.train_task,
         seed: int = _D.seed,
+        chance_ceiling: float = _D.chance_ceiling,
+        min_pixels: int = _D.min_pixels,
+        max_pixels: int = _D.max_pixels,
+        judge_model: str = _D.judge_model,
+        judge_mode: str = _D.judge_mode,
+        target_diag_per_modality: int = _D.target_diag_per_modality,
+        force_rl: bool = _D.force_rl,
         publish_uri: str = _D.publish_uri,
     ):
         # Content fingerprints of the cached tasks' remote inputs: their cache keys follow content, not names.
@@ -168,6 +183,12 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
         model_fp = fingerprint(step="probe", model_ref=model_ref).set_display_name("0 fingerprint model")
         _place(model_fp, settings, 0, "1Gi", cache=False)
 
+        # One measurement harness for the diagnosis, the re-diagnosis and the evaluation.
+        harness = dict(
+            k=k, prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            backend=backend, min_pixels=min_pixels, max_pixels=max_pixels, judge_model=judge_model,
+            judge_mode=judge_mode, chance_ceiling=chance_ceiling, seed=seed,
+        )
         cur = curate(
             medmnist_root=medmnist_root,
             pmc_vqa_root=pmc_vqa_root,
@@ -179,6 +200,9 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             diag_per_class=diag_per_class,
             eval_per_class=eval_per_class,
             sft_per_class=sft_per_class,
+            target_diag_per_modality=target_diag_per_modality,
+            benchmarks_root=benchmarks_root,
+            benchmarks=benchmarks,
             cache_fingerprint=data_fp.output,
         ).set_display_name("1 curate")
         _place(cur, settings, settings.infer_gpus, "96Gi")
@@ -199,16 +223,11 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
         dia = diagnose(
             model_ref=model_ref,
             diag_set=cur.outputs["diag_set"],
+            rl_diag_set=cur.outputs["rl_diag_set"],
             probe_report=prb.outputs["probe_report"],
-            k=k,
             tau=tau,
-            prompt_format=prompt_format,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            backend=backend,
             force_branch=force_branch,
-            seed=seed,
+            **harness,
         ).set_display_name("3 diagnose support")
         _place(dia, settings, settings.infer_gpus, "64Gi", cache=False)
 
@@ -217,7 +236,7 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             task = grpo(
                 model_ref=model_ref,
                 rl_set=cur.outputs["rl_set"],
-                watch_set=cur.outputs["diag_set"],
+                watch_set=cur.outputs["rl_diag_set"],  # the guard watches the slice the branch was decided on
                 diagnosis=dia.outputs["diagnosis"],
                 prompt_format=prompt_format,
                 max_steps=grpo_max_steps,
@@ -232,9 +251,9 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
             ).set_display_name("5 sharpen (GRPO)")
             return _place(task, settings, settings.train_gpus, "256Gi", cache=False)
 
-        def _evaluate(trained):
+        def _evaluate(final_model, final_stage="rl", **extra):
             task = evaluate(
-                model=trained.outputs["model"],
+                model=final_model,
                 base_model_ref=model_ref,
                 eval_set=cur.outputs["eval_set"],
                 diagnosis=dia.outputs["diagnosis"],
@@ -242,17 +261,16 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
                 curation_report=cur.outputs["curation_report"],
                 benchmarks_root=benchmarks_root,
                 benchmarks=benchmarks,
-                k=k,
-                prompt_format=prompt_format,
-                max_new_tokens=max_new_tokens,
                 train_task=train_task,
-                seed=seed,
+                final_stage=final_stage,
+                **harness,
+                **extra,
             ).set_display_name("6 evaluate")
             return _place(task, settings, settings.infer_gpus, "64Gi", cache=False)
 
-        def _publish(trained, evaluated):
+        def _publish(final_model, evaluated):
             task = publish(
-                model=trained.outputs["model"],
+                model=final_model,
                 results=evaluated.outputs["results"],
                 report=evaluated.outputs["report"],
                 diagnosis=dia.outputs["diagnosis"],
@@ -275,11 +293,25 @@ def make_pipeline(settings: ClusterSettings = LOCAL):
                 seed=seed,
             ).set_display_name("4 bridge (SFT)")
             _place(bridge, settings, settings.train_gpus, "256Gi", cache=False)
-            trained = _grpo(init_model=bridge.outputs["model"])
-            _publish(trained, _evaluate(trained))
+            rd = rediagnose(
+                model=bridge.outputs["model"],
+                diag_set=cur.outputs["diag_set"],
+                rl_diag_set=cur.outputs["rl_diag_set"],
+                tau=tau,
+                force_rl=force_rl,
+                **harness,
+            ).set_display_name("4b re-diagnose after the bridge")
+            _place(rd, settings, settings.infer_gpus, "64Gi", cache=False)
+            with dsl.If(rd.outputs["Output"] == "proceed", name="support-after-bridge"):
+                rl = _grpo(init_model=bridge.outputs["model"])
+                final = rl.outputs["model"]
+                _publish(final, _evaluate(final, sft_model=bridge.outputs["model"], rediagnosis=rd.outputs["diagnosis"]))
+            with dsl.Else(name="support-still-below-tau"):
+                final = bridge.outputs["model"]  # the run stops before RL: the bridged model is the run's model
+                _publish(final, _evaluate(final, final_stage="sft", rediagnosis=rd.outputs["diagnosis"]))
         with dsl.Else(name="support-at-least-tau"):
-            trained = _grpo()
-            _publish(trained, _evaluate(trained))
+            final = _grpo().outputs["model"]
+            _publish(final, _evaluate(final))
 
     return medbridge
 

@@ -29,6 +29,8 @@ PARAMS = (
     "model_ref", "labeller_model", "medmnist_root", "pmc_vqa_root", "flags", "rl_size", "include_none",
     "diag_per_class", "eval_per_class", "sft_per_class", "pooling", "probe_epochs", "image_size", "k", "tau",
     "prompt_format", "max_new_tokens", "temperature", "top_p", "backend", "force_branch", "batch_size", "seed",
+    "benchmarks_root", "benchmarks", "target_diag_per_modality", "chance_ceiling", "min_pixels", "max_pixels",
+    "judge_model", "judge_mode",
 )
 PRIVATE_ENV = "MEDBRIDGE_PRIVATE"
 _D = PipelineParams()
@@ -95,12 +97,21 @@ def make_rediagnose_pipeline(settings: ClusterSettings = LOCAL, private: bool = 
         force_branch: str = _D.force_branch,
         batch_size: int = _D.batch_size,
         seed: int = _D.seed,
+        benchmarks_root: str = _D.benchmarks_root,
+        benchmarks: str = _D.benchmarks,
+        target_diag_per_modality: int = _D.target_diag_per_modality,
+        chance_ceiling: float = _D.chance_ceiling,
+        min_pixels: int = _D.min_pixels,
+        max_pixels: int = _D.max_pixels,
+        judge_model: str = _D.judge_model,
+        judge_mode: str = _D.judge_mode,
         publish_uri: str = "",
     ):
         cur = curate(
             medmnist_root=medmnist_root, pmc_vqa_root=pmc_vqa_root, flags=flags, seed=seed, rl_size=rl_size,
             include_none=include_none, labeller_model=labeller_model, diag_per_class=diag_per_class,
             eval_per_class=eval_per_class, sft_per_class=sft_per_class,
+            target_diag_per_modality=target_diag_per_modality, benchmarks_root=benchmarks_root, benchmarks=benchmarks,
         ).set_display_name("1 curate (cached)")
         _place(cur, settings, settings.infer_gpus, "96Gi")  # cached: the same inputs reuse the last curation
         prb = probe(
@@ -108,10 +119,12 @@ def make_rediagnose_pipeline(settings: ClusterSettings = LOCAL, private: bool = 
             epochs=probe_epochs, image_size=image_size, batch_size=batch_size, seed=seed,
         ).set_display_name("2 probe vision")
         _place(prb, settings, settings.infer_gpus, "64Gi")
-        dia = diagnose(
-            model_ref=model_ref, diag_set=cur.outputs["diag_set"], probe_report=prb.outputs["probe_report"], k=k,
-            tau=tau, prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, backend=backend, force_branch=force_branch, seed=seed,
+        dia = diagnose(  # the same harness and the same deciding slice as the main DAG
+            model_ref=model_ref, diag_set=cur.outputs["diag_set"], rl_diag_set=cur.outputs["rl_diag_set"],
+            probe_report=prb.outputs["probe_report"], k=k, tau=tau, chance_ceiling=chance_ceiling,
+            prompt_format=prompt_format, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            backend=backend, min_pixels=min_pixels, max_pixels=max_pixels, judge_model=judge_model,
+            judge_mode=judge_mode, force_branch=force_branch, seed=seed,
         ).set_display_name("3 diagnose support")
         _place(dia, settings, settings.infer_gpus, "64Gi", cache=False)
         rep = rediagnosis_report(

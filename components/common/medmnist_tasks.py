@@ -40,6 +40,13 @@ TASKS: dict[str, MedMNISTTask] = {
     ]
 }
 
+# Where a task's multiple-choice form is MedBridge's own design rather than the paper's (reports mark these).
+QUESTION_FORMS = {
+    "chestmnist": "question form ours: ChestMNIST is multi-label; each question lists ONE finding present in the image "
+    "and three findings absent from it ('which one of these findings is present?'); images without a finding are "
+    "not asked about",
+}
+
 # The demo profile's tasks: one per group and the paper's transfer pairs (OrganA -> OrganC, Pneumonia, Path, OCT).
 DEMO_FLAGS = ("pneumoniamnist", "organamnist", "organcmnist", "pathmnist", "octmnist", "dermamnist")
 

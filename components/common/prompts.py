@@ -30,6 +30,16 @@ INSTRUCTIONS = {
     ),
 }
 PROMPT_FORMATS = tuple(INSTRUCTIONS)
+# Open-ended questions (no options): the same formats, asking for a short answer text instead of a letter.
+OPEN_INSTRUCTIONS = {
+    "think": "Answer the question about the medical image. Think step by step inside <think> </think> tags, then give "
+    "only a short final answer (a few words) inside <answer> </answer> tags.",
+    "direct": "Answer the question about the medical image. Give only a short answer (a few words) inside <answer> "
+    "</answer> tags.",
+    "scaffold": "Answer the question about the medical image. Inside <think> </think>, reason through: image type and "
+    "view; anatomy shown; salient findings; pertinent negatives; the answer and your confidence. Then give only a "
+    "short final answer (a few words) inside <answer> </answer> tags.",
+}
 
 
 def check_prompt_format(fmt: str) -> str:
@@ -62,3 +72,10 @@ def target_completion(rec: MCQRecord, fmt: str = "think") -> str:
     if fmt == "direct":
         return answer
     return f"<think>The image is consistent with {rec.answer_text}.</think>{answer}"
+
+
+def build_open_messages(question: str, has_image: bool, fmt: str = "think") -> list[dict]:
+    """Chat messages for an open-ended question (a short answer text inside <answer>…</answer>)."""
+    content: list[dict] = [{"type": "image"}] if has_image else []
+    content.append({"type": "text", "text": f"{OPEN_INSTRUCTIONS[check_prompt_format(fmt)]}\n\nQuestion: {question}"})
+    return [{"role": "user", "content": content}]

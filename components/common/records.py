@@ -8,6 +8,9 @@ A *dataset artifact* is a directory:
     card.md           optional dataset card
 
 `load_records` validates every row and names the file, the line and the field of anything wrong.
+
+An evaluation set may also hold open-ended questions (no options, a reference answer text), scored apart from the
+multiple-choice ones: `open.jsonl`, one `OpenRecord` per line (`load_open_records`, `save_open_records`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from components.common.io import read_jsonl, write_jsonl
 LETTERS = string.ascii_uppercase
 MODALITIES = ("MRI", "CT", "ultrasound", "X-ray", "microscopy", "dermatology", "OCT", "none")
 RECORDS_FILE = "records.jsonl"
+OPEN_FILE = "open.jsonl"
 
 
 @dataclass
@@ -143,3 +147,71 @@ def balanced_take(
             if groups[k] and len(out) < n:
                 out.append(groups[k].pop())
     return out
+
+
+@dataclass
+class OpenRecord:
+    """An open-ended question about one image: scored by normalised exact match / token F1 or by the judge."""
+
+    id: str
+    question: str
+    answer: str  # the reference answer text
+    image: str | None
+    task: str
+    modality: str = "none"
+    split: str = "test"
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str = "record") -> OpenRecord:
+        for name in ("id", "question", "answer"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{where}: field {name!r} must be a non-empty string (id {self.id!r})")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"{where}: field 'modality' is {self.modality!r}; expected one of {', '.join(MODALITIES)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_open_records(dataset_dir: str | Path) -> list[OpenRecord]:
+    """`open.jsonl` of a dataset directory ([] when there is none), validated like `load_records`."""
+    dataset_dir = Path(dataset_dir)
+    path = dataset_dir / OPEN_FILE
+    if not path.is_file():
+        return []
+    out = []
+    names = {f.name for f in dataclasses.fields(OpenRecord)}
+    for lineno, row in enumerate(read_jsonl(path), start=1):
+        where = f"{path}: line {lineno}"
+        missing = {"id", "question", "answer", "image", "task"} - row.keys()
+        if missing:
+            raise ValueError(f"{where}: missing field(s) {', '.join(sorted(missing))}")
+        unknown = row.keys() - names
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        rec = OpenRecord(**row).validate(where)
+        if rec.image is not None and not (dataset_dir / rec.image).is_file():
+            raise FileNotFoundError(f"{where}: field 'image' names {rec.image!r}, which is not in {dataset_dir}")
+        out.append(rec)
+    return out
+
+
+def save_open_records(dataset_dir: str | Path, records: list[OpenRecord]) -> Path:
+    return write_jsonl(Path(dataset_dir) / OPEN_FILE, [r.validate().to_dict() for r in records])
+
+
+def image_key(path: str | Path) -> str:
+    """sha256 of an image's decoded RGB pixels and size: the same picture stored as JPEG in one source and as a
+    lossless PNG copy in another gets the same key (a re-encoded, resized or cropped copy does not)."""
+    import hashlib
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+        h = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+        h.update(rgb.tobytes())
+    return h.hexdigest()

@@ -6,6 +6,10 @@
     samples, greedy = backend.sample_and_greedy(prompts, 16) # both from ONE prefill per prompt
 
 A prompt is a `Prompt(messages, image)`: chat messages in the Qwen2.5-VL form plus an optional PIL image.
+Every completion a backend returns is a `Completion`: a `str` that also says whether it was cut at
+`max_new_tokens` before its end-of-turn token (`.truncated`), so that truncation is counted, not silently wrong.
+Image pixel bounds (`min_pixels`, `max_pixels`; 0 = the checkpoint's own processor setting) resize every image the
+same way in every backend (the paper's code: 1280·28·28 and 16384·28·28).
 
 Backends
 - `transformers` (embedded default, CPU and GPU fallback): `shared_prefix_generate` encodes each prompt and image
@@ -35,6 +39,22 @@ def suppressed_token_ids(tokenizer) -> list[int]:
     return [i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id]
 
 
+class Completion(str):
+    """A completion's text, and whether generation stopped at `max_new_tokens` before its end-of-turn token."""
+
+    truncated: bool
+
+    def __new__(cls, text: str, truncated: bool = False):
+        obj = super().__new__(cls, text)
+        obj.truncated = bool(truncated)
+        return obj
+
+
+def is_truncated(completion: str) -> bool:
+    """True for a `Completion` cut at the token limit (a plain string counts as complete)."""
+    return bool(getattr(completion, "truncated", False))
+
+
 @dataclass
 class Prompt:
     messages: list[dict]
@@ -53,6 +73,8 @@ class SamplingConfig:
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model replica"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: fraction of GPU memory it may take"})
     max_model_len: int = field(default=8192, metadata={"help": "vllm: longest prompt + completion, in tokens"})
+    min_pixels: int = field(default=0, metadata={"help": "smallest image area in pixels after resizing (0 = the processor's own)"})
+    max_pixels: int = field(default=0, metadata={"help": "largest image area in pixels after resizing (0 = the processor's own)"})
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -69,6 +91,19 @@ class SamplingConfig:
             raise ValueError(f"tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]")
+        if self.min_pixels < 0 or self.max_pixels < 0:
+            raise ValueError(f"min_pixels={self.min_pixels}, max_pixels={self.max_pixels} must be >= 0 (0 = processor default)")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels={self.min_pixels} exceeds max_pixels={self.max_pixels}")
+
+    def pixel_bounds(self) -> dict[str, int]:
+        """The image processor's size override ({"shortest_edge": min, "longest_edge": max}); empty = its own."""
+        out = {}
+        if self.min_pixels:
+            out["shortest_edge"] = self.min_pixels
+        if self.max_pixels:
+            out["longest_edge"] = self.max_pixels
+        return out
 
 
 class SamplingBackend(Protocol):
@@ -468,15 +503,22 @@ class TransformersBackend:
         images = [p.image for p in prompts if p.image is not None]
         if images and len(images) != len(prompts):
             raise ValueError("a batch mixes prompts with and without images; batch them separately")
-        enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+        kwargs = {}
+        if images and self.cfg.pixel_bounds():
+            size = dict(getattr(self.processor.image_processor, "size", None) or {})
+            kwargs["images_kwargs"] = {"size": {**size, **self.cfg.pixel_bounds()}}
+        enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True, **kwargs)
         return enc.to(self.model.device)
 
-    def _decode(self, tokens) -> list[str]:
-        rows = []
+    def _decode(self, tokens) -> list[Completion]:
+        """Texts up to each row's first end token; a row without one ran to max_new_tokens: truncated."""
+        rows, cut_off = [], []
         for seq in tokens.tolist():
-            cut = next((i for i, t in enumerate(seq) if t in self.eos_ids), len(seq))
-            rows.append(seq[:cut])
-        return self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)
+            cut = next((i for i, t in enumerate(seq) if t in self.eos_ids), None)
+            cut_off.append(cut is None and len(seq) >= self.cfg.max_new_tokens)
+            rows.append(seq if cut is None else seq[:cut])
+        texts = self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        return [Completion(t, c) for t, c in zip(texts, cut_off)]
 
     def _generate(self, enc: dict, **kwargs):
         """`shared_prefix_generate`, with CUDA-graph decoding on a GPU; eager decoding if graph capture fails."""
@@ -500,7 +542,7 @@ class TransformersBackend:
         bs = self.cfg.batch_size
         # Same-shape batches: prompts with images and text-only prompts go in separate batches.
         order = sorted(range(len(prompts)), key=lambda i: prompts[i].image is None)
-        results: dict[int, tuple[list[str], str | None]] = {}
+        results: dict[int, tuple[list[Completion], Completion | None]] = {}
         for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch", disable=None):
             idx = order[start : start + bs]
             groups = [[i for i in idx if prompts[i].image is not None], [i for i in idx if prompts[i].image is None]]
@@ -575,7 +617,7 @@ def vllm_sampling_kwargs(cfg: SamplingConfig, n: int, greedy: bool = False) -> d
 
 
 def vllm_engine_kwargs(cfg: SamplingConfig, model_dir: str) -> dict:
-    return {
+    kwargs = {
         "model": model_dir,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
@@ -584,6 +626,10 @@ def vllm_engine_kwargs(cfg: SamplingConfig, model_dir: str) -> dict:
         "limit_mm_per_prompt": {"image": 1},
         "seed": cfg.seed,
     }
+    pixels = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
+    if pixels:  # Qwen2.5-VL's processor arguments, as the paper's inference code passes them per image
+        kwargs["mm_processor_kwargs"] = pixels
+    return kwargs
 
 
 class VLLMBackend:
@@ -602,20 +648,20 @@ class VLLMBackend:
     def _template(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def _generate(self, prompts: list[Prompt], n: int, greedy: bool) -> list[list[str]]:
+    def _generate(self, prompts: list[Prompt], n: int, greedy: bool) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = SamplingParams(**vllm_sampling_kwargs(self.cfg, n, greedy))
         outs = self.llm.generate(build_vllm_requests(prompts, self._template), params, use_tqdm=True)
-        return [[o.text for o in r.outputs] for r in outs]
+        return [[Completion(o.text, o.finish_reason == "length") for o in r.outputs] for r in outs]
 
-    def sample(self, prompts: list[Prompt], n: int) -> list[list[str]]:
+    def sample(self, prompts: list[Prompt], n: int) -> list[list[Completion]]:
         return self._generate(prompts, n, greedy=False)
 
-    def greedy(self, prompts: list[Prompt]) -> list[str]:
+    def greedy(self, prompts: list[Prompt]) -> list[Completion]:
         return [c[0] for c in self._generate(prompts, 1, greedy=True)]
 
-    def sample_and_greedy(self, prompts: list[Prompt], n: int) -> tuple[list[list[str]], list[str]]:
+    def sample_and_greedy(self, prompts: list[Prompt], n: int) -> tuple[list[list[Completion]], list[Completion]]:
         return self.sample(prompts, n), self.greedy(prompts)
 
 

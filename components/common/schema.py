@@ -20,7 +20,7 @@ KEY = "schema_version"
 # The version each writer stamps now. Bump one when a field changes meaning or is removed, and teach its readers.
 CURRENT = {
     "lineage": 2,  # 2: files manifest, findable input locations, run context, environment, optional signature
-    "diagnosis": 1,
+    "diagnosis": 2,  # 2: chance-corrected support beside the raw numbers, the deciding set, the gate after a bridge
     "probe": 1,
     "probe_features": 1,  # meta.json of the probe's feature cache
     "results": 1,
@@ -34,7 +34,7 @@ CURRENT = {
 # Versions each reader understands (1 includes documents written before versions were recorded).
 KNOWN = {
     "lineage": (1, 2),
-    "diagnosis": (1,),
+    "diagnosis": (1, 2),
     "probe": (1,),
     "probe_features": (1,),
     "results": (1,),

@@ -9,6 +9,8 @@
     chance_pass_at_k(n_options=4, k=2)            # 0.4375: a uniform guesser's pass@k
     correction_k(n_options=4, kmax=16)            # 2: the largest k whose chance stays <= the ceiling (0.5)
     corrected(p, chance)                          # (p - chance) / (1 - chance): 0 = guessing, 1 = always right
+    bootstrap_p_at_least(diffs, -0.05)            # one-sided bootstrap p-value of "mean(diffs) < -0.05"
+    holm({"a": 0.01, "b": 0.04}, alpha=0.05)      # Holm step-down: which of a family of checks reject
 
 Per question with n sampled answers of which c are correct (Chen et al. 2021):
 
@@ -134,3 +136,44 @@ def paired_ci(
         raise ValueError(f"paired_ci: {len(before)} values before but {len(after)} after; pair the same questions")
     diffs = [b - a for a, b in zip(before, after)]
     return {"value": mean(diffs) if diffs else None, "ci": mean_ci(diffs, n_boot=n_boot, seed=seed, level=level)}
+
+
+def bootstrap_p_at_least(
+    values: Sequence[float], threshold: float, *, n_boot: int = 1000, seed: int = 0
+) -> float:
+    """One-sided bootstrap p-value for "the mean of `values` lies below `threshold`": the share of resampled means
+    (questions resampled, same seeded index as `mean_ci`) that are at or above `threshold`, with the usual +1 in
+    numerator and denominator so that it is never 0. Small p: the mean is confidently below the threshold."""
+    import numpy as np
+
+    if len(values) == 0:
+        return 1.0
+    arr = np.asarray(values, dtype=float)
+    means = arr[_resample_index(arr.size, n_boot, seed)].mean(axis=1)
+    return float((np.count_nonzero(means >= threshold - 1e-12) + 1) / (n_boot + 1))
+
+
+def holm(pvalues: dict[str, float], alpha: float = 0.05) -> dict[str, dict]:
+    """Holm's step-down correction over one family of checks: {name: {"p", "p_adjusted", "rejected"}}.
+
+    Sort the m p-values ascending; the i-th smallest (i = 1..m) is compared with alpha / (m - i + 1) and the
+    procedure stops at the first that is not below its level. The family-wise error rate stays at or below alpha
+    whatever the dependence between the checks. Adjusted p-values are the running maximum of (m - i + 1) * p_(i),
+    capped at 1; a check is rejected exactly when its adjusted p-value is below alpha."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha={alpha} must lie in (0, 1), e.g. 0.05")
+    for name, p in pvalues.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p-value of {name!r} is {p}; p-values lie in [0, 1]")
+    order = sorted(pvalues, key=lambda n: (pvalues[n], n))
+    m = len(order)
+    out: dict[str, dict] = {}
+    running = 0.0
+    stopped = False
+    for i, name in enumerate(order):
+        p = pvalues[name]
+        running = max(running, min(1.0, (m - i) * p))
+        reject = not stopped and p < alpha / (m - i)
+        stopped = stopped or not reject
+        out[name] = {"p": p, "p_adjusted": running, "rejected": reject}
+    return {name: out[name] for name in pvalues}

@@ -4,9 +4,11 @@
         --medmnist-root s3://medbridge-data/medmnist --pmc-vqa-root s3://medbridge-data/pmc-vqa \
         --flags all --seed 0 --rl-size 8000 --include-none false \
         --labeller-model Qwen/Qwen2.5-VL-32B-Instruct \
-        --diag-per-class 20 --eval-per-class 50 --sft-per-class 500 \
+        --diag-per-class 20 --eval-per-class 50 --sft-per-class 500 --target-diag-per-modality 25 \
+        --benchmarks-root s3://medbridge-data/benchmarks --benchmarks all \
         --out-medmnist-data out/medmnist_data --out-diag-set out/diag_set --out-eval-set out/eval_set \
-        --out-sft-set out/sft_set --out-rl-set out/rl_set --out-curation-report out/curation_report
+        --out-sft-set out/sft_set --out-rl-set out/rl_set --out-rl-diag-set out/rl_diag_set \
+        --out-curation-report out/curation_report
 
 Flags are the fields of components.curate.config.CurateConfig (knobs; `--config FILE.yaml` sets them from a file)
 and CurateIO (sources and outputs), with dashes for underscores. Each --out-* directory is replaced atomically and

@@ -156,3 +156,23 @@ def counts_chart(plan: BalancePlan, path: str | Path, title: str = "PMC-VQA moda
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def hold_out_by_modality(
+    records: list[MCQRecord], per_modality: int, include_none: bool = False, seed: int = 0
+) -> list[MCQRecord]:
+    """A held-out diagnosis slice of the labelled pool: up to `per_modality` questions of every modality the balanced
+    set uses ('none' only with include_none), a seeded draw independent of the input order, sorted by id. The caller
+    removes from the pool every question sharing an image or a question text with it (`contamination`)."""
+    if per_modality < 1:
+        raise ValueError(f"per_modality={per_modality} must be >= 1 (--target-diag-per-modality)")
+    by_mod: dict[str, list[MCQRecord]] = {}
+    for r in sorted(records, key=lambda r: r.id):
+        by_mod.setdefault(r.modality, []).append(r)
+    chosen: list[MCQRecord] = []
+    for m in MODALITIES:
+        if m == "none" and not include_none:
+            continue
+        pool = by_mod.get(m, [])
+        chosen += random.Random(f"{seed}:held-out:{m}").sample(pool, min(per_modality, len(pool)))
+    return sorted(chosen, key=lambda r: r.id)

@@ -12,7 +12,8 @@ from components.common.medmnist_tasks import parse_flags
 DEFAULT_LABELLER = "Qwen/Qwen2.5-VL-32B-Instruct"
 
 
-OUTPUTS = ("medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "curation_report")
+OUTPUTS = ("medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "rl_diag_set", "curation_report")
+DEFAULT_BENCHMARKS = "pmc-vqa,mmmu-med,medxpertqa-mm,pathvqa,slake,vqa-rad"
 
 
 @dataclass
@@ -24,11 +25,13 @@ class CurateIO:
     out_eval_set: str = field(metadata={"help": "output: evaluation MCQ set (class-balanced test splits)"})
     out_sft_set: str = field(metadata={"help": "output: proximal SFT pool (class-balanced train splits)"})
     out_rl_set: str = field(metadata={"help": "output: modality-balanced PMC-VQA RL set"})
+    out_rl_diag_set: str = field(metadata={"help": "output: held-out PMC-VQA diagnosis slice (the distribution RL trains on), disjoint from rl_set"})
     out_curation_report: str = field(metadata={"help": "output: validation results, quarantine, cards, counts"})
     labeller_model: str = field(default=DEFAULT_LABELLER, metadata={"help": "VLM that labels PMC-VQA modality: HF id, dir or s3:// URI"})
+    benchmarks_root: str = field(default="", metadata={"help": "local dir or s3:// URI with the evaluation benchmarks: their questions are kept out of rl_set and sft_set; empty = no benchmark check"})
 
     def __post_init__(self):
-        check_nonempty(self)
+        check_nonempty(self, optional=("benchmarks_root",))
 
     def out(self, name: str) -> Path:
         """The output directory of artifact `name` (one of OUTPUTS)."""
@@ -54,6 +57,8 @@ class CurateConfig:
     image_min_side: int = field(default=8, metadata={"help": "smallest image width/height accepted by validation (px)"})
     image_max_side: int = field(default=8192, metadata={"help": "largest image width/height accepted by validation (px)"})
     cache_dir: str = field(default="", metadata={"help": "where s3:// sources are mirrored; empty = $MEDBRIDGE_CACHE/data"})
+    target_diag_per_modality: int = field(default=25, metadata={"help": "questions per modality in the held-out PMC-VQA diagnosis slice (rl_diag_set), drawn before rl_set and disjoint from it"})
+    benchmarks: str = field(default=DEFAULT_BENCHMARKS, metadata={"help": "benchmarks (with --benchmarks-root) whose questions are removed from rl_set and sft_set, comma-separated, 'all' or 'none'"})
     # -- Labeller throughput (components.curate.labeller). Labelling sharded over GPUs or pods runs before curation
     #    with `python -m components.curate.label --label-shard I --label-num-shards N`; curation reads those shards.
     label_fast: bool = field(default=True, metadata={"help": "label with the fast path: length-sorted batches of label_token_budget tokens, prompts and candidates in one forward, images preprocessed ahead of the GPU (false: the stock two-pass path, label_batch_size questions per batch)"})
@@ -66,7 +71,8 @@ class CurateConfig:
             parse_flags(self.flags)
         except ValueError as e:
             raise ValueError(f"flags={self.flags!r}: {e}") from None
-        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "label_batch_size"):
+        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "label_batch_size",
+                     "target_diag_per_modality"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (--{name.replace('_', '-')})")
         if self.size not in (0, 28, 64, 128, 224):
@@ -83,6 +89,35 @@ class CurateConfig:
         if self.label_workers < -1:
             raise ValueError(f"label_workers={self.label_workers} must be >= 0, or -1 for auto (--label-workers)")
 
+        from components.common.benchmark import parse_benchmarks
+
+        try:
+            parse_benchmarks(self.benchmarks)
+        except ValueError as e:
+            raise ValueError(f"{e} (--benchmarks)") from None
+
     @property
     def flag_list(self) -> list[str]:
         return parse_flags(self.flags)
+
+
+@dataclass
+class SubsetIO:
+    data: str = field(metadata={"help": "MCQ dataset directory to take questions from (e.g. the curate step's sft_set)"})
+    out: str = field(metadata={"help": "output MCQ dataset directory (replaced atomically)"})
+
+    def __post_init__(self):
+        check_nonempty(self)
+
+
+@dataclass
+class SubsetConfig:
+    tasks: str = field(default="", metadata={"help": "comma-separated tasks to keep (e.g. organamnist)"})
+    max_records: int = field(default=0, metadata={"help": "at most this many questions, class-balanced over (task, answer) (0 = all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the class-balanced draw"})
+
+    def __post_init__(self):
+        if not [t for t in self.tasks.split(",") if t.strip()]:
+            raise ValueError("tasks is empty; name the tasks to keep, e.g. --tasks organamnist")
+        if self.max_records < 0:
+            raise ValueError(f"max_records={self.max_records} must be >= 0 (--max-records)")

@@ -4,14 +4,20 @@
                   out_sft_set=..., out_rl_set=..., out_curation_report=...)
     summary = run_curate(CurateConfig(), io)
 
-1. MedMNIST: every split of every task is read through medmnist's classes and checked; the validated npz files
+1. Benchmarks (with --benchmarks-root): every evaluation question is read in its public layout (the same loader
+   the evaluate step uses), to keep it out of training.
+2. PMC-VQA: the CSV is read, bad rows quarantined, each question's modality labelled by the VLM (cached). A held-out
+   diagnosis slice of `target_diag_per_modality` questions per modality is written to rl_diag_set (the
+   distribution RL trains on, where the branch is decided and the GRPO guard watches).
+3. MedMNIST: every split of every task is read through medmnist's classes and checked; the validated npz files
    are copied to `medmnist_data` (with `tasks.json`). diag_set = class-balanced val split, eval_set = class-
    balanced test split, sft_set = class-balanced train split, all as MCQ dataset dirs.
-2. PMC-VQA: the CSV is read, bad rows quarantined, each question's modality labelled by the VLM (cached), and a
-   modality-balanced subset of rl_size questions written to rl_set.
-3. Every dataset passes a great-expectations suite before its directory appears (each output is written with
+4. Contamination (`contamination.py`): every question of sft_set and of the PMC-VQA pool whose image or question text
+   appears in an evaluation set (the benchmarks, eval_set, diag_set, rl_diag_set) is removed from training and
+   counted; then a modality-balanced subset of rl_size questions of the clean pool is written to rl_set.
+5. Every dataset passes a great-expectations suite before its directory appears (each output is written with
    atomic_dir); a failing suite stops the step with an error naming the dataset, expectations and rows, after
-   the curation report (validation results, quarantine, cards, counts) has been written for inspection.
+   the curation report (validation results, quarantine, cards, counts, contamination) has been written.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from collections import Counter
 from typing import Any
 
 from components.common.io import atomic_dir, sha256_file, write_json, write_jsonl
@@ -26,15 +33,39 @@ from components.common.lineage import is_synthetic, write_lineage
 from components.common.markdown import md_table
 from components.common.medmnist import npz_path, resolve_size
 from components.common.medmnist_tasks import get_task
-from components.common.records import MCQRecord, save_records
+from components.common.records import MCQRecord, image_key, load_open_records, save_records
 from components.common.schema import stamp
 from components.common.storage import cache_root, local_dir
-from components.curate.balance import balance_by_modality, counts_chart, counts_table_md
+from components.curate.balance import balance_by_modality, counts_chart, counts_table_md, hold_out_by_modality
 from components.curate.card import dataset_card, quarantine_reasons
 from components.curate.config import CurateConfig, CurateIO
+from components.curate.contamination import Item, contaminated, counts as contamination_counts, eval_keys, question_key
 from components.curate.medmnist_mcq import build_medmnist_mcq
 
 STEP = "curate"
+
+
+def items_of(records, dataset_dir: str | Path) -> list[Item]:
+    """Contamination keys of dataset records: image pixel hash and normalised question text."""
+    return [Item(r.id, image_key(Path(dataset_dir) / r.image) if r.image else None, question_key(r.question))
+            for r in records]
+
+
+def benchmark_items(root: str, names: str, mirror: Path) -> dict[str, list[Item]]:
+    """{"benchmark <name>": items} of every question (multiple choice and open-ended) of the benchmarks, read by the
+    loader the evaluate step uses (an s3:// root is mirrored under `mirror`)."""
+    import tempfile
+
+    from components.common.benchmark import BENCHMARKS, parse_benchmarks, prepare_benchmark
+
+    out: dict[str, list[Item]] = {}
+    if not root:
+        return out
+    for name in parse_benchmarks(names):
+        with tempfile.TemporaryDirectory(prefix=f"medbridge-{name}-") as tmp:
+            records, _ = prepare_benchmark(BENCHMARKS[name], root, tmp, cache_dir=mirror / "benchmarks")
+            out[f"benchmark {name}"] = items_of([*records, *load_open_records(tmp)], tmp)
+    return out
 
 
 def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
@@ -59,8 +90,74 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     errors: list[DatasetValidationError] = []
     cards: dict[str, str] = {}
     counts: dict[str, Any] = {}
+    contamination: dict[str, Any] = {}
 
-    # -- 1. MedMNIST: MCQ sets (reading every split validates the files), then the validated raw copy.
+    # -- 1. Benchmarks: the questions every training set must not hold.
+    evaluation: dict[str, list[Item]] = benchmark_items(io.benchmarks_root, cfg.benchmarks, mirror)
+
+    # -- 2. PMC-VQA: load + quarantine, label modality (cached), hold out the diagnosis slice.
+    from components.curate.labeller import (
+        LabelCache,
+        ModalityLabeller,
+        label_modalities,
+    )
+    from components.curate.pmcvqa import load_pmc_vqa
+
+    loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None)
+    quarantine = [q.to_dict() for q in loaded.quarantine]
+    cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else cache_root() / "curate" / "modality_labels.jsonl"
+    label_cache = LabelCache(cache_path)  # with the shard files of `python -m components.curate.label`, merged
+    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile)
+    labels = label_modalities(loaded.records, pmc_root, labeller, label_cache, batch_size=cfg.label_batch_size,
+                              fast=cfg.label_fast, token_budget=cfg.label_token_budget, workers=cfg.label_workers)
+    labelled = []
+    for r in loaded.records:
+        e = labels[r.id]
+        labelled.append(dataclasses.replace(
+            r, modality=e.label,
+            meta={**r.meta, "modality_labeller": e.model, "modality_prompt_version": e.prompt_version},
+        ))
+    labeller_info = {"model": io.labeller_model, "prompt_version": labeller.prompt_version,
+                     "method": "constrained choice: highest log-likelihood of the 8 category answers",
+                     "label_cache": str(cache_path), "label_conflicts": len(label_cache.conflicts)}
+    pool_items = items_of(labelled, pmc_root)
+    # the slice is drawn from questions no benchmark holds, so that the decision and the benchmarks stay independent
+    in_benchmarks = contaminated(pool_items, eval_keys(evaluation, pool_items))
+    held_out = hold_out_by_modality([r for r in labelled if r.id not in in_benchmarks], cfg.target_diag_per_modality,
+                                    cfg.include_none, cfg.seed)
+    held_ids = {r.id for r in held_out}
+    evaluation["rl_diag_set"] = [it for it in pool_items if it.id in held_ids]
+    try:
+        with atomic_dir(io.out("rl_diag_set")) as tmp:
+            for r in held_out:
+                (tmp / r.image).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(pmc_root / r.image, tmp / r.image)
+            save_records(tmp, held_out)
+            validation["rl_diag_set"] = validator.validate("rl_diag_set", tmp, held_out, option_counts=(4, 4), bounds=bounds)
+            card = dataset_card(
+                "rl_diag_set", held_out,
+                description=f"Held-out diagnosis slice of the labelled PMC-VQA pool ({loaded.csv_path.name}): up to "
+                f"{cfg.target_diag_per_modality} questions per modality ('none' {'included' if cfg.include_none else 'excluded'}), "
+                "drawn before rl_set from questions no benchmark holds; no rl_set question shares its image or its question "
+                "text. The branch is decided "
+                "on it (the distribution RL trains on) and the GRPO support guard watches it.",
+                sources={"pmc_vqa_root": io.pmc_vqa_root, "labeller_model": io.labeller_model},
+                source_hashes={loaded.csv_path.name: sha256_file(loaded.csv_path)},
+                records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_pmc or is_synthetic(io.labeller_model),
+                params=params, validation=validation["rl_diag_set"], labeller=labeller_info,
+            )
+            (tmp / "card.md").write_text(card)
+            cards["rl_diag_set"] = card
+            counts["rl_diag_set"] = len(held_out)
+            write_lineage(tmp, step=STEP, artifact="rl_diag_set", inputs=rl_inputs, params=params,
+                          summary=f"{len(held_out)} held-out PMC-VQA diagnosis questions "
+                          f"({', '.join(f'{m} {n}' for m, n in sorted(Counter(r.modality for r in held_out).items()))})")
+    except DatasetValidationError as e:
+        validation["rl_diag_set"], counts["rl_diag_set"] = e.result, 0
+        errors.append(e)
+
+    # -- 3. MedMNIST: MCQ sets (reading every split validates the files), then the validated raw copy. The
+    # evaluation splits come first: the SFT pool is checked against them (and the benchmarks, the slice).
     sizes = {f: resolve_size(mm_root, f, explicit=cfg.size) for f in flags}
     source_hashes = {npz_path(mm_root, f, sizes[f]).name: None for f in flags}
     splits = {"diag_set": ("val", cfg.diag_per_class, io.out("diag_set"), "diagnosis set: class-balanced subsets of the official val splits"),
@@ -75,6 +172,16 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
                     recs = build_medmnist_mcq(mm_root, f, split, tmp, per_class=per_class, size=sizes[f], seed=cfg.seed)
                     records += recs
                     split_sizes[f][split] = len(recs)
+                if name == "sft_set":  # keep every evaluation question out of the SFT pool
+                    train_items = items_of(records, tmp)
+                    hits = contaminated(train_items, eval_keys(evaluation, train_items))
+                    contamination["sft_set"] = contamination_counts(hits, len(records))
+                    for r in records:
+                        if r.id in hits:
+                            (tmp / r.image).unlink()
+                    records = [r for r in records if r.id not in hits]
+                else:
+                    evaluation[name] = items_of(records, tmp)
                 save_records(tmp, records)
                 validation[name] = validator.validate(name, tmp, records, option_counts=(2, 26), bounds=bounds)
                 for fn in source_hashes:
@@ -111,35 +218,19 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
         write_lineage(tmp, step=STEP, artifact="medmnist_data", inputs=mm_inputs, params=params,
                       summary=f"validated MedMNIST-v2 npz files for {len(flags)} tasks ({', '.join(f'{f}@{sizes[f]}' for f in flags)})")
 
-    # -- 2. PMC-VQA: load + quarantine, label modality (cached), balance, validate.
-    from components.curate.labeller import (
-        LabelCache,
-        ModalityLabeller,
-        label_modalities,
-    )
-    from components.curate.pmcvqa import load_pmc_vqa
-
-    loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None)
-    quarantine = [q.to_dict() for q in loaded.quarantine]
-    cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else cache_root() / "curate" / "modality_labels.jsonl"
-    label_cache = LabelCache(cache_path)  # with the shard files of `python -m components.curate.label`, merged
-    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile)
-    labels = label_modalities(loaded.records, pmc_root, labeller, label_cache, batch_size=cfg.label_batch_size,
-                              fast=cfg.label_fast, token_budget=cfg.label_token_budget, workers=cfg.label_workers)
-    labelled = []
-    for r in loaded.records:
-        e = labels[r.id]
-        labelled.append(dataclasses.replace(
-            r, modality=e.label,
-            meta={**r.meta, "modality_labeller": e.model, "modality_prompt_version": e.prompt_version},
-        ))
-    bal = balance_by_modality(labelled, target=cfg.rl_size, include_none=cfg.include_none, seed=cfg.seed)
+    # -- 4. The RL set: the labelled pool without the slice and without any evaluation question, balanced.
+    keys = eval_keys(evaluation, pool_items)
+    hits = contaminated(pool_items, keys)
+    pool_hits = {i: h for i, h in hits.items() if i not in held_ids}
+    contamination["rl_set"] = {**contamination_counts(pool_hits, len(labelled) - len(held_ids)),
+                               "held_out_slice": len(held_ids)}
+    contamination["templates_not_used_as_keys"] = len(keys.templates)
+    contamination["evaluation_sets"] = {name: len(items) for name, items in evaluation.items()}
+    clean = [r for r in labelled if r.id not in hits and r.id not in held_ids]
+    bal = balance_by_modality(clean, target=cfg.rl_size, include_none=cfg.include_none, seed=cfg.seed)
     plan = bal.plan
     table = counts_table_md(plan)
     shares = {m: p.selected / plan.total_selected for m, p in plan.modalities.items()} if plan.total_selected else {}
-    labeller_info = {"model": io.labeller_model, "prompt_version": labeller.prompt_version,
-                     "method": "constrained choice: highest log-likelihood of the 8 category answers",
-                     "label_cache": str(cache_path), "label_conflicts": len(label_cache.conflicts)}
     try:
         with atomic_dir(io.out("rl_set")) as tmp:
             for r in bal.records:
@@ -154,7 +245,9 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
                 "rl_set", bal.records,
                 description=f"PMC-VQA ({loaded.csv_path.name}) questions labelled by imaging modality and balanced to "
                 f"{cfg.rl_size} questions with equal per-modality quotas ('none' "
-                f"{'included' if cfg.include_none else 'excluded'}); the RL (GRPO) training set.",
+                f"{'included' if cfg.include_none else 'excluded'}); the RL (GRPO) training set. The held-out "
+                f"diagnosis slice and every question whose image or text is in an evaluation set were removed first "
+                f"({contamination['rl_set']['removed']} by contamination).",
                 sources={"pmc_vqa_root": io.pmc_vqa_root, "labeller_model": io.labeller_model},
                 source_hashes={loaded.csv_path.name: sha256_file(loaded.csv_path)},
                 records_sha256=sha256_file(tmp / "records.jsonl"), synthetic=syn_pmc or is_synthetic(io.labeller_model), params=params,
@@ -166,12 +259,13 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
             counts["rl_set"] = len(bal.records)
             write_lineage(tmp, step=STEP, artifact="rl_set", inputs=rl_inputs, params=params,
                           summary=f"{len(bal.records)} modality-balanced PMC-VQA MCQs of {len(loaded.records)} usable "
-                          f"({len(quarantine)} quarantined), validated")
+                          f"({len(quarantine)} quarantined, {len(held_ids)} held out for diagnosis, "
+                          f"{contamination['rl_set']['removed']} removed as in an evaluation set), validated")
     except DatasetValidationError as e:
         validation["rl_set"], counts["rl_set"] = e.result, 0
         errors.append(e)
 
-    # -- 3. The curation report (written even when a suite failed, so the failure can be inspected).
+    # -- 5. The curation report (written even when a suite failed, so the failure can be inspected).
     summary = {
         "counts": counts,
         "pmc_vqa": {"csv": loaded.csv_path.name, "rows": loaded.n_rows, "usable": len(loaded.records),
@@ -180,6 +274,7 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
         "balance": plan.to_dict(),
         "labeller": labeller_info,
         "medmnist_sizes": sizes,
+        "contamination": contamination,
         "validation": {k: bool(v.get("success")) for k, v in validation.items()},
         "synthetic": syn_mm or syn_pmc or is_synthetic(io.labeller_model),
     }
@@ -190,6 +285,7 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
         write_jsonl(tmp / "quarantine.jsonl", quarantine)
         write_jsonl(tmp / "labels.jsonl", [{"id": r.id, **dataclasses.asdict(labels[r.id])} for r in loaded.records])
         write_json(tmp / "balance.json", stamp(plan.to_dict(), "curation"))
+        write_json(tmp / "contamination.json", stamp(contamination, "curation"))
         (tmp / "rl_counts.md").write_text(table)
         counts_chart(plan, tmp / "rl_counts.png")
         (tmp / "cards").mkdir()
@@ -233,6 +329,18 @@ def _report_md(summary: dict[str, Any], table: str, errors: list) -> str:
     lines.append("## Modality balance\n")
     lines.append(table)
     lines.append("![modality counts](rl_counts.png)\n")
+    c = summary.get("contamination") or {}
+    if c:
+        lines.append("## Contamination: evaluation questions kept out of training\n")
+        lines.append("A training question is removed when its image (decoded pixels) or its normalised question text "
+                     "appears in an evaluation set; question texts asked about several images are templates and match "
+                     f"nothing ({c.get('templates_not_used_as_keys', 0)} left out as keys).\n")
+        rows = [[name, x["checked"], x["removed"], ", ".join(f"{k} {v}" for k, v in x["by_reason"].items()) or "-",
+                 ", ".join(f"{k} {v}" for k, v in x["by_source"].items()) or "-"]
+                for name, x in c.items() if isinstance(x, dict) and "checked" in x]
+        lines.append(md_table(["training set", "checked", "removed", "by key", "found in"], rows))
+        lines.append("")
+        lines.append("Evaluation sets checked: " + ", ".join(f"{k} ({v})" for k, v in c.get("evaluation_sets", {}).items()) + "\n")
     if errors:
         lines.append("## Validation failures\n")
         lines += [f"```\n{e}\n```" for e in errors]

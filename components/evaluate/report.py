@@ -26,7 +26,7 @@ from typing import Any
 from components.common.lineage import read_lineage
 from components.common.markdown import md_table
 
-STEP_ORDER = ("curate", "probe", "diagnose", "sft", "grpo", "evaluate")
+STEP_ORDER = ("curate", "probe", "diagnose", "sft", "rediagnose", "grpo", "evaluate")
 BANNER = "SYNTHETIC RUN: numbers are plumbing checks, not medical results"
 NA = "n/a"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -35,11 +35,14 @@ MD_TEMPLATE = "report.md.jinja"
 # Context keys of the report's sections, in page order; each is a dict with at least "id" and "title".
 SECTIONS = (
     "decision",
+    "gate",
     "diagnosis",
     "curves",
     "probe",
     "curation",
     "benchmarks",
+    "stages",
+    "open",
     "transfer",
     "overfit",
     "settings",
@@ -189,15 +192,30 @@ def _images(paths: list[Path]) -> list[dict]:
 # --- sections ------------------------------------------------------------------------------------------------------
 
 
+def _k_used(m: Any) -> str:
+    used = _d(_d(_d(m).get("corrected")).get("k_used"))
+    return ", ".join(f"k = {k} at {c} options" for c, k in sorted(used.items(), key=lambda kv: int(kv[0]))) or NA
+
+
+def _chance_passk(m: Any) -> Any:
+    return _passk(_d(_d(m).get("chance")))
+
+
 def _metric_rows(m: Any, k: Any = "K") -> list[list[str]]:
     m = _d(m)
     c = _d(m.get("ci"))
+    corr = _d(m.get("corrected"))
+    cc = _d(corr.get("ci"))
     distinct = m.get("mean_distinct_answers")
     return [
         ["Acc@1 (greedy)", _with_ci(pct(m.get("acc_at_1")), ci(c.get("acc_at_1")))],
         [f"Pass@{k}", _with_ci(pct(_passk(m)), ci(c.get("pass_at_k")))],
         [f"gap = Pass@{k} - Acc@1", _with_ci(pct(m.get("gap")), ci(c.get("gap")))],
+        [f"chance Pass@{k} (uniform guesser)", pct(_chance_passk(m))],
+        [f"corrected Pass@K ({_k_used(m)})", _with_ci(pct(corr.get("pass_at_k")), ci(cc.get("pass_at_k")))],
+        ["corrected Acc@1", _with_ci(pct(corr.get("acc_at_1")), ci(cc.get("acc_at_1")))],
         ["format failures", pct(m.get("format_failure_rate"))],
+        ["truncated at max_new_tokens", pct(m.get("truncation_rate"))],
         ["distinct answers among K", f"{distinct:.2f}" if _is_num(distinct) else NA],
         ["questions", _text(m.get("n"))],
     ]
@@ -210,10 +228,16 @@ def _decision_section(dg: dict | None) -> dict:
     k = dg_.get("k", "K")
     forced = bool(dec.get("forced"))
     measured = dec.get("measured_branch")
+    decided = _d(dg_.get("decided_on"))
     return {
         "id": "sec-decision",
         "title": "Decision: bridge (SFT) or sharpen (GRPO)",
         "available": dg is not None,
+        "decided_on": (
+            f"Decided on {decided.get('name')} ({_text(decided.get('n'))} questions)"
+            + ("; MedMNIST is shown as breadth." if decided.get("set") == "target" else ".")
+            if decided else ""
+        ),
         "branch": branch,
         "branch_label": branch.upper(),
         "forced": forced,
@@ -224,7 +248,31 @@ def _decision_section(dg: dict | None) -> dict:
             f"K = {_text(dg_.get('k'))}, τ = {_text(dg_.get('tau'))}, prompt format {_text(dg_.get('prompt_format'))}, "
             f"sampling {json.dumps(dg_.get('sampling') or {}, sort_keys=True, default=str)}"
         ),
-        "overall": _table(["overall (diagnosis set)", "value [95% CI]"], _metric_rows(dg_.get("overall"), k)),
+        "overall": _table(["overall (the set that decided)", "value [95% CI]"], _metric_rows(dg_.get("overall"), k)),
+        "correction": (
+            "Corrected = (value - chance) / (1 - chance) per question from its own option count, Pass@k taken at the "
+            f"largest k whose chance stays at or below {_text(_d(dg_.get('chance_correction')).get('ceiling'))}: "
+            "0 = a uniform guesser, 100 = always right. τ applies to the corrected interval."
+        ),
+    }
+
+
+def _gate_section(rd: dict | None) -> dict:
+    """The re-diagnosis of the bridged (SFT) model and the gate it set: GRPO ran (proceed) or the run stopped."""
+    rd_ = _d(rd)
+    gate = _d(rd_.get("gate"))
+    outcome = str(gate.get("outcome") or NA)
+    return {
+        "id": "sec-gate",
+        "title": "Re-diagnosis after the bridge: run GRPO or stop",
+        "available": bool(gate),
+        "outcome": outcome,
+        "outcome_label": {"proceed": "PROCEED (GRPO ran)", "stop": "STOP (GRPO not run)"}.get(outcome, outcome.upper()),
+        "cls": {"proceed": "sharpen", "stop": "bad"}.get(outcome, ""),
+        "forced": bool(gate.get("forced")),
+        "rule": _text(gate.get("rule")),
+        "overall": _table(["SFT model, same set", "value [95% CI]"], _metric_rows(rd_.get("overall"), rd_.get("k", "K"))),
+        "note": "no re-diagnosis in this run (sharpen branch: RL ran on the diagnosed model directly)" if not gate else "",
     }
 
 
@@ -234,34 +282,39 @@ def _diagnosis_section(dg: dict | None) -> dict:
     k = dg_.get("k", "K")
     pmm = _d(dg_.get("per_modality"))
     pm = _d(dec.get("per_modality"))
+
+    def corr(m: Any) -> str:
+        c = _d(_d(m).get("corrected"))
+        return _with_ci(pct(c.get("pass_at_k")), ci(_d(c.get("ci")).get("pass_at_k")))
+
     mod_rows = [
-        [
-            g,
-            _text(_d(d).get("branch")),
-            pct(_passk(pmm.get(g))),
-            pct(_d(pmm.get(g)).get("acc_at_1")),
-            pct(_d(pmm.get(g)).get("gap")),
-            _text(_d(d).get("rule")),
-        ]
+        [g, _text(_d(d).get("branch")), corr(pmm.get(g)), pct(_passk(pmm.get(g))), pct(_chance_passk(pmm.get(g))),
+         pct(_d(pmm.get(g)).get("acc_at_1")), _text(_d(d).get("rule"))]
         for g, d in pm.items()
     ]
     weak = set(dec.get("weak_tasks") or [])
     limited = set(dg_.get("perception_limited") or [])
+    forms = _d(dg_.get("question_forms"))
 
     def task_row(t: str, m: Any) -> list[str]:
         c = _d(_d(m).get("ci"))
-        notes = [x for x, on in (("weak", t in weak), ("perception-limited", t in limited)) if on]
+        notes = [x for x, on in (("weak", t in weak), ("perception-limited", t in limited),
+                                 ("question form ours", t in forms)) if on]
         return [
             t,
             _text(_d(m).get("n")),
             _with_ci(pct(_d(m).get("acc_at_1")), ci(c.get("acc_at_1"))),
             _with_ci(pct(_passk(m)), ci(c.get("pass_at_k"))),
-            pct(_d(m).get("gap")),
+            pct(_chance_passk(m)),
+            corr(m),
+            _k_used(m),
             ", ".join(notes),
         ]
 
     per_task = _d(dg_.get("per_task"))
     task_groups = _d(dg_.get("task_groups"))
+    breadth = _d(dg_.get("breadth"))
+    group_blocks = {**pmm, **_d(breadth.get("per_modality"))}
     rows: list[list[str]] = []
     groups: set[int] = set()
     if task_groups:  # tasks under their modality group, the group's own numbers on its row
@@ -271,19 +324,33 @@ def _diagnosis_section(dg: dict | None) -> dict:
             if not tasks:
                 continue
             groups.add(len(rows))
-            rows.append([g, *task_row(g, pmm.get(g))[1:5], f"branch: {_text(_d(pm.get(g)).get('branch'))}"])
+            label = "RL target, all modalities" if g == "mixed" else g
+            block = dg_.get("overall") if g == "mixed" else group_blocks.get(g)
+            rows.append([label, *task_row(g, block)[1:7], f"branch: {_text(_d(pm.get(g)).get('branch'))}"
+                         if g in pm else ""])
             rows += [task_row(t, per_task[t]) for t in tasks]
     else:
         rows = [task_row(t, m) for t, m in per_task.items()]
+    breadth_rows = [["breadth (MedMNIST), overall", *task_row("", breadth.get("overall"))[1:7], ""]] if breadth else []
     return {
         "id": "sec-diagnosis",
         "title": "Diagnosis per modality and per task",
         "available": dg is not None,
-        "per_modality": _table(["modality group", "branch", f"Pass@{k}", "Acc@1", "gap", "rule"], mod_rows),
-        "per_task": _table(["task", "n", "Acc@1 [95% CI]", f"Pass@{k} [95% CI]", "gap", "notes"], rows, groups),
+        "per_modality": _table(
+            ["modality group (decides)", "branch", "corrected Pass@K [95% CI]", f"Pass@{k}", f"chance Pass@{k}",
+             "Acc@1", "rule"],
+            mod_rows,
+        ),
+        "per_task": _table(
+            ["task", "n", "Acc@1 [95% CI]", f"Pass@{k} [95% CI]", f"chance Pass@{k}", "corrected Pass@K [95% CI]",
+             "k used", "notes"],
+            rows + breadth_rows,
+            groups | ({len(rows)} if breadth_rows else set()),
+        ),
         "weak_tasks": _names(dec.get("weak_tasks")),
         "weak_modalities": _names(dec.get("weak_modalities")),
         "perception_limited": _names(dg_.get("perception_limited")),
+        "question_forms": [{"task": t, "text": str(v)} for t, v in forms.items()],
     }
 
 
@@ -432,27 +499,38 @@ def _curation_section(cd: Path | None) -> dict:
     }
 
 
+def _final(results: dict) -> str:
+    """The final model's label: "SFT" when the gate stopped the run before GRPO, else "final"."""
+    return "SFT" if results.get("final_stage") == "sft" else "final"
+
+
 def _benchmarks_section(results: dict) -> dict:
     k = results.get("k", "K")
+    fin = _final(results)
     bench = {n: e for n, e in _d(results.get("benchmarks")).items() if isinstance(e, dict)}
     head = [
         "benchmark",
         "questions",
         "Acc@1 base",
-        "Acc@1 trained",
+        f"Acc@1 {fin}",
         "Δ Acc@1 [95% CI]",
         f"Pass@{k} base",
-        f"Pass@{k} trained",
+        f"Pass@{k} {fin}",
         f"Δ Pass@{k} [95% CI]",
     ]
     rows = []
     for name, e in bench.items():
         base, trained, d = _d(e.get("base")), _d(e.get("trained")), _d(e.get("delta"))
         used = e.get("used", base.get("n"))
+        source = e.get("source")
+        questions = (
+            f"{_text(used)} of {_text(e.get('kept'))} closed ({_text(e.get('rows'))} rows)"
+            if not source or source == name else f"{_text(used)} (of {source})"
+        )
         rows.append(
             [
                 name,
-                f"{_text(used)} of {_text(e.get('kept'))} closed ({_text(e.get('rows'))} rows)",
+                questions,
                 pct(base.get("acc_at_1")),
                 pct(trained.get("acc_at_1")),
                 _delta(d, "acc_at_1"),
@@ -472,14 +550,15 @@ def _benchmarks_section(results: dict) -> dict:
         diff = avg["trained"] - avg["base"] if both else None
         groups.add(len(rows))
         rows.append(["average", "", pct(avg["base"]), pct(avg["trained"]), signed(diff), "", "", ""])
-    excluded = [
-        {"name": n, "text": ", ".join(f"{r}: {c}" for r, c in _d(e.get("excluded")).items())}
+    excluded = list({
+        str(e.get("source") or n): {"name": str(e.get("source") or n),
+                                    "text": ", ".join(f"{r}: {c}" for r, c in _d(e.get("excluded")).items())}
         for n, e in bench.items()
         if _d(e.get("excluded"))
-    ]
+    }.values())
     return {
         "id": "sec-benchmarks",
-        "title": "Benchmarks: base vs trained (percent; Δ = trained − base, paired bootstrap 95% CI)",
+        "title": f"Benchmarks, multiple choice: base vs {fin} model (percent; Δ = {fin} − base, paired bootstrap 95% CI)",
         "available": bool(bench),
         "table": _table(head, rows, groups),
         "average_base": pct(avg["base"]),
@@ -489,18 +568,79 @@ def _benchmarks_section(results: dict) -> dict:
     }
 
 
+def _stages_section(results: dict) -> dict:
+    """Base -> SFT -> SFT+GRPO on the same questions: what the bridge added and what RL added, kept apart."""
+    k = results.get("k", "K")
+    entries: list[tuple[str, dict]] = [(n, e) for n, e in _d(results.get("benchmarks")).items() if isinstance(e, dict)]
+    tr = _d(results.get("transfer"))
+    entries += [(f"{r} (MedMNIST)", e) for r, e in _d(tr.get("regimes")).items() if isinstance(e, dict)]
+    entries = [(n, e) for n, e in entries if _d(e.get("deltas"))]
+    tables = []
+    for metric, label in (("acc_at_1", "Acc@1"), ("pass_at_k", f"Pass@{k}")):
+        def value(m: Any, metric=metric) -> Any:
+            return _d(m).get("acc_at_1") if metric == "acc_at_1" else _passk(m)
+
+        rows = [
+            [name, pct(value(e.get("base"))), pct(value(e.get("sft"))), pct(value(e.get("trained"))),
+             _delta(_d(_d(e.get("deltas")).get("base_to_sft")), metric),
+             _delta(_d(_d(e.get("deltas")).get("sft_to_rl")), metric),
+             _delta(_d(_d(e.get("deltas")).get("base_to_final")), metric)]
+            for name, e in entries
+        ]
+        tables.append(_table(["set", f"{label} base", f"{label} SFT", f"{label} SFT+GRPO", "Δ base → SFT [95% CI]",
+                              "Δ SFT → RL [95% CI]", "Δ base → final [95% CI]"], rows, title=label))
+    return {
+        "id": "sec-stages",
+        "title": "SFT and RL gains kept apart (bridge branch: base → SFT → SFT+GRPO, same questions, paired)",
+        "available": bool(entries),
+        "tables": tables,
+        "sft_tasks": _names(results.get("sft_tasks")),
+        "note": (
+            "Δ base → SFT is the bridge's gain, Δ SFT → RL what GRPO added on top of it; tasks the SFT step trained on "
+            "count as in-domain in the transfer table."
+        ),
+    }
+
+
+def _open_section(results: dict) -> dict:
+    """Open-ended benchmark questions, scored apart: exact match (or the judge) and token F1."""
+    k = results.get("k", "K")
+    fin = _final(results)
+    judged = bool(_d(results.get("sampling")).get("judge_model"))
+    rows = []
+    for name, e in _d(results.get("open")).items():
+        if not isinstance(e, dict):
+            continue
+        base, final, d = _d(e.get("base")), _d(e.get("trained")), _d(e.get("delta"))
+        rows.append([name, _text(base.get("n")), pct(base.get("acc_at_1")), pct(final.get("acc_at_1")),
+                     _delta(d, "acc_at_1"), pct(base.get("token_f1")), pct(final.get("token_f1")),
+                     pct(_passk(base)), pct(_passk(final)), _delta(d, "pass_at_k")])
+    return {
+        "id": "sec-open",
+        "title": "Benchmarks, open-ended questions (scored apart)",
+        "available": bool(rows),
+        "table": _table(["set", "questions", "correct base", f"correct {fin}", "Δ [95% CI]", "token F1 base",
+                         f"token F1 {fin}", f"Pass@{k} base", f"Pass@{k} {fin}", f"Δ Pass@{k} [95% CI]"], rows),
+        "note": (
+            "Correct = the judge says the answer means the reference" if judged else
+            "Correct = normalised exact match with the reference answer (lower case, punctuation and articles removed)"
+        ) + "; token F1 = overlap of the normalised words (greedy answer). Percent.",
+    }
+
+
 def _transfer_section(results: dict) -> dict:
     k = results.get("k", "K")
     tr = _d(results.get("transfer"))
+    fin = _final(results)
     head = [
         "regime / task",
         "shift",
         "questions",
         "Acc@1 base",
-        "Acc@1 trained",
+        f"Acc@1 {fin}",
         "Δ Acc@1 [95% CI]",
         f"Pass@{k} base",
-        f"Pass@{k} trained",
+        f"Pass@{k} {fin}",
         f"Δ Pass@{k} [95% CI]",
     ]
 
@@ -527,7 +667,8 @@ def _transfer_section(results: dict) -> dict:
         rows.append(row(regime, f"{len(names)} task(s)", e))
         for task in names:
             t = _d(tasks.get(task))
-            rows.append(row(f"{_text(t.get('name') or task)} ({task})", str(t.get("shift") or ""), t))
+            ours = " — question form ours" if t.get("question_form") else ""
+            rows.append(row(f"{_text(t.get('name') or task)} ({task}){ours}", str(t.get("shift") or ""), t))
     train_task = _text(results.get("train_task"))
     return {
         "id": "sec-transfer",
@@ -535,9 +676,10 @@ def _transfer_section(results: dict) -> dict:
         "available": bool(rows),
         "table": _table(head, rows, groups),
         "note": (
-            "in-domain: the trained task · within-modality: same group (OrganA → OrganC/OrganS same modality; "
-            "OrganA → Pneumonia a larger shift) · cross-modality: another group (OCT → Path, OrganA → Path, "
-            "OrganA → OCT) · cross-dataset: trained on a non-MedMNIST task."
+            "in-domain: the trained task, and tasks the SFT step trained on · within-modality: same group (OrganA → "
+            "OrganC/OrganS same modality; OrganA → Pneumonia a larger shift) · cross-modality: another group (OCT → "
+            "Path, OrganA → Path, OrganA → OCT) · cross-dataset: trained on a non-MedMNIST task."
+            + (f" The SFT step trained on: {_names(results.get('sft_tasks'))}." if results.get("sft_tasks") else "")
         ),
     }
 
@@ -552,26 +694,39 @@ def _overfit_section(results: dict) -> dict:
     elif flags:
         state, cls, verdict = f"FLAGGED ({len(flags)})", "bad", "FLAGGED"
     else:
-        state, cls, verdict = "clean", "good", "clean: no benchmark won at the cost of transfer"
+        state, cls, verdict = "clean", "good", "clean: no benchmark confidently won at a confident cost in transfer"
+    checks = [c for c in ov.get("checks") or [] if isinstance(c, dict)]
+    rows = [
+        [_text(c.get("name")), _text(c.get("metric")), _with_ci(signed(c.get("value")), ci(c.get("ci"))),
+         f"{c['p']:.3f}" if _is_num(c.get("p")) else NA,
+         f"{c['p_adjusted']:.3f}" if _is_num(c.get("p_adjusted")) else NA, "LOSS" if c.get("rejected") else "no"]
+        for c in checks
+    ]
+    alpha = ov.get("alpha")
     return {
         "id": "sec-overfit",
-        "title": "Benchmark-overfit flag (ChexReason failure mode)",
+        "title": "Transfer guard: wins the benchmark, loses transfer (ChexReason failure mode)",
         "flagged": bool(flags),
         "state": state,
         "cls": cls,
         "verdict": verdict,
         "messages": messages,
         "margin": pct(ov.get("margin")),
+        "checks": _table(["transfer check", "metric", "Δ [95% CI]", "p (Δ ≥ −margin)", "p Holm", "loss?"], rows),
         "note": (
-            "A checkpoint is flagged when it gains more than the margin on the task it was trained for while any "
-            "transfer regime or other benchmark drops by more than the margin (ChexReason: GRPO +23% on CheXpert, "
-            "−19% on NIH)."
+            "Flagged only when the in-domain gain's paired 95% interval lies above 0 and a transfer change lies "
+            f"confidently below −{pct(ov.get('margin'))} points: a one-sided bootstrap test per transfer check, with "
+            f"Holm's correction over the {_text(ov.get('m', len(checks)))} transfer checks of this run (family-wise "
+            f"α = {_text(alpha)}), comparing the {_text(ov.get('compared') or 'base -> final model')}. ChexReason: "
+            "GRPO +23% on CheXpert, −19% on NIH."
         ),
     }
 
 
 def _settings_section(results: dict) -> dict:
     s = _d(results.get("sampling"))
+    h = _d(results.get("harness"))
+    trunc = _d(results.get("truncation"))
     rows = [
         ["K (samples per question)", _text(results.get("k"))],
         ["prompt format", f"{_text(results.get('prompt_format'))} (v{_text(results.get('prompt_version'))})"],
@@ -579,11 +734,16 @@ def _settings_section(results: dict) -> dict:
         ["top_p", _text(s.get("top_p"))],
         ["max_new_tokens", _text(s.get("max_new_tokens"))],
         ["backend", _text(s.get("backend"))],
+        ["image pixels (min, max)", f"{s.get('min_pixels') or 'processor default'}, {s.get('max_pixels') or 'processor default'}"],
+        ["judge", f"{s.get('judge_model')} ({s.get('judge_mode')})" if s.get("judge_model") else "none: the parser alone"],
+        ["chance-correction ceiling", _text(h.get("chance_ceiling"))],
         ["seed", _text(s.get("seed"))],
+        *[[f"truncated completions, {m} (samples / greedy)",
+           f"{pct(_d(t).get('samples'))} / {pct(_d(t).get('greedy'))}"] for m, t in trunc.items()],
     ]
     return {
         "id": "sec-settings",
-        "title": "Evaluation settings",
+        "title": "Evaluation settings (the measurement harness shared with the diagnosis)",
         "table": _table(["setting", "value"], rows),
         "answer_tag": "<answer>…</answer>",
         "parser": "components.common.answers.parse_answer",
@@ -638,9 +798,10 @@ def _audit_section(input_dirs: dict[str, str | Path | None]) -> dict:
     }
 
 
-def _summary_cards(decision: dict, dg: dict | None, bench: dict, overfit: dict) -> list[dict]:
+def _summary_cards(decision: dict, dg: dict | None, bench: dict, overfit: dict, gate: dict | None = None) -> list[dict]:
     dg_ = _d(dg)
     ov = _d(dg_.get("overall"))
+    corr = _d(ov.get("corrected"))
     cards = [
         {
             "id": "card-decision",
@@ -651,12 +812,16 @@ def _summary_cards(decision: dict, dg: dict | None, bench: dict, overfit: dict) 
         },
         {
             "id": "card-support",
-            "label": "support (diagnosis)",
-            "value": f"Pass@{_text(dg_.get('k', 'K'))} {pct(_passk(ov))}",
+            "label": "support (diagnosis, chance-corrected)",
+            "value": f"Pass@K {pct(corr.get('pass_at_k'))}" if corr else f"Pass@{_text(dg_.get('k', 'K'))} {pct(_passk(ov))}",
             "cls": "",
-            "note": f"Acc@1 {pct(ov.get('acc_at_1'))} · gap {pct(ov.get('gap'))}",
+            "note": f"raw Pass@{_text(dg_.get('k', 'K'))} {pct(_passk(ov))} (chance {pct(_chance_passk(ov))}) · "
+            f"Acc@1 {pct(ov.get('acc_at_1'))}",
         },
     ]
+    if gate and gate.get("available"):
+        cards.append({"id": "card-gate", "label": "after the bridge", "value": gate["outcome_label"],
+                      "cls": gate["cls"], "note": "forced by the operator" if gate["forced"] else "from the re-diagnosis"})
     if bench["available"]:
         cards.append(
             {
@@ -670,7 +835,7 @@ def _summary_cards(decision: dict, dg: dict | None, bench: dict, overfit: dict) 
     cards.append(
         {
             "id": "card-overfit",
-            "label": "wins benchmark, loses transfer",
+            "label": "transfer guard",
             "value": overfit["state"],
             "cls": overfit["cls"],
             "note": f"margin {overfit['margin']} points",
@@ -683,6 +848,7 @@ def build_context(
     results: dict,
     *,
     diagnosis_dir: str | Path | None = None,
+    rediagnosis_dir: str | Path | None = None,
     probe_dir: str | Path | None = None,
     curation_dir: str | Path | None = None,
     input_dirs: dict[str, str | Path | None] | None = None,
@@ -699,6 +865,7 @@ def build_context(
     pd_ = Path(probe_dir) if probe_dir else None
     cd = Path(curation_dir) if curation_dir else None
     diagnosis = _read_json(dd / "diagnosis.json") if dd else None
+    rediagnosis = _read_json(Path(rediagnosis_dir) / "diagnosis.json") if rediagnosis_dir else None
     probe = _read_json(pd_ / "probe.json") if pd_ else None
     steps = collect_steps(input_dirs or {}, own_lineage)
     # The run's own record takes its flag from this answer, so only the inputs' records decide it.
@@ -713,23 +880,28 @@ def build_context(
         "banner": {"show": bool(reasons), "text": BANNER, "reasons": "; ".join(reasons)},
         "header": {
             "trained_model": _text(models.get("trained")),
+            "final_label": "SFT model (GRPO not run)" if results.get("final_stage") == "sft" else "trained model",
+            "sft_model": _text(models.get("sft")) if models.get("sft") else "",
             "base_model": _text(models.get("base") or base_model_ref),
             "train_task": _text(results.get("train_task")),
             "created_at": created_at,
         },
         "decision": _decision_section(diagnosis),
+        "gate": _gate_section(rediagnosis),
         "diagnosis": _diagnosis_section(diagnosis),
         "curves": _curves_section(dd),
         "probe": _probe_section(probe),
         "curation": _curation_section(cd),
         "benchmarks": _benchmarks_section(results),
+        "stages": _stages_section(results),
+        "open": _open_section(results),
         "transfer": _transfer_section(results),
         "overfit": _overfit_section(results),
         "settings": _settings_section(results),
         "steps": _steps_section(steps),
         "audit": _audit_section(input_dirs or {}),
     }
-    ctx["cards"] = _summary_cards(ctx["decision"], diagnosis, ctx["benchmarks"], ctx["overfit"])
+    ctx["cards"] = _summary_cards(ctx["decision"], diagnosis, ctx["benchmarks"], ctx["overfit"], ctx["gate"])
     return ctx
 
 

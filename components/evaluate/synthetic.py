@@ -18,7 +18,7 @@ from pathlib import Path
 
 from components.common.io import atomic_write_text
 from components.common.lineage import write_lineage
-from components.evaluate.benchmark import BENCHMARKS
+from components.common.benchmark import BENCHMARKS
 
 MEDICAL_SUBJECTS = (
     "Basic_Medical_Science",
@@ -183,6 +183,29 @@ def _pmc_vqa(folder: Path, rng: random.Random, n: int) -> None:
     atomic_write_text(folder / "test_clean.csv", buf.getvalue())
 
 
+def _medvlthinker_eval(folder: Path, rng: random.Random, n: int) -> None:
+    """One parquet test split holding several benchmarks, told apart by dataset_name; options as one string (some
+    rows as a dict string, as some copies store them), a few open questions and a few two-image rows."""
+    names = ["PMC-VQA", "MMMU-Medical", "MedXpert-MM", "PathVQA", "SLAKE", "VQA-RAD"]
+    rows = []
+    for i in range(n):
+        name = names[i % len(names)]
+        n_opt = 2 if name in ("PathVQA", "SLAKE", "VQA-RAD") else 4
+        texts = ["yes", "no"] if n_opt == 2 else [f"{rng.choice(_ORGANS)} finding {j}" for j in range(n_opt)]
+        label = "ABCD"[rng.randrange(n_opt)]
+        images = [{"bytes": _png(rng), "path": f"{i}_0.png"}] + ([{"bytes": _png(rng), "path": f"{i}_1.png"}] if i % 9 == 8 else [])
+        if i % 7 == 6:  # an open question: no options, no label
+            options, label, answer = "", "", rng.choice(_ORGANS)
+        elif i % 5 == 4:
+            options, answer = json.dumps({"ABCD"[j]: t for j, t in enumerate(texts)}), texts["ABCD".index(label)]
+        else:
+            options, answer = "\n".join(f"{'ABCD'[j]}. {t}" for j, t in enumerate(texts)), texts["ABCD".index(label)]
+        rows.append({"images": images, "question": f"What does the {rng.choice(_ORGANS)} show in case {i}?",
+                     "options": options, "answer_label": label, "answer": answer, "dataset_name": name,
+                     "dataset_index": i})
+    _write_parquet(folder / "data" / "test-00000-of-00001.parquet", rows)
+
+
 _WRITERS = {
     "vqa-rad": lambda f, rng, n: _vqa_rad_like(f, rng, n, shards=1),
     "pathvqa": lambda f, rng, n: _vqa_rad_like(f, rng, n, shards=2),
@@ -190,6 +213,7 @@ _WRITERS = {
     "mmmu-med": _mmmu,
     "medxpertqa-mm": _medxpertqa,
     "pmc-vqa": _pmc_vqa,
+    "medvlthinker-eval": _medvlthinker_eval,
 }
 
 def write_synthetic_benchmarks(root: str | Path, names: list[str] | None = None, n: int = 24, seed: int = 0) -> Path:

@@ -45,6 +45,7 @@ class ProbeConfig:
     cache_dir: str = field(default="", metadata={"help": "feature cache directory; empty = $MEDBRIDGE_CACHE/probe_features (~/.cache/medbridge/probe_features)"})
     limit_fraction: float = field(default=0.8, metadata={"help": "perception-limited if probe accuracy < this fraction of the MedViT-V2 reference"})
     chance_margin: float = field(default=5.0, metadata={"help": "... or if probe accuracy <= chance (majority class) + this many points"})
+    auc_threshold: float = field(default=70.0, metadata={"help": "multi-label tasks (ChestMNIST): perception-limited if the mean probe AUC (percent) is below this"})
 
     def __post_init__(self):
         try:
@@ -75,6 +76,8 @@ class ProbeConfig:
             raise ValueError(f"weight_decay={self.weight_decay} must be >= 0 (--weight-decay)")
         if not 0 < self.limit_fraction <= 1:
             raise ValueError(f"limit_fraction={self.limit_fraction} must be in (0, 1] (--limit-fraction)")
+        if not 50.0 <= self.auc_threshold <= 100.0:
+            raise ValueError(f"auc_threshold={self.auc_threshold} must lie in [50, 100] percent (--auc-threshold)")
         if self.chance_margin < 0:
             raise ValueError(f"chance_margin={self.chance_margin} must be >= 0 percentage points (--chance-margin)")
 

@@ -92,6 +92,7 @@ def run_probe(cfg: ProbeConfig, io: ProbeIO) -> dict[str, Any]:
         synthetic=synthetic,
         limit_fraction=cfg.limit_fraction,
         chance_margin=cfg.chance_margin,
+        auc_threshold=cfg.auc_threshold,
         extra={
             "model_ref": io.model,
             "model_fingerprint": model_fp,

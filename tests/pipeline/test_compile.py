@@ -18,7 +18,7 @@ import yaml
 from pipelines.params import PipelineParams, load_profile
 
 GOLDEN = Path(__file__).parent / "golden" / "medbridge_cluster.yaml"
-STEPS = ["curate", "probe", "diagnose", "sft", "grpo", "evaluate"]
+STEPS = ["curate", "probe", "diagnose", "sft", "rediagnose", "grpo", "evaluate"]
 
 
 def _normalise(text: str) -> str:
@@ -44,30 +44,75 @@ def test_matches_golden(compiled):
     assert not diff, f"compiled spec differs from {GOLDEN} (UPDATE_GOLDEN=1 to accept):\n{diff[:4000]}"
 
 
-def test_spec_holds_condition_and_all_six_steps(compiled):
+def test_spec_holds_conditions_and_every_step(compiled):
     docs = list(yaml.safe_load_all(compiled))
     spec = docs[0]
     executors = spec["deploymentSpec"]["executors"]
     for step in STEPS:
         assert any(name.startswith(f"exec-{step}") for name in executors), f"no executor for {step}"
     comps = spec["components"]
-    branches = next(v for k, v in comps.items() if k.startswith("comp-condition-branches"))
-    conditions = [t["triggerPolicy"]["condition"] for t in branches["dag"]["tasks"].values()]
-    # dsl.If on the diagnose step's string, and its dsl.Else as the negation.
-    assert conditions == [
+
+    def conditions(name):
+        return [t["triggerPolicy"]["condition"] for t in comps[name]["dag"]["tasks"].values()]
+
+    def source(inp) -> str:
+        """'task-output' an artifact input comes from, directly or through a condition's pipeline channel."""
+        if "taskOutputArtifact" in inp:
+            return f"{inp['taskOutputArtifact']['producerTask']}-{inp['taskOutputArtifact']['outputArtifactKey']}"
+        return inp["componentInputArtifact"].removeprefix("pipelinechannel--")
+
+    # dsl.If on the diagnose step's string, and its dsl.Else as the negation; inside the bridge, the same on the gate
+    assert conditions("comp-condition-branches-1") == [
         "inputs.parameter_values['pipelinechannel--diagnose-Output'] == 'bridge'",
         "!(inputs.parameter_values['pipelinechannel--diagnose-Output'] == 'bridge')",
     ]
-    # The bridge branch trains SFT then GRPO from the SFT model; the sharpen branch runs GRPO on the input model.
-    bridge = next(v for k, v in comps.items() if k.startswith("comp-condition") and "sft" in v["dag"]["tasks"])
-    grpo_in_bridge = next(t for n, t in bridge["dag"]["tasks"].items() if n.startswith("grpo"))
-    assert grpo_in_bridge["inputs"]["artifacts"]["init_model"]["taskOutputArtifact"]["producerTask"] == "sft"
-    sharpen = next(v for k, v in comps.items() if k.startswith("comp-condition") and "sft" not in v["dag"]["tasks"] and "evaluate-2" in v["dag"]["tasks"])
-    grpo_in_sharpen = next(t for n, t in sharpen["dag"]["tasks"].items() if n.startswith("grpo"))
-    assert "init_model" not in grpo_in_sharpen["inputs"].get("artifacts", {})
+    assert conditions("comp-condition-branches-2") == [
+        "inputs.parameter_values['pipelinechannel--rediagnose-Output'] == 'proceed'",
+        "!(inputs.parameter_values['pipelinechannel--rediagnose-Output'] == 'proceed')",
+    ]
+    dags = {k: v["dag"]["tasks"] for k, v in comps.items() if k.startswith("comp-condition-") and "branches" not in k}
+    # The bridge trains SFT, re-diagnoses the SFT model, and branches on the gate
+    bridge = next(t for t in dags.values() if "sft" in t)
+    assert {"sft", "rediagnose", "condition-branches-2"} == set(bridge)
+    rd = bridge["rediagnose"]["inputs"]["artifacts"]
+    assert source(rd["model"]) == "sft-model" and source(rd["rl_diag_set"]) == "curate-rl_diag_set"
+    # proceed: GRPO from the SFT model, evaluated with the SFT model beside it (SFT and RL gains apart)
+    proceed = next(t for t in dags.values() if "grpo" in t and "evaluate" in t)
+    assert source(proceed["grpo"]["inputs"]["artifacts"]["init_model"]) == "sft-model"
+    ev = proceed["evaluate"]["inputs"]
+    assert source(ev["artifacts"]["sft_model"]) == "sft-model"
+    assert source(ev["artifacts"]["rediagnosis"]) == "rediagnose-diagnosis"
+    # stop: no GRPO; the SFT model is evaluated as the final model, and the report says why
+    stop = next(t for t in dags.values() if set(t) == {"evaluate-2", "publish-2"})
+    ev = stop["evaluate-2"]["inputs"]
+    assert source(ev["artifacts"]["model"]) == "sft-model"
+    assert ev["parameters"]["final_stage"]["runtimeValue"]["constant"] == "sft"
+    # sharpen: GRPO on the input model, no SFT
+    sharpen = next(t for t in dags.values() if "grpo-2" in t)
+    assert "init_model" not in sharpen["grpo-2"]["inputs"].get("artifacts", {})
+    # the GRPO support guard watches the held-out PMC-VQA slice the branch was decided on
+    for dag in (proceed, sharpen):
+        grpo_task = next(t for n, t in dag.items() if n.startswith("grpo"))
+        assert source(grpo_task["inputs"]["artifacts"]["watch_set"]) == "curate-rl_diag_set"
+    # every path publishes the model it ends with: GRPO's, or the SFT model when the gate stopped RL
+    assert source(stop["publish-2"]["inputs"]["artifacts"]["model"]) == "sft-model"
+    assert source(proceed["publish"]["inputs"]["artifacts"]["model"]) == "grpo-model"
+    assert source(sharpen["publish-3"]["inputs"]["artifacts"]["model"]) == "grpo-2-model"
     # Cluster placement: GPU requests and the k8s platform config (secrets, PVC, tolerations) are present.
     assert "nvidia.com/gpu" in compiled
     assert len(docs) == 2 and "kubernetes" in docs[1]["platforms"]
+
+
+def test_every_harness_setting_reaches_diagnose_rediagnose_and_evaluate(compiled):
+    spec = yaml.safe_load_all(compiled).__next__()
+    harness = {"k", "prompt_format", "max_new_tokens", "temperature", "top_p", "backend", "min_pixels", "max_pixels",
+               "judge_model", "judge_mode", "chance_ceiling", "seed"}
+    tasks = {n: t for c in spec["components"].values() if "dag" in c for n, t in c["dag"]["tasks"].items()}
+    tasks.update(spec["root"]["dag"]["tasks"])
+    for name in ("diagnose", "rediagnose", "evaluate", "evaluate-2", "evaluate-3"):
+        params = tasks[name]["inputs"]["parameters"]
+        for h in harness:
+            assert params[h]["componentInputParameter"].endswith(h), (name, h)
 
 
 def test_cluster_profile_defaults_are_the_spec_defaults(compiled):
@@ -77,6 +122,10 @@ def test_cluster_profile_defaults_are_the_spec_defaults(compiled):
     assert params["k"]["defaultValue"] == cluster.k == 16
     assert params["tau"]["defaultValue"] == cluster.tau
     assert params["model_ref"]["defaultValue"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    # the paper code's harness on the cluster: 2,048 new tokens, its pixel bounds, every answer judged
+    assert params["max_new_tokens"]["defaultValue"] == 2048
+    assert (params["min_pixels"]["defaultValue"], params["max_pixels"]["defaultValue"]) == (1280 * 28 * 28, 16384 * 28 * 28)
+    assert params["judge_mode"]["defaultValue"] == "all" and "32B" in params["judge_model"]["defaultValue"]
 
 
 def test_pipeline_signature_mirrors_params_dataclass():

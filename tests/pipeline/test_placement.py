@@ -11,7 +11,8 @@ import yaml
 from pipelines.params import load_profile
 from pipelines.pipeline import STEPS, ClusterSettings, compile_pipeline
 
-GPU_STEPS = {"curate", "probe", "diagnose", "sft", "grpo", "evaluate"}
+GPU_STEPS = {"curate", "probe", "diagnose", "rediagnose", "sft", "grpo", "evaluate"}
+OTHER_PIPELINES = {"subset", "study-report", "rediagnosis-report"}  # steps of the study and diagnose-only DAGs
 
 
 def _compile(tmp_path, settings=ClusterSettings()):
@@ -42,7 +43,7 @@ def compiled(tmp_path_factory):
 def test_every_step_has_a_placement_and_back(compiled):
     spec, _ = compiled
     steps = {_step(e) for e in spec["deploymentSpec"]["executors"]}
-    assert steps == set(STEPS)
+    assert steps == set(STEPS) - OTHER_PIPELINES
 
 
 def test_retries_and_timeouts(compiled):
@@ -82,7 +83,7 @@ def test_gpu_product_selectors(compiled, tmp_path):
     h100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     # The 32B labeller (curate) and the training steps need a large GPU; the 1-GPU 7B steps take any GPU node.
     assert selected == {"curate": h100, "sft": h100, "grpo": h100, "probe": None, "diagnose": None,
-                        "evaluate": None, "fingerprint": None, "publish": None}
+                        "evaluate": None, "fingerprint": None, "publish": None, "rediagnose": None}
     _, custom = _compile(tmp_path, dataclasses.replace(ClusterSettings(), train_gpu_product="NVIDIA-H200",
                                                        labeller_gpu_product=""))
     assert custom["exec-grpo"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}

@@ -148,3 +148,24 @@ def test_bad_sampling_config():
         SamplingConfig(temperature=0)
     with pytest.raises(ValueError, match="backend='tgi'"):
         SamplingConfig(backend="tgi")
+
+
+def test_pixel_bounds_resize_images_and_truncation_is_flagged(tiny_model_dir):
+    """min/max pixels reach the image processor (the paper's harness sets them), and a completion cut at
+    max_new_tokens comes back flagged as truncated."""
+    from PIL import Image
+
+    from components.common.prompts import build_messages
+    from components.common.records import MCQRecord
+    from components.common.sampling import Prompt, SamplingConfig, TransformersBackend
+
+    rec = MCQRecord(id="q", question="Which?", options=["a", "b"], answer="A", image="x.png", task="t")
+    prompt = Prompt(build_messages(rec), Image.new("RGB", (200, 200)))
+    grids = {}
+    for bounds in ((0, 0), (112 * 112, 112 * 112)):
+        backend = TransformersBackend(str(tiny_model_dir), SamplingConfig(max_new_tokens=3, min_pixels=bounds[0],
+                                                                          max_pixels=bounds[1], device="cpu"))
+        grids[bounds] = backend._encode([prompt])["image_grid_thw"].tolist()
+    assert grids[(0, 0)] == [[1, 4, 4]] and grids[(112 * 112, 112 * 112)] == [[1, 8, 8]]  # 56 px default vs 112 px
+    samples, greedy = backend.sample_and_greedy([prompt], 2)
+    assert greedy[0].truncated and all(s.truncated for s in samples[0])  # 3 tokens never reach the end of a turn

@@ -108,3 +108,30 @@ def test_corrected_maps_chance_to_zero_and_certainty_to_one():
     assert corrected(0.0, 0.5) == -1.0  # below chance is negative, not clipped
     with pytest.raises(ValueError, match="below 1"):
         corrected(1.0, 1.0)
+
+
+# (p-values, expected rejected at alpha 0.05): Holm's step-down, worked by hand
+HOLM_CASES = [
+    ({"a": 0.01, "b": 0.04, "c": 0.03}, {"a"}),  # 0.01 < 0.05/3; next 0.03 > 0.05/2 stops
+    ({"a": 0.001, "b": 0.02, "c": 0.04}, {"a", "b", "c"}),  # 0.001 < .0167, 0.02 < .025, 0.04 < .05
+    ({"a": 0.03, "b": 0.03}, set()),  # 0.03 > 0.05/2: stops at once, the second never tested
+    ({"a": 0.049}, {"a"}),  # one check: the plain level
+    ({}, set()),  # no checks: nothing rejected
+]
+
+
+@pytest.mark.parametrize("pvalues, rejected", HOLM_CASES)
+def test_holm(pvalues, rejected):
+    from components.common.stats import holm
+
+    out = holm(pvalues, 0.05)
+    assert {n for n, r in out.items() if r["rejected"]} == rejected
+    assert all(r["rejected"] == (r["p_adjusted"] < 0.05) for r in out.values())  # adjusted p agrees
+
+
+def test_bootstrap_p_of_a_loss():
+    from components.common.stats import bootstrap_p_at_least
+
+    assert bootstrap_p_at_least([-1.0] * 10, -0.05, n_boot=200) == pytest.approx(1 / 201)  # a sure loss
+    assert bootstrap_p_at_least([0.0] * 10, -0.05, n_boot=200) == 1.0  # no change: never below -margin
+    assert bootstrap_p_at_least([], -0.05) == 1.0

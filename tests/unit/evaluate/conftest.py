@@ -109,7 +109,11 @@ def write_upstream(root: Path, model_dir: Path | None = None) -> dict[str, Path]
         "gap": 0.30,
         "ci": {"acc_at_1": [0.1, 0.4], "pass_at_k": [0.4, 0.7], "gap": [0.2, 0.4]},
         "format_failure_rate": 0.1,
+        "truncation_rate": 0.05,
         "mean_distinct_answers": 1.5,
+        "chance": {"acc_at_1": 1 / 3, "pass_at_k": {"1": 1 / 3, "2": 5 / 9}},
+        "corrected": {"acc_at_1": -0.125, "pass_at_k": 0.1, "gap": 0.225, "k_used": {"3": 1},
+                      "ci": {"acc_at_1": [-0.3, 0.1], "pass_at_k": [0.0, 0.2], "gap": [0.1, 0.3]}},
     }
     write_json(
         dia / "diagnosis.json",
@@ -119,6 +123,8 @@ def write_upstream(root: Path, model_dir: Path | None = None) -> dict[str, Path]
             "prompt_format": "think",
             "sampling": {"temperature": 0.7},
             "synthetic": True,
+            "chance_correction": {"ceiling": 0.5},
+            "decided_on": {"set": "target", "name": "rl_diag_set (held-out PMC-VQA)", "n": 6},
             "overall": m,
             "per_task": {"organamnist": m},
             "per_modality": {"radiology": m},

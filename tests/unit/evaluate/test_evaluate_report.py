@@ -137,10 +137,16 @@ def test_context_holds_ready_rows_by_section(upstream):
     dec = ctx["decision"]
     assert dec["branch_label"] == "SHARPEN" and not dec["forced"] and "test rule text" in dec["rule"]
     assert _texts(dec["overall"])[1] == ["Pass@2", "55.0 [40.0, 70.0]"]
+    # raw beside chance and the chance-corrected value the rule uses, with the k it was taken at
+    assert _texts(dec["overall"])[3] == ["chance Pass@2 (uniform guesser)", "55.6"]
+    assert _texts(dec["overall"])[4] == ["corrected Pass@K (k = 1 at 3 options)", "10.0 [0.0, 20.0]"]
+    assert dec["decided_on"].startswith("Decided on rl_diag_set") and "breadth" in dec["decided_on"]
     assert dec["overall"]["rows"][1]["cells"][1]["num"] and not dec["overall"]["rows"][1]["cells"][0]["num"]
     dg = ctx["diagnosis"]
-    assert _texts(dg["per_modality"]) == [["radiology", "sharpen", "55.0", "25.0", "30.0", "Pass@2 0.55 >= 0.5"]]
-    assert _texts(dg["per_task"]) == [["organamnist", "6", "25.0 [10.0, 40.0]", "55.0 [40.0, 70.0]", "30.0", ""]]
+    assert _texts(dg["per_modality"]) == [
+        ["radiology", "sharpen", "10.0 [0.0, 20.0]", "55.0", "55.6", "25.0", "Pass@2 0.55 >= 0.5"]]
+    assert _texts(dg["per_task"]) == [
+        ["organamnist", "6", "25.0 [10.0, 40.0]", "55.0 [40.0, 70.0]", "55.6", "10.0 [0.0, 20.0]", "k = 1 at 3 options", ""]]
     assert [c["name"] for c in ctx["curves"]["images"]] == ["passk_curves.png"]
     assert ctx["curves"]["images"][0]["src"].startswith("data:image/png;base64,")
     # the probe table comes from probe.json: one group row per modality group, the task under it
@@ -183,7 +189,9 @@ def test_context_holds_ready_rows_by_section(upstream):
         ("evaluate", "results"),
     ]
     assert steps[-1][2] == "f" * 12 and [p["title"] for p in ctx["steps"]["params"]][1] == "curate / eval_set"
-    assert [c["value"] for c in ctx["cards"]] == ["SHARPEN", "Pass@2 55.0", "75.0", "FLAGGED (1)"]
+    assert [c["value"] for c in ctx["cards"]] == ["SHARPEN", "Pass@K 10.0", "75.0", "FLAGGED (1)"]
+    # no re-diagnosis, no SFT stage, no open questions in this run: the sections say so
+    assert not ctx["gate"]["available"] and not ctx["stages"]["available"] and not ctx["open"]["available"]
 
 
 def test_report_renders_decision_banner_tables_and_steps(upstream, tmp_path):
@@ -367,3 +375,48 @@ def test_launcher_writes_the_report_twice_and_keeps_the_hash(upstream, tmp_path,
         return re.sub(r"<tr><td>evaluate</td>.*?</tr>|\d{4}-\d\d-\d\dT[\d:+]+", "", h)
 
     assert strip(inside) == strip(outside)
+
+
+def _three_stage_results():
+    import copy
+
+    res = copy.deepcopy(RESULTS)
+    res["stages"] = ["base", "sft", "trained"]
+    res["sft_tasks"] = ["pathmnist"]
+    res["models"]["sft"] = "/m/sft"
+    entry = res["benchmarks"]["pmc-vqa"]
+    entry["sft"] = _m(0.5, 0.75)
+    entry["deltas"] = {"base_to_sft": _delta(0.25, 0.25), "sft_to_rl": _delta(0.25, 0.0), "base_to_final": _delta(0.5, 0.25)}
+    res["open"] = {"vqa-rad (open)": {"base": {**_m(0.0, 0.5), "token_f1": 0.2}, "trained": {**_m(0.5, 0.5), "token_f1": 0.6},
+                                      "delta": _delta(0.5, 0.0)}}
+    res["overfit"]["checks"] = [{"name": "cross-dataset", "metric": "acc_at_1", "value": -0.5, "ci": [-0.6, -0.4],
+                                 "p": 0.001, "p_adjusted": 0.002, "rejected": True}]
+    res["overfit"].update({"m": 2, "alpha": 0.05})
+    return res
+
+
+def test_report_shows_the_gate_the_stages_the_open_questions_and_the_guard(upstream, tmp_path):
+    rd = tmp_path / "rediagnosis"
+    rd.mkdir()
+    write_json(rd / "diagnosis.json", {
+        "k": 2, "stage": "after-bridge", "overall": _m(0.2, 0.4),
+        "gate": {"outcome": "stop", "rule": "stop: after the bridge the corrected support is still below tau", "forced": False},
+    })
+    ctx = build_context(_three_stage_results(), diagnosis_dir=upstream["diagnosis"], rediagnosis_dir=rd)
+    gate = ctx["gate"]
+    assert gate["available"] and gate["outcome_label"] == "STOP (GRPO not run)" and not gate["forced"]
+    assert [c["value"] for c in ctx["cards"]][2] == "STOP (GRPO not run)"
+    st = ctx["stages"]
+    assert st["available"] and st["sft_tasks"] == "pathmnist"
+    acc = _texts(st["tables"][0])
+    assert acc[0] == ["pmc-vqa", "25.0", "50.0", "75.0", "+25.0 [15.0, 35.0]", "+25.0 [15.0, 35.0]", "+50.0 [40.0, 60.0]"]
+    op = _texts(ctx["open"]["table"])
+    assert op[0][:7] == ["vqa-rad (open)", "4", "0.0", "50.0", "+50.0 [40.0, 60.0]", "20.0", "60.0"]
+    checks = _texts(ctx["overfit"]["checks"])
+    assert checks == [["cross-dataset", "acc_at_1", "-50.0 [-60.0, -40.0]", "0.001", "0.002", "LOSS"]]
+    assert "Holm's correction over the 2 transfer checks" in ctx["overfit"]["note"]
+    html, md = render_html(ctx), render_markdown(ctx)
+    assert 'id="gate" data-outcome="stop"' in html and "Δ SFT → RL" in html and "vqa-rad (open)" in html
+    assert "**STOP (GRPO not run)**" in md and "| pmc-vqa | 25.0 | 50.0 | 75.0 |" in md
+    for key in SECTIONS:
+        assert html.count(f'<section id="sec-{key}">') == 1

@@ -21,6 +21,19 @@ def test_perception_limited_rule(acc, medvit, chance, limited):
     assert perception_limited(acc, medvit, chance, limit_fraction=0.8, chance_margin=5.0) is limited
 
 
+@pytest.mark.parametrize(
+    "acc, chance, auc, limited",
+    [
+        (94.0, 93.0, 82.0, False),  # ChestMNIST: accuracy near the majority guess says nothing; AUC 82 >= 70 separates
+        (97.0, 93.0, 61.0, True),  # high per-finding accuracy, but AUC 61 < 70: the tower barely ranks the findings
+        (94.0, 93.0, None, True),  # no AUC measurable (one class in the test labels): cannot clear the task
+        (94.0, 93.0, 70.0, False),  # exactly at the threshold clears it
+    ],
+)
+def test_perception_limited_rule_for_multi_label_uses_auc(acc, chance, auc, limited):
+    assert perception_limited(acc, 96.7, chance, 0.8, 5.0, multilabel=True, auc=auc, auc_threshold=70.0) is limited
+
+
 def _results():
     return {
         "pneumoniamnist": ProbeResult(95.0, 97.5, 62.5, 100, 40, 0.1),
@@ -39,7 +52,8 @@ def test_probe_json_schema_and_groups():
     assert [f for f, v in probe["tasks"].items() if v["perception_limited"]] == ["pathmnist", "chestmnist"]
     assert probe["tasks"]["chestmnist"]["auc"] is None
     assert probe["groups"]["microscopy"]["perception_limited"] == ["pathmnist"]
-    assert "0.8" in probe["rule"] and "5 points" in probe["rule"]
+    assert "0.8" in probe["rule"] and "5 points" in probe["rule"] and "AUC < 70" in probe["rule"]
+    assert probe["tasks"]["chestmnist"]["rule_used"] == "AUC < 70" and probe["tasks"]["pathmnist"]["rule_used"] == "accuracy"
     assert summary_metrics(probe) == {"mean_probe_accuracy": 76.3333, "n_perception_limited": 2.0, "n_tasks": 3.0}
 
 

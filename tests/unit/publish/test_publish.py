@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -137,7 +136,7 @@ def test_model_card_says_intended_use_training_data_and_metrics_with_intervals(s
     # The benchmark row shows trained Acc@1 with its bootstrap interval, and the paired delta with its interval.
     trained = fmt_ci(e["trained"]["acc_at_1"], e["trained"]["ci"]["acc_at_1"])
     delta = fmt_ci(e["delta"]["acc_at_1"]["value"], e["delta"]["acc_at_1"]["ci"], signed=True)
-    assert f"| pmc-vqa | 40 | " in card and trained in card and delta in card
+    assert "| pmc-vqa | 40 | " in card and trained in card and delta in card
     assert "[" in trained and delta.startswith("+")
     assert "max_steps=20" in card and "learning_rate=5e-07" in card  # the training settings, from lineage
 

@@ -1,13 +1,16 @@
 """Benchmarks as data: one YAML per benchmark in `benchmarks/`, registered in the plain dict `BENCHMARKS`.
 
-    from components.evaluate.benchmark import BENCHMARKS, prepare_benchmark
+Shared by the curate step (which keeps every benchmark question out of the training sets) and the evaluate step
+(which scores them), so that both read the very same questions.
+
+    from components.common.benchmark import BENCHMARKS, prepare_benchmark
     spec = BENCHMARKS["vqa-rad"]
     records, stats = prepare_benchmark(spec, "/data/benchmarks", "/tmp/vqa-rad-mcq", max_questions=200)
 
 A YAML holds what lm-evaluation-harness's task files hold: the public dataset id, the on-disk layout and files of
 the split, the schema mapping (which column is the question, the options, the answer, the image), the closed-form
 filter (`keep_if` column values, plus the hook's own checks), the scorer, and the name of a hook in
-`components.evaluate.hooks.HOOKS` that turns one row into an MCQ. `prepare_benchmark` reads the benchmark in its
+`components.common.benchmark_hooks.HOOKS` that turns one row into an MCQ. `prepare_benchmark` reads the benchmark in its
 public layout (local folder or s3:// URI) and writes a MedBridge dataset directory (records.jsonl + images/), so
 the questions a model was asked are kept with the results.
 
@@ -18,6 +21,8 @@ Layouts (`layout:` in the YAML; the folder is `<benchmarks_root>/<dir>`):
     csv       CSV + an image folder (PMC-VQA: test_clean.csv + images/)
 A folder written by `datasets.Dataset(Dict).save_to_disk` (it holds `dataset_dict.json` or `state.json`) is read
 with `datasets.load_from_disk` whatever the YAML's layout says, so `load_dataset(id).save_to_disk(dir)` also works.
+
+Bad input: a row that lacks a column the YAML's `fields` name is an error naming the file, the row and the field.
 """
 
 from __future__ import annotations
@@ -26,17 +31,18 @@ import dataclasses
 import io
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.records import MODALITIES, MCQRecord, save_records
-from components.evaluate.hooks import HOOKS, MCQDoc
-from components.evaluate.scoring import SCORERS
+from components.common.benchmark_hooks import HOOKS, MCQDoc, OpenDoc
+from components.common.records import MODALITIES, MCQRecord, OpenRecord, save_open_records, save_records
 
 BENCHMARK_DIR = Path(__file__).resolve().parent / "benchmarks"
 LAYOUTS = ("parquet", "json", "jsonl", "csv")
+SCORERS = ("option_letter",)  # multiple choice: the harness's answer reading (components.common.harness)
 
 
 @dataclass
@@ -57,6 +63,9 @@ class BenchmarkSpec:
     modality_map: dict[str, str] = field(default_factory=dict)
     scorer: str = "option_letter"
     description: str = ""
+    open_ended: bool = False  # keep the hook's open questions (scored apart) instead of leaving them out
+    split_by: str | None = None  # a column naming the benchmark of each row (one file, several benchmarks)
+    dataset_map: dict[str, str] = field(default_factory=dict)  # split_by value -> benchmark name
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> BenchmarkSpec:
@@ -162,8 +171,30 @@ def _data_paths(folder: Path, spec: BenchmarkSpec) -> list[Path]:
     return paths
 
 
+def required_columns(spec: BenchmarkSpec) -> list[str]:
+    """The columns every row must have: those the YAML's `fields` name (the id column is optional)."""
+    cols: list[str] = []
+    for key, value in spec.fields.items():
+        if key in ("id", "answer_label") or value is None:
+            continue
+        cols += value if isinstance(value, list) else [value]
+    return cols + ([spec.split_by] if spec.split_by else [])
+
+
+def check_columns(rows: list[dict], spec: BenchmarkSpec, where: str) -> None:
+    """Every row holds every required column; else one error naming the file, the row and the field."""
+    need = required_columns(spec)
+    for i, row in enumerate(rows):
+        missing = [c for c in need if c not in row]
+        if missing:
+            raise ValueError(
+                f"{where}: row {i}: missing field {missing[0]!r} (benchmark {spec.name!r} maps it in its YAML)"
+            )
+
+
 def read_rows(folder: Path, spec: BenchmarkSpec) -> list[dict]:
-    """All rows of the benchmark's split as plain dicts, in file order."""
+    """All rows of the benchmark's split as plain dicts, in file order; a row missing a mapped column is an error
+    naming the file, the row and the field."""
     if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
         import datasets
 
@@ -172,9 +203,12 @@ def read_rows(folder: Path, spec: BenchmarkSpec) -> list[dict]:
             if spec.split not in ds:
                 raise ValueError(f"{folder}: save_to_disk folder has splits {list(ds)}, not {spec.split!r}")
             ds = ds[spec.split]
-        return [dict(r) for r in ds]  # Image features decode to PIL images
+        out = [dict(r) for r in ds]  # Image features decode to PIL images
+        check_columns(out, spec, str(folder))
+        return out
     rows: list[dict] = []
     for path in _data_paths(folder, spec):
+        before = len(rows)
         if spec.layout == "parquet":
             import pyarrow.parquet as pq
 
@@ -192,6 +226,7 @@ def read_rows(folder: Path, spec: BenchmarkSpec) -> list[dict]:
             from components.common.io import read_jsonl
 
             rows += read_jsonl(path)
+        check_columns(rows[before:], spec, str(path))
     return rows
 
 
@@ -217,23 +252,36 @@ class PrepareStats:
     kept: int
     used: int
     excluded: dict[str, int]
+    open: int = 0  # open-ended questions written to open.jsonl (scored apart)
 
 
-def to_docs(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[tuple[int, dict, MCQDoc]], Counter]:
-    """Apply the YAML's `keep_if` filter and the hook; return (row index, row, doc) kept and exclusion reasons."""
+def to_docs(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[tuple[int, dict, MCQDoc | OpenDoc]], Counter]:
+    """Apply the YAML's `keep_if` filter and the hook; return (row index, row, doc) kept and exclusion reasons.
+    Open questions (`OpenDoc`) are kept only when the YAML says `open_ended: true`."""
     hook = HOOKS[spec.doc_to_mcq].fn
-    kept: list[tuple[int, dict, MCQDoc]] = []
+    kept: list[tuple[int, dict, MCQDoc | OpenDoc]] = []
     excluded: Counter = Counter()
     for i, row in enumerate(rows):
         reason = next(
             (f"{col} not in {allowed}" for col, allowed in spec.keep_if.items() if row.get(col) not in allowed), None
         )
         doc = hook(row, spec) if reason is None else reason
+        if isinstance(doc, OpenDoc) and not spec.open_ended:
+            doc = doc.reason
         if isinstance(doc, str):
             excluded[doc] += 1
         else:
             kept.append((i, row, doc))
     return kept, excluded
+
+
+def benchmark_of(row: dict, spec: BenchmarkSpec) -> str:
+    """The task name of a row: the spec's name, or `<name>/<benchmark>` for a file that holds several."""
+    if not spec.split_by:
+        return spec.name
+    raw = str(row.get(spec.split_by) or "unknown")
+    mapped = spec.dataset_map.get(raw) or re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-") or "unknown"
+    return f"{spec.name}/{mapped}"
 
 
 def prepare_benchmark(
@@ -260,29 +308,26 @@ def prepare_benchmark(
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records: list[MCQRecord] = []
-    for i, row, doc in tqdm(chosen, desc=f"{spec.name}: images", unit="q", disable=None):
+    open_records: list[OpenRecord] = []
+    for n, (i, row, doc) in enumerate(tqdm(chosen, desc=f"{spec.name}: images", unit="q", disable=None)):
         raw_id = row.get(spec.fields.get("id")) if spec.fields.get("id") else None
         rid = f"{spec.name}-{raw_id if raw_id not in (None, '') else i}"
         where = f"{folder} ({spec.name}, row {i}, id {raw_id!r})"
-        image_rel = f"images/{len(records):05d}.png"
+        image_rel = f"images/{n:05d}.png"
         _open_image(doc.images[0], folder, spec, where).save(out_dir / image_rel)
         modality = spec.modality
         if spec.modality_field:
             modality = spec.modality_map.get(str(row.get(spec.modality_field)), spec.modality)
-        rec = MCQRecord(
-            id=rid,
-            question=doc.question,
-            options=doc.options,
-            answer=doc.answer,
-            image=image_rel,
-            task=spec.name,
-            modality=modality,
-            split=spec.split,
-            source=f"{spec.hf_dataset} (row {i})",
-            meta=doc.meta,
-        )
-        records.append(rec.validate(where))
-    if len({r.id for r in records}) != len(records):
+        common = dict(id=rid, question=doc.question, answer=doc.answer, image=image_rel, task=benchmark_of(row, spec),
+                      modality=modality, split=spec.split, source=f"{spec.hf_dataset} (row {i})", meta=doc.meta)
+        if isinstance(doc, OpenDoc):
+            open_records.append(OpenRecord(**common).validate(where))
+        else:
+            records.append(MCQRecord(options=doc.options, **common).validate(where))
+    if len({r.id for r in [*records, *open_records]}) != len(records) + len(open_records):
         raise ValueError(f"{folder}: benchmark {spec.name!r} repeats ids in column {spec.fields.get('id')!r}")
     save_records(out_dir, records)
-    return records, PrepareStats(rows=len(rows), kept=len(kept), used=len(records), excluded=dict(excluded))
+    if open_records:
+        save_open_records(out_dir, open_records)
+    return records, PrepareStats(rows=len(rows), kept=len(kept), used=len(records) + len(open_records),
+                                 excluded=dict(excluded), open=len(open_records))

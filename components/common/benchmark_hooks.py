@@ -1,4 +1,6 @@
-"""Small per-benchmark hooks: one public row -> one closed-form multiple-choice question, or the reason it is left out.
+"""Small per-benchmark hooks: one public row -> one closed-form multiple-choice question (`MCQDoc`), an open-ended
+question (`OpenDoc`, scored apart when the YAML says `open_ended: true`, else left out with its reason), or the
+reason it is left out (a `str`).
 
 A benchmark YAML names its hook with `doc_to_mcq: <name>`; the names are the keys of `HOOKS` (a plain dict, as
 lm-evaluation-harness's `!function` hooks, without the import magic). A hook gets the raw row (a dict in the
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from components.common.records import LETTERS
 
 if TYPE_CHECKING:
-    from components.evaluate.benchmark import BenchmarkSpec
+    from components.common.benchmark import BenchmarkSpec
 
 YES_NO = ("yes", "no")
 _CHOICE_PREFIX = re.compile(r"^\s*\(?[A-Z]\)?\s*[:.)]\s*")  # PMC-VQA writes choices as "A:Focal uptake pattern"
@@ -36,6 +38,15 @@ class MCQDoc:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class OpenDoc:
+    question: str
+    answer: str  # the reference answer text
+    images: list[Any]
+    reason: str  # why it is not multiple choice (the exclusion reason when open questions are not scored)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
 def _text(row: dict, column: str | None) -> str:
     value = row.get(column) if column else None
     return "" if value is None else str(value).strip()
@@ -49,12 +60,18 @@ def _present(value: Any) -> bool:
     return not (isinstance(value, float) and value != value)  # NaN from pandas
 
 
-def yes_no(row: dict, spec: BenchmarkSpec) -> MCQDoc | str:
-    """VQA-RAD, PathVQA, SLAKE: keep questions answered yes/no; they become 'A. yes / B. no' questions."""
+def yes_no(row: dict, spec: BenchmarkSpec) -> MCQDoc | OpenDoc | str:
+    """VQA-RAD, PathVQA, SLAKE: questions answered yes/no become 'A. yes / B. no' questions; the others are open
+    questions (their reference answer is the text)."""
     answer = _text(row, spec.fields["answer"]).lower().rstrip(".")
-    if answer not in YES_NO:
-        return "open question (answer is not yes/no)"
     image = row.get(spec.fields["image"])
+    if answer not in YES_NO:
+        if not answer:
+            return "no answer"
+        if not _present(image):
+            return "no image"
+        return OpenDoc(_text(row, spec.fields["question"]), _text(row, spec.fields["answer"]), [image],
+                       "open question (answer is not yes/no)")
     if not _present(image):
         return "no image"
     return MCQDoc(
@@ -146,6 +163,77 @@ def letter_dict(row: dict, spec: BenchmarkSpec) -> MCQDoc | str:
     return MCQDoc(question=question, options=options, answer=answer, images=images, meta=meta)
 
 
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s*(.*)$")
+
+
+def parse_options_text(raw: Any) -> list[str] | None:
+    """Options as MedVLThinker-Eval stores them: one string "A. first\nB. second" (a line not starting with the next
+    letter continues the option before it), a JSON / Python-literal {"A": ..} dict in a string, a dict or a list.
+    None when they cannot be read as options A, B, C, ... in order."""
+    import json
+
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("{") or text.startswith("["):
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                try:
+                    raw = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    return None
+        else:
+            options: list[str] = []
+            for line in text.splitlines():
+                m = _OPTION_LINE.match(line)
+                want = LETTERS[len(options)] if len(options) < len(LETTERS) else None
+                if m and m.group(1) == want:
+                    options.append(m.group(2).strip())
+                elif options and line.strip():
+                    options[-1] = f"{options[-1]} {line.strip()}"
+                elif line.strip():
+                    return None
+            return options if len(options) >= 2 and all(options) else None
+    if isinstance(raw, dict):
+        keys = sorted(str(k).strip().upper() for k in raw)
+        if keys != list(LETTERS[: len(keys)]):
+            return None
+        by = {str(k).strip().upper(): v for k, v in raw.items()}
+        raw = [by[k] for k in keys]
+    if isinstance(raw, (list, tuple)):
+        options = [str(o).strip() for o in raw]
+        return options if len(options) >= 2 and all(options) else None
+    return None
+
+
+def options_string(row: dict, spec: BenchmarkSpec) -> MCQDoc | OpenDoc | str:
+    """MedVLThinker-Eval (UCSC-VLAA/MedVLThinker-Eval, the paper code's evaluation set): `images` a list, `question`,
+    `options` one string "A. ...\nB. ...", `answer_label` the letter, `answer` the text, `dataset_name` the benchmark.
+    A row without options or answer label is an open question with `answer` as its reference."""
+    raw_images = row.get(spec.fields["image"])
+    raw_images = [raw_images] if isinstance(raw_images, (str, dict)) or hasattr(raw_images, "convert") else list(
+        raw_images if raw_images is not None else [])
+    images = [im for im in raw_images if _present(im)]
+    if not images:
+        return "no image"
+    if len(images) > spec.max_images:
+        return f"more than {spec.max_images} image(s)"
+    question = _text(row, spec.fields["question"])
+    label = _text(row, spec.fields.get("answer_label")).upper()
+    raw_options = row.get(spec.fields["options"])
+    if not label and (raw_options is None or not str(raw_options).strip()):
+        answer = _text(row, spec.fields["answer"])
+        if not answer:
+            return "no answer"
+        return OpenDoc(question, answer, images, "open question (no options)")
+    options = parse_options_text(raw_options)
+    if options is None:
+        return "malformed options"
+    if len(label) != 1 or label not in LETTERS[: len(options)]:
+        return "answer is not an option letter"
+    return MCQDoc(question=question, options=options, answer=label, images=images)
+
+
 @dataclass(frozen=True)
 class Hook:
     fn: Callable[[dict, BenchmarkSpec], MCQDoc | str]
@@ -157,4 +245,5 @@ HOOKS: dict[str, Hook] = {
     "option_columns": Hook(option_columns),
     "mmmu": Hook(mmmu, settings=("subjects",)),
     "letter_dict": Hook(letter_dict),
+    "options_string": Hook(options_string),
 }
