@@ -21,7 +21,9 @@ def test_every_profile_loads():
         ({"tau": 1.5}, "tau=1.5 is outside"),  # tau is a probability threshold
         ({"force_branch": "rl"}, "force_branch='rl'"),
         ({"k": 0}, "k=0 must be >= 1"),
-        ({"num_generations": 1}, "GRPO needs >= 2"),
+        ({"grpo_overrides": "{seed: 3}"}, "'seed' is a pipeline parameter"),  # must agree with the other steps
+        ({"sft_overrides": "{lora: true, deepspeed: true}"}, "lora=True and deepspeed=True conflict"),
+        ({"grpo_recipe": "grpo_missing"}, "names no recipe"),
         ({"nope": 1}, "unknown parameter 'nope'"),
         ({"k": "16"}, "should be int"),  # a string where an int is expected is refused, not coerced
     ],
@@ -32,8 +34,8 @@ def test_bad_values_are_named(overrides, message):
 
 
 def test_parse_overrides_types_values():
-    assert parse_overrides(["tau=0.6", "lora=false", "flags=octmnist", "model_ref=/m"]) == {
-        "tau": 0.6, "lora": False, "flags": "octmnist", "model_ref": "/m"
+    assert parse_overrides(["tau=0.6", "include_none=false", "flags=octmnist", "model_ref=/m"]) == {
+        "tau": 0.6, "include_none": False, "flags": "octmnist", "model_ref": "/m"
     }
     # String parameters keep their text even when it reads as another YAML type.
     assert parse_overrides(["labeller_model=yes", "benchmarks_root=2024", "k=8"]) == {

@@ -32,8 +32,10 @@ def assets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("branch", ["bridge", "sharpen"])
-def test_dag_runs_branch_end_to_end(branch, assets, tmp_path):
+def test_dag_runs_branch_end_to_end(branch, assets, tmp_path, monkeypatch):
     from pipelines.local import run_local
+
+    monkeypatch.setenv("MEDBRIDGE_CACHE", str(tmp_path / "cache"))  # checkpoints and rationales of this run only
 
     params = load_profile("demo", {"force_branch": branch, **assets, "labeller_model": assets["model_ref"]})
     result = run_local(params, out_dir=tmp_path, demo=False)
