@@ -110,7 +110,7 @@ class StepParser(TrlParser):
             "--config", metavar="YAML", default=argparse.SUPPRESS,  # read by parse() itself
             help="YAML file of field: value pairs for the flags below; flags given on the command line override it",
         )
-        self._field_defaults = {a.dest: (a.default, a.required) for a in self._actions}
+        self._initial = [(a, a.default, a.required) for a in self._actions]  # per action: --x and --no-x share a dest
 
     def error(self, message: str):  # argparse's own errors: one line, exit 2
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
@@ -129,8 +129,8 @@ class StepParser(TrlParser):
                 config = a.split("=", 1)[1]
                 del args[i]
                 break
-        for a in self._actions:  # a config file read by an earlier parse() must not leak into this one
-            a.default, a.required = self._field_defaults.get(a.dest, (a.default, a.required))
+        for a, default, required in self._initial:  # a config file read by an earlier parse() must not leak
+            a.default, a.required = default, required
         values: dict[str, Any] = {}
         try:
             if config:

@@ -92,6 +92,25 @@ def test_step_parser_types_flags_and_config(tmp_path):
     assert "95%" in _parser().format_help() and "(default: 3)" in _parser().format_help()
 
 
+def test_step_parser_reused_forgets_the_previous_config(tmp_path):
+    """A parser that read one config file must not carry its values into the next parse (the pipeline's recipe
+    check parses many), and a field defaulting to true (with its --no- twin flag) keeps its default."""
+    from components.common.cli import StepParser
+
+    @dataclass
+    class _On:
+        fast: bool = field(default=True, metadata={"help": "defaults to true: HF adds --no_fast"})
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("model: a\nsteps: 9\nlora: true\n")
+    second.write_text("model: b\n")
+    p = StepParser("prog", "doc", _Cfg, _IO, _On)
+    assert p.parse(["--config", str(first)])[:2] == (_Cfg(9, 0.1, True), _IO("a"))
+    assert p.parse(["--config", str(second)]) == (_Cfg(), _IO("b"), _On(True))
+    assert p.parse(["--model", "m", "--no-fast"])[2] == _On(False)
+    assert p.parse(["--model", "m"])[2] == _On(True)
+
+
 @pytest.mark.parametrize(
     "argv, yaml_text, message",
     [
