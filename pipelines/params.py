@@ -49,16 +49,15 @@ class PipelineParams:
     top_p: float = _help("nucleus top-p", 0.9)
     backend: str = _help("sampling backend: vllm or transformers", "vllm")
     force_branch: str = _help("auto, or force bridge/sharpen (recorded as an operator override)", "auto")
-    # Training.
-    lora: bool = _help("train LoRA adapters (merged on save) instead of all weights", True)
-    sft_max_steps: int = _help("SFT optimiser steps", 500)
-    sft_learning_rate: float = _help("SFT learning rate", 1e-5)
-    sft_max_examples: int = _help("cap on proximal SFT examples", 20000)
-    grpo_max_steps: int = _help("GRPO optimiser steps", 500)
-    grpo_learning_rate: float = _help("GRPO learning rate", 5e-7)
-    num_generations: int = _help("GRPO completions per prompt", 8)
-    consistency_bonus: float = _help("GRPO-CARE consistency bonus", 0.5)
-    batch_size: int = _help("per-device batch size for training and feature extraction", 8)
+    # Training: every setting of the bridge (SFT) and sharpen (GRPO) steps lives in the step's recipe, a commented
+    # YAML in configs/ (components.common.recipes); the pipeline passes only prompt_format, seed and, to the bridge,
+    # labeller_model as the teacher that writes its rationales. `*_overrides` is a YAML mapping of recipe fields
+    # applied on top, e.g. --set grpo_overrides='{max_steps: 100, watch_every_steps: 50}'.
+    sft_recipe: str = _help("recipe of the bridge (SFT) step: a configs/ name or a YAML path", "sft_qwen25vl7b_full")
+    sft_overrides: str = _help("YAML mapping of SFT recipe fields to override, e.g. '{max_steps: 50}'", "")
+    grpo_recipe: str = _help("recipe of the sharpen (GRPO) step: a configs/ name or a YAML path", "grpo_qwen25vl7b_care")
+    grpo_overrides: str = _help("YAML mapping of GRPO recipe fields to override, e.g. '{lora: true, deepspeed: false}'", "")
+    batch_size: int = _help("per-device batch size for feature extraction (probe)", 8)
     # Evaluation.
     benchmarks: str = _help("benchmarks to score", "pmc-vqa,mmmu-med,medxpertqa-mm,pathvqa,slake,vqa-rad")
     train_task: str = _help("task the post-training targets, for the transfer regimes", "pmc-vqa")
@@ -85,19 +84,76 @@ class PipelineParams:
             raise ValueError(f"force_branch={self.force_branch!r}; choose one of {', '.join(BRANCHES)}")
         if self.k < 1:
             raise ValueError(f"k={self.k} must be >= 1 (Pass@K needs at least one sample per question)")
-        if self.num_generations < 2:
-            raise ValueError(f"num_generations={self.num_generations}: GRPO needs >= 2 completions per prompt")
         if not 0.0 < self.chance_ceiling < 1.0:
             raise ValueError(f"chance_ceiling={self.chance_ceiling} must lie in (0, 1), e.g. 0.5")
         if self.judge_mode not in ("unreadable", "all"):
             raise ValueError(f"judge_mode={self.judge_mode!r}; choose unreadable or all")
-        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "sft_max_steps", "grpo_max_steps",
-                     "target_diag_per_modality"):
+        for name in ("rl_size", "diag_per_class", "eval_per_class", "sft_per_class", "target_diag_per_modality"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("sft_overrides", "grpo_overrides"):
+            check_overrides(name, getattr(self, name))
 
     def as_kfp_arguments(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Recipe fields the pipeline sets itself (they must agree with the diagnosis and evaluation): not overridable.
+PIPELINE_SET_FIELDS = ("prompt_format", "seed")
+
+
+def check_overrides(name: str, text: str) -> None:
+    """`text` is a YAML mapping (or empty) that names no field the pipeline passes itself."""
+    if not text.strip():
+        return
+    from components.common.recipes import override_flags
+
+    flags = override_flags(text, name)
+    for field_name in PIPELINE_SET_FIELDS:
+        if f"--{field_name.replace('_', '-')}" in flags[::2]:
+            raise ValueError(f"{name}: {field_name!r} is a pipeline parameter (set it with --set {field_name}=...), "
+                             "not a recipe override")
+
+
+def check_recipes(params: PipelineParams) -> None:
+    """Parse each training step's recipe plus its overrides with the step's own launcher parser, as the task will:
+    an unknown key, a wrong type or conflicting settings fail here, naming the file and the key."""
+    from components.common.recipes import override_flags
+    from components.grpo.__main__ import make_parser as grpo_parser
+    from components.sft.__main__ import make_parser as sft_parser
+
+    common = ["--prompt-format", params.prompt_format, "--seed", str(params.seed)]
+    checks = (
+        (sft_parser, params.sft_recipe, params.sft_overrides, "sft_overrides",
+         ["--model", "m", "--sft-set", "s", "--diagnosis", "d", "--out", "o"]),
+        (grpo_parser, params.grpo_recipe, params.grpo_overrides, "grpo_overrides",
+         ["--model", "m", "--rl-set", "r", "--watch-set", "w", "--diagnosis", "d", "--out", "o"]),
+    )
+    from components.common.recipes import resolve_config
+
+    for make_parser, recipe, overrides, name, io in checks:
+        try:
+            resolve_config(recipe)
+        except FileNotFoundError:
+            if len(Path(recipe).parts) == 1:
+                raise ValueError(f"{name.split('_')[0]}_recipe: {recipe!r} names no recipe in configs/ "
+                                 "(or pass a YAML path)") from None
+            continue  # a path that exists where the task runs (e.g. in the image), not here
+        parser = make_parser()
+        from components.common.cli import field_types
+
+        known = field_types(parser.dataclass_types[0])  # the step's config; its inputs and outputs are the DAG's
+        unknown = [f[2:].replace("-", "_") for f in override_flags(overrides, name)[::2]
+                   if f[2:].replace("-", "_") not in known]
+        if unknown:
+            raise ValueError(f"{name}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
+
+        def error(message: str, _prog=parser.prog, _recipe=recipe):
+            prefix = f"recipe {_recipe!r} ({_prog}): "
+            raise ValueError(message if message.startswith(prefix) else prefix + message)
+
+        parser.error = error
+        parser.parse(["--config", recipe, *io, *common, *override_flags(overrides, name)])
 
 
 def available_profiles() -> list[str]:
@@ -129,11 +185,13 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
     if errors:
         raise ValueError(f"override {errors[0]}")
     data.update(overrides)
-    return PipelineParams(**{k: float(v) if types[k] is float else v for k, v in data.items()})
+    params = PipelineParams(**{k: float(v) if types[k] is float else v for k, v in data.items()})
+    check_recipes(params)
+    return params
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """['tau=0.6', 'lora=false'] -> {'tau': 0.6, 'lora': False}: each value typed by its field, through the same
+    """['tau=0.6', 'include_none=true'] -> {'tau': 0.6, 'include_none': True}: each value typed by its field, through the same
     dataclass parser the step launchers use (TRL's HfArgumentParser); a string parameter keeps its text as given."""
     import argparse
 

@@ -36,8 +36,7 @@ SHARED = (
     "model_ref", "labeller_model", "medmnist_root", "pmc_vqa_root", "flags", "rl_size", "include_none",
     "diag_per_class", "eval_per_class", "sft_per_class", "target_diag_per_modality", "k", "tau", "prompt_format",
     "max_new_tokens", "temperature", "top_p", "backend", "chance_ceiling", "min_pixels", "max_pixels", "judge_model",
-    "judge_mode", "lora", "sft_max_steps", "sft_learning_rate", "sft_max_examples", "grpo_max_steps",
-    "grpo_learning_rate", "num_generations", "consistency_bonus", "batch_size", "seed",
+    "judge_mode", "sft_recipe", "sft_overrides", "grpo_recipe", "grpo_overrides", "batch_size", "seed",
 )
 OWN = ("study_tasks", "bridged_model_ref", "rl_max_records")
 
@@ -129,14 +128,10 @@ def make_study_pipeline(settings: ClusterSettings = LOCAL):
         max_pixels: int = d.max_pixels,
         judge_model: str = d.judge_model,
         judge_mode: str = d.judge_mode,
-        lora: bool = d.lora,
-        sft_max_steps: int = d.sft_max_steps,
-        sft_learning_rate: float = d.sft_learning_rate,
-        sft_max_examples: int = d.sft_max_examples,
-        grpo_max_steps: int = d.grpo_max_steps,
-        grpo_learning_rate: float = d.grpo_learning_rate,
-        num_generations: int = d.num_generations,
-        consistency_bonus: float = d.consistency_bonus,
+        sft_recipe: str = d.sft_recipe,
+        sft_overrides: str = d.sft_overrides,
+        grpo_recipe: str = d.grpo_recipe,
+        grpo_overrides: str = d.grpo_overrides,
         batch_size: int = d.batch_size,
         seed: int = d.seed,
         study_tasks: List[str] = STUDY_TASKS,
@@ -174,9 +169,7 @@ def make_study_pipeline(settings: ClusterSettings = LOCAL):
                     g = grpo(
                         model_ref=extra.get("model_ref", model_ref), rl_set=rl_set.outputs["out"],
                         watch_set=watch.outputs["out"], diagnosis=dia.outputs["diagnosis"],
-                        prompt_format=prompt_format, max_steps=grpo_max_steps, learning_rate=grpo_learning_rate,
-                        num_generations=num_generations, lora=lora, consistency_bonus=consistency_bonus,
-                        max_new_tokens=max_new_tokens, k=k, seed=seed,
+                        recipe=grpo_recipe, overrides=grpo_overrides, prompt_format=prompt_format, seed=seed,
                         **{n: v for n, v in extra.items() if n != "model_ref"},
                     ).set_display_name(f"4 GRPO from the {start} model")
                     _place(g, settings, settings.train_gpus, "256Gi", cache=False)
@@ -196,8 +189,8 @@ def make_study_pipeline(settings: ClusterSettings = LOCAL):
         with dsl.If(bridged_model_ref == "", name="bridge-by-sft"):
             br = sft(
                 model_ref=model_ref, sft_set=cur.outputs["sft_set"], diagnosis=dia.outputs["diagnosis"],
-                prompt_format=prompt_format, max_steps=sft_max_steps, learning_rate=sft_learning_rate, lora=lora,
-                per_device_batch_size=batch_size, max_examples=sft_max_examples, seed=seed,
+                teacher_model=labeller_model, recipe=sft_recipe, overrides=sft_overrides, prompt_format=prompt_format,
+                seed=seed,
             ).set_display_name("2b bridge (SFT)")
             _place(br, settings, settings.train_gpus, "256Gi", cache=False)
             runs({"init_model": br.outputs["model"]}, {"base_model_ref": model_ref, "sft_model": br.outputs["model"]})

@@ -11,13 +11,15 @@ A step's knobs live in its config dataclass (validated in `__post_init__`, messa
 outputs in a second dataclass; every field is a flag `--field-name` (also spelled `--field_name`). Booleans read
 `--lora true|false` (what the Kubeflow components pass), a bare `--lora` means true, `--no-lora` false for fields
 that default to true. A YAML key that names no field, or holds a value of the wrong type, is an error naming the
-file and the key.
+file and the key; so is a check of the config dataclass that fails on a key the file sets (e.g. conflicting
+settings). `--config` takes a path or the name of a recipe in configs/ (`components.common.recipes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -108,6 +110,7 @@ class StepParser(TrlParser):
             "--config", metavar="YAML", default=argparse.SUPPRESS,  # read by parse() itself
             help="YAML file of field: value pairs for the flags below; flags given on the command line override it",
         )
+        self._initial = [(a, a.default, a.required) for a in self._actions]  # per action: --x and --no-x share a dest
 
     def error(self, message: str):  # argparse's own errors: one line, exit 2
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
@@ -126,12 +129,24 @@ class StepParser(TrlParser):
                 config = a.split("=", 1)[1]
                 del args[i]
                 break
+        for a, default, required in self._initial:  # a config file read by an earlier parse() must not leak
+            a.default, a.required = default, required
+        values: dict[str, Any] = {}
         try:
             if config:
-                self.set_defaults_with_config(**read_yaml_values(config, tuple(self.dataclass_types)))
+                from components.common.recipes import resolve_config
+
+                config = str(resolve_config(config))  # a path, or a recipe name from configs/
+                values = read_yaml_values(config, tuple(self.dataclass_types))
+                self.set_defaults_with_config(**values)
             return tuple(self.parse_args_into_dataclasses(args=args, look_for_args_file=False))
         except BAD_INPUT as e:  # a config file's problem, or a config dataclass's __post_init__ check
-            self.error(str(e))
+            message = str(e)
+            given = {a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")}
+            from_file = [k for k in values if k not in given]  # keys whose value came from the file
+            if from_file and not message.startswith(config) and any(re.search(rf"\b{k}\b", message) for k in from_file):
+                message = f"{config}: {message}"  # a check failed on a key the file sets: name the file too
+            self.error(message)
 
 
 def fail(prog: str, err: BaseException) -> int:

@@ -30,7 +30,12 @@ def zero3_config(
     def offload(enabled: bool) -> dict[str, Any]:
         return {"device": "cpu", "pin_memory": True} if enabled else {"device": "none"}
 
+    extra: dict[str, Any] = {}
+    if offload_optimizer:
+        # The trainer's own torch AdamW then steps the CPU copy (DeepSpeed's fused CPU Adam would need a compiled op).
+        extra["zero_force_ds_cpu_optimizer"] = False
     return {
+        **extra,
         "bf16": {"enabled": "auto" if bf16 else False},
         "fp16": {"enabled": False},
         "zero_optimization": {

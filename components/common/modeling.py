@@ -67,35 +67,46 @@ def load_processor(ref: str, *, min_pixels: int | None = None, max_pixels: int |
 
 
 def pick_device(device: str = "auto") -> str:
+    """"auto": this process's GPU (cuda:LOCAL_RANK under torchrun / accelerate launch, so the ranks of a
+    multi-GPU run never all land on cuda:0), else the CPU."""
     if device != "auto":
         return device
+    import os
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
 def load_model_and_processor(
     ref: str,
     *,
-    device: str = "auto",
+    device: str | None = "auto",
     dtype: str = "auto",
     attn_implementation: str | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
 ):
-    """Open a Qwen2.5-VL-family checkpoint and its processor. `dtype` "auto" is bf16 on GPU, fp32 on CPU."""
+    """Open a Qwen2.5-VL-family checkpoint and its processor. `dtype` "auto" is bf16 on GPU, fp32 on CPU.
+
+    `device=None` leaves the weights where loading put them: what training under DeepSpeed ZeRO-3 needs (the
+    weights are partitioned over the ranks as they load; the trainer places everything else)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     src = resolve_model_dir(ref)
-    device = pick_device(device)
+    on_gpu = torch.cuda.is_available() if device is None else pick_device(device).startswith("cuda")
     if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        torch_dtype = torch.bfloat16 if on_gpu else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, **kwargs).to(device)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, **kwargs)
+    if device is not None:
+        model = model.to(pick_device(device))
     model.eval()
     return model, load_processor(src, min_pixels=min_pixels, max_pixels=max_pixels)

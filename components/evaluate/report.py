@@ -40,6 +40,7 @@ SECTIONS = (
     "curves",
     "probe",
     "curation",
+    "watch",
     "benchmarks",
     "stages",
     "open",
@@ -751,6 +752,52 @@ def _settings_section(results: dict) -> dict:
     }
 
 
+def _watch_section(model_dir: Path | None) -> dict:
+    """The sharpen step's support watch (train_log.json of the trained model): chance-corrected Pass@K and Acc@1 at
+    each watch point, the guard's decision and its plot (support_watch.png)."""
+    log = _read_json(model_dir / "train_log.json") if model_dir else None
+    history = [h for h in _d(log).get("support_watch") or [] if isinstance(h, dict)]
+    guard = _d(_d(log).get("guard"))
+    shipped = guard.get("ship_step")
+    k = history[0].get("k", "K") if history else "K"
+    rows = [
+        [
+            _text(h.get("step")) + (" (shipped)" if h.get("step") == shipped else ""),
+            _ratio(h.get("pass_corrected")),
+            _ratio_ci(h.get("pass_corrected_ci")),
+            _ratio(h.get("acc_corrected")),
+            _ratio_ci(h.get("acc_corrected_ci")),
+            pct(h.get("pass_at_k")),
+            pct(h.get("acc_at_1")),
+        ]
+        for h in history
+    ]
+    plot = model_dir / "support_watch.png" if model_dir else None
+    return {
+        "id": "sec-watch",
+        "title": "Support watch during RL (sharpen step)",
+        "available": bool(history),
+        "collapsed": bool(guard.get("collapsed")),
+        "reason": _text(guard.get("reason")),
+        "table": _table(
+            ["step", f"corrected Pass@{k}", "95% CI", "corrected Acc@1", "95% CI", f"raw Pass@{k} (%)", "raw Acc@1 (%)"],
+            rows,
+        ),
+        "images": _images([plot]) if plot is not None and plot.is_file() else [],
+    }
+
+
+def _ratio(x: Any) -> str:
+    """A chance-corrected score (0 = guessing, 1 = always right) with three decimals."""
+    return f"{x:.3f}" if _is_num(x) else NA
+
+
+def _ratio_ci(pair: Any) -> str:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(_is_num(v) for v in pair):
+        return ""
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
 def _steps_section(steps: list[dict]) -> dict:
     rows = [
         [
@@ -892,6 +939,7 @@ def build_context(
         "curves": _curves_section(dd),
         "probe": _probe_section(probe),
         "curation": _curation_section(cd),
+        "watch": _watch_section(Path(input_dirs["model"]) if (input_dirs or {}).get("model") else None),
         "benchmarks": _benchmarks_section(results),
         "stages": _stages_section(results),
         "open": _open_section(results),

@@ -131,11 +131,10 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
         device = self.accelerator.device
         out = []
         for prompt, comp_ids in zip(prompts, completion_ids_list, strict=True):
-            comp_ids = list(comp_ids)
+            comp_ids = list(comp_ids) or [tok.pad_token_id or 0]
             mask = answer_token_mask([tok.decode([t]) for t in comp_ids])
-            if not any(mask):
-                out.append(0.0)
-                continue
+            # The forward runs even without an answer to score: under ZeRO-3 every process must call the sharded
+            # reference the same number of times (each call gathers weights from all of them).
             prompt_ids, _, mm = self._tokenize_prompts([prompt])
             ids = torch.tensor([list(prompt_ids[0]) + comp_ids], device=device)
             kwargs = {}
@@ -148,7 +147,7 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
                 input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=len(comp_ids) + 1, **kwargs
             ).logits[0, :-1].float()
             logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, -len(comp_ids) :, None]).squeeze(1)
-            out.append(mean_probability([lp for lp, m in zip(logps.tolist(), mask) if m]))
+            out.append(mean_probability([lp for lp, m in zip(logps.tolist(), mask) if m]) if any(mask) else 0.0)
         return torch.tensor(out, dtype=torch.float32, device=device)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

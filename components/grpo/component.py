@@ -1,4 +1,8 @@
-"""Kubeflow component of the sharpen (GRPO) step: maps artifacts and parameters to `python -m components.grpo`."""
+"""Kubeflow component of the sharpen (GRPO) step: maps artifacts and parameters to `python -m components.grpo`.
+
+The recipe (a configs/ name or a YAML path) holds every training setting; the pipeline adds what must agree with
+the other steps (prompt format, seed) and `overrides`, a YAML mapping of recipe fields. On a node with several GPUs
+the launcher starts one process per GPU itself (accelerate launch)."""
 
 from typing import Optional
 
@@ -14,14 +18,9 @@ def grpo(
     rl_set: Input[Dataset],
     watch_set: Input[Dataset],
     diagnosis: Input[Artifact],
+    recipe: str,
+    overrides: str,
     prompt_format: str,
-    max_steps: int,
-    learning_rate: float,
-    num_generations: int,
-    lora: bool,
-    consistency_bonus: float,
-    max_new_tokens: int,
-    k: int,
     seed: int,
     model: Output[Model],
     metrics: Output[Metrics],
@@ -30,24 +29,19 @@ def grpo(
     import json
     import os
 
+    from components.common.recipes import override_flags
     from components.grpo.__main__ import main
 
     argv = [
+        "--config", recipe,
         "--model", model_ref,
         "--rl-set", rl_set.path,
         "--watch-set", watch_set.path,
         "--diagnosis", diagnosis.path,
         "--out", model.path,
         "--prompt-format", prompt_format,
-        "--max-steps", str(max_steps),
-        "--learning-rate", str(learning_rate),
-        "--num-generations", str(num_generations),
-        "--lora", str(lora).lower(),
-        "--consistency-bonus", str(consistency_bonus),
-        "--max-new-tokens", str(max_new_tokens),
-        "--watch-max-new-tokens", str(max_new_tokens),
-        "--k", str(k),
         "--seed", str(seed),
+        *override_flags(overrides, "grpo_overrides"),
     ]
     if init_model is not None:
         argv += ["--init-model", init_model.path]
@@ -57,7 +51,8 @@ def grpo(
     with open(os.path.join(model.path, "metrics.json")) as f:
         values = json.load(f)
     for key in ("reward_mean_first", "reward_mean_last", "pass_at_k_before", "pass_at_k_after", "acc_at_1_before",
-                "acc_at_1_after"):
-        if values[key] is not None:
+                "acc_at_1_after", "pass_corrected_before", "pass_corrected_after", "acc_corrected_before",
+                "acc_corrected_after", "steps", "shipped_step"):
+        if values.get(key) is not None:
             metrics.log_metric(key, float(values[key]))
     metrics.log_metric("support_collapsed", 1.0 if values["support_collapsed"] else 0.0)

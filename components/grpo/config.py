@@ -17,24 +17,39 @@ class SharpenIO:
     diagnosis: str = field(metadata={"help": "diagnose step output dir (holds diagnosis.json)"})
     out: str = field(metadata={"help": "output model directory (written atomically)"})
     init_model: str = field(default="", metadata={"help": "model dir to train instead of --model (the bridge's SFT output)"})
+    checkpoint_dir: str = field(
+        default="",
+        metadata={"help": "where checkpoints go and are resumed from ('' = $MEDBRIDGE_CACHE/checkpoints/grpo-<task "
+                          "fingerprint>, so a retried task resumes)"},
+    )
 
     def __post_init__(self):
-        check_nonempty(self, optional=("init_model",))
+        check_nonempty(self, optional=("init_model", "checkpoint_dir"))
 
 
 @dataclass
 class SharpenConfig:
-    prompt_format: str = field(default="think", metadata={"help": "prompt format: think | direct | scaffold"})
-    max_steps: int = field(default=200, metadata={"help": "optimizer steps"})
-    learning_rate: float = field(default=5e-7, metadata={"help": "learning rate (GRPO-CARE public runs: 5e-7)"})
+    prompt_format: str = field(
+        default="think", metadata={"help": "prompt format: think | direct | scaffold (the format reward follows it)"}
+    )
+    max_steps: int = field(
+        default=0, metadata={"help": "optimizer steps; 0 = `epochs` passes over rl_set (from its size, the processes "
+                                     "and prompts_per_step x gradient_accumulation_steps)"}
+    )
+    epochs: float = field(default=1.0, metadata={"help": "passes over rl_set when max_steps is 0 (GRPO-CARE: one)"})
+    learning_rate: float = field(
+        default=0.0, metadata={"help": "learning rate; 0 = 5e-7 for full weights (GRPO-CARE public run), 1e-5 for LoRA"}
+    )
     num_generations: int = field(default=8, metadata={"help": "completions per prompt (the GRPO group size)"})
     prompts_per_step: int = field(
-        default=1, metadata={"help": "prompts per device per optimizer step; batch = prompts_per_step x num_generations"}
+        default=1, metadata={"help": "prompts per process per micro-batch; batch = prompts_per_step x num_generations"}
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest sampled completion during training"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the GRPO rollouts"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus top-p for the GRPO rollouts"})
+    max_pixels: int = field(default=0, metadata={"help": "image pixels cap of the processor (0 = the checkpoint's own)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (GRPO-CARE public run: 5)"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient against the reference (GRPO-CARE: 0)"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (merged into the saved model)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -53,31 +68,59 @@ class SharpenConfig:
     format_weight: float = field(default=1.0, metadata={"help": "weight of the format reward (accuracy has 1.0)"})
     max_prompts: int = field(default=0, metadata={"help": "use at most this many rl_set questions (0 = all)"})
     k: int = field(default=16, metadata={"help": "K of the Pass@K support watch (K samples per watched question)"})
-    watch_size: int = field(default=32, metadata={"help": "questions of watch_set measured before/after training"})
+    watch_size: int = field(default=32, metadata={"help": "questions of watch_set measured by the support guard"})
     watch_max_new_tokens: int = field(default=256, metadata={"help": "longest completion when measuring support"})
-    watch_every_steps: int = field(default=0, metadata={"help": "also measure support every N steps (0 = only before/after)"})
-    collapse_tolerance: float = field(
-        default=0.05, metadata={"help": "flag support_collapsed when Pass@K drops by more than this (fraction)"}
+    watch_every_steps: int = field(
+        default=0,
+        metadata={"help": "measure support AND save a checkpoint every N optimizer steps (0 = measure only before "
+                          "and after; checkpoints then only on SIGTERM)"},
     )
-    deepspeed: bool = field(default=False, metadata={"help": "DeepSpeed ZeRO-3 (GPU clusters; needs deepspeed)"})
+    collapse_tolerance: float = field(
+        default=0.05,
+        metadata={"help": "support collapses when the upper end of the chance-corrected Pass@K interval falls below "
+                          "its starting value minus this"},
+    )
+    stop_on_collapse: bool = field(
+        default=True,
+        metadata={"help": "on collapse, stop training and ship the best checkpoint before it (false: only record it)"},
+    )
+    keep_checkpoints: bool = field(
+        default=False, metadata={"help": "keep the checkpoints after the model is written (default: delete them)"}
+    )
+    deepspeed: bool = field(default=False, metadata={"help": "DeepSpeed ZeRO-3 (GPUs; needs deepspeed)"})
+    offload_optimizer: bool = field(
+        default=False,
+        metadata={"help": "DeepSpeed: keep the optimizer state in CPU memory (slower; for GPUs that cannot hold "
+                          "full-weight training, e.g. 7B on one GPU)"},
+    )
+    num_processes: int = field(
+        default=0, metadata={"help": "training processes; 0 = one per visible GPU (1 on CPU); >1 on CPU = DDP over gloo"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for data order, sampling and LoRA init"})
 
     def __post_init__(self):
         check_prompt_format(self.prompt_format)
-        for name in ("max_steps", "num_generations", "prompts_per_step", "gradient_accumulation_steps",
+        for name in ("num_generations", "prompts_per_step", "gradient_accumulation_steps",
                      "max_new_tokens", "k", "watch_size", "watch_max_new_tokens", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("max_steps", "max_prompts", "watch_every_steps", "max_pixels", "num_processes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = automatic / off)")
+        if not self.epochs > 0:
+            raise ValueError(f"epochs={self.epochs} must be > 0")
         if self.num_generations < 2:
             raise ValueError(
                 f"num_generations={self.num_generations}: GRPO needs >= 2 completions per prompt to form a group"
             )
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+        if self.learning_rate < 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0 (or 0 for the default)")
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 (GRPO samples its rollouts)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm={self.max_grad_norm} must be > 0")
         if self.beta < 0:
             raise ValueError(f"beta={self.beta} must be >= 0 (GRPO-CARE uses 0)")
         if self.consistency_bonus < 0:
@@ -90,7 +133,18 @@ class SharpenConfig:
             raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1) (GRPO-CARE: 0.995)")
         if self.ema_every < 1:
             raise ValueError(f"ema_every={self.ema_every} must be >= 1 optimizer steps")
-        if self.max_prompts < 0 or self.watch_every_steps < 0:
-            raise ValueError("max_prompts and watch_every_steps must be >= 0 (0 = all / off)")
         if not 0 <= self.collapse_tolerance <= 1:
-            raise ValueError(f"collapse_tolerance={self.collapse_tolerance} must be a fraction in [0, 1]")
+            raise ValueError(
+                f"collapse_tolerance={self.collapse_tolerance} must be a fraction in [0, 1] (a drop on the "
+                "chance-corrected Pass@K scale)"
+            )
+        if self.offload_optimizer and not self.deepspeed:
+            raise ValueError("offload_optimizer=True needs deepspeed=True (it is a DeepSpeed ZeRO-3 setting)")
+        if self.lora and self.deepspeed:
+            raise ValueError(
+                "lora=True and deepspeed=True conflict"
+                + (" (with GRPO-CARE, consistency_bonus > 0, the EMA reference cannot copy sharded adapters)"
+                   if self.consistency_bonus > 0 else "")
+                + ": ZeRO-3 shards full-weight training; LoRA adapters train with one copy of the frozen base per "
+                "GPU. Set lora: false (full weights under ZeRO-3, the paper's run) or deepspeed: false (LoRA, DDP)"
+            )

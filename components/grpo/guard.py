@@ -1,81 +1,201 @@
-"""Support-collapse guard: Pass@K and Acc@1 on a slice of the watch set before, during and after RL.
+"""Support guard: chance-corrected Pass@K and Acc@1 on a fixed watch slice during RL, and what to do when support
+collapses.
 
-RL sharpens: it turns support (Pass@K) into default behaviour (Acc@1). Over-sharpening shrinks the support itself,
-so the sharpen step measures both on a small, fixed slice of the diagnosis set and flags `support_collapsed` when
-Pass@K fell by more than a tolerance.
+RL sharpens: it turns support (Pass@K) into default behaviour (Acc@1). Over-sharpening shrinks the support itself.
+The sharpen step measures both on a small, fixed slice of the diagnosis set before training, every
+`watch_every_steps` optimizer steps (the steps it also saves a checkpoint at) and after training, and acts:
 
-    pass_at_k(n=4, c=1, k=2)  -> 0.5          # 1 - C(3,2)/C(4,2)
-    support_collapsed(0.80, 0.70, tolerance=0.05) -> True
+    collapsed   the upper end of the corrected Pass@K interval is below the starting value minus the tolerance
+    ship        without a collapse, the trained model; after one, the watch point before the collapse with the
+                highest corrected Acc@1 among those whose corrected Pass@K stayed within the tolerance of the start
+                (ties: higher Pass@K, then the earlier step); step 0 means the starting model itself
+
+Measuring (`measure_support`) is one function; everything that decides (`summarize_support`, `collapsed`,
+`within_tolerance`, `guard_decision`) is a pure function of its outcomes and the watch history.
+
+Chance correction (components.common.stats), per watched question with C options and K samples:
+    k_q = correction_k(C, K, 0.5); corrected pass = corrected(pass@k_q, chance_pass_at_k(C, k_q));
+    corrected Acc@1 = corrected(greedy correct, 1/C); intervals: mean_ci over questions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common.stats import pass_at_k  # the one unbiased estimator the project uses
+from components.common.stats import (
+    chance_pass_at_k,
+    corrected,
+    correction_k,
+    mean,
+    mean_ci,
+    pass_at_k,
+)
+
+CHANCE_CEILING = 0.5
+EPS = 1e-9
 
 
-def support_collapsed(pass_before: float, pass_after: float, tolerance: float = 0.05) -> bool:
-    """True when Pass@K dropped by more than `tolerance` (absolute, as a fraction 0-1; 1e-9 absorbs float noise)."""
-    return (pass_before - pass_after) > tolerance + 1e-9
+@dataclass(frozen=True)
+class QuestionOutcome:
+    n_options: int
+    n_samples: int
+    n_correct: int
+    greedy_correct: bool
 
 
-@dataclass
-class SupportMeasurement:
-    n_questions: int
-    k: int
-    pass_at_k: float
-    acc_at_1: float
+def summarize_support(outcomes: list[QuestionOutcome], k: int, *, seed: int = 0) -> dict[str, Any]:
+    """One watch point: raw Pass@K and Acc@1, and their chance-corrected values with 95% bootstrap intervals."""
+    if not outcomes:
+        raise ValueError("the support watch measured no question")
+    raw_pass, raw_acc, c_pass, c_acc = [], [], [], []
+    for o in outcomes:
+        kq = correction_k(o.n_options, k, CHANCE_CEILING)
+        raw_pass.append(pass_at_k(o.n_samples, o.n_correct, k))
+        raw_acc.append(1.0 if o.greedy_correct else 0.0)
+        c_pass.append(corrected(pass_at_k(o.n_samples, o.n_correct, kq), chance_pass_at_k(o.n_options, kq)))
+        c_acc.append(corrected(raw_acc[-1], 1.0 / o.n_options))
+    return {
+        "n_questions": len(outcomes),
+        "k": k,
+        "pass_at_k": mean(raw_pass),
+        "acc_at_1": mean(raw_acc),
+        "pass_corrected": mean(c_pass),
+        "pass_corrected_ci": mean_ci(c_pass, seed=seed),
+        "acc_corrected": mean(c_acc),
+        "acc_corrected_ci": mean_ci(c_acc, seed=seed),
+    }
+
+
+def collapsed(point: dict, baseline: dict, tolerance: float) -> bool:
+    """Support collapsed at `point`: its corrected Pass@K interval lies wholly below the start minus `tolerance`."""
+    return point["pass_corrected_ci"][1] < baseline["pass_corrected"] - tolerance - EPS
+
+
+def within_tolerance(point: dict, baseline: dict, tolerance: float) -> bool:
+    """`point`'s corrected Pass@K (its estimate) is at least the start minus `tolerance`."""
+    return point["pass_corrected"] >= baseline["pass_corrected"] - tolerance - EPS
+
+
+def best_before(history: list[dict], end: int, tolerance: float) -> dict:
+    """Among history[:end], the points within tolerance of history[0], the one with the highest corrected Acc@1
+    (ties: higher corrected Pass@K, then the earlier step). history[0] is always a candidate."""
+    base = history[0]
+    candidates = [h for h in history[:end] if within_tolerance(h, base, tolerance)] or [base]
+    return max(candidates, key=lambda h: (h["acc_corrected"], h["pass_corrected"], -h["step"]))
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    collapsed: bool
+    collapse_step: int | None
+    ship_step: int
+    reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n_questions": self.n_questions, "k": self.k, "pass_at_k": self.pass_at_k, "acc_at_1": self.acc_at_1}
+        return asdict(self)
+
+
+def guard_decision(history: list[dict], tolerance: float, stop_on_collapse: bool = True) -> GuardDecision:
+    """What the sharpen step ships, from its watch history (step 0 = the start, in step order)."""
+    if not history:
+        raise ValueError("guard_decision needs at least the starting watch point")
+    base, last = history[0], history[-1]
+    first = next((i for i, h in enumerate(history) if i > 0 and collapsed(h, base, tolerance)), None)
+    if first is None:
+        return GuardDecision(
+            False, None, last["step"],
+            f"support held: corrected Pass@K {_v(base)} at the start, {_v(last)} at step {last['step']} "
+            f"(collapse = interval below {base['pass_corrected'] - tolerance:.3f})",
+        )
+    point = history[first]
+    lo, hi = point["pass_corrected_ci"]
+    what = (f"support collapsed at step {point['step']}: corrected Pass@K {point['pass_corrected']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] fell below the start {base['pass_corrected']:.3f} minus {tolerance}")
+    if not stop_on_collapse:
+        return GuardDecision(True, point["step"], last["step"], f"{what}; stop_on_collapse is off: shipping step "
+                                                               f"{last['step']} anyway")
+    best = best_before(history, first, tolerance)
+    which = "the starting model" if best["step"] == 0 else f"the checkpoint of step {best['step']}"
+    return GuardDecision(
+        True, point["step"], best["step"],
+        f"{what}; shipping {which} (corrected Acc@1 {best['acc_corrected']:.3f}, corrected Pass@K "
+        f"{best['pass_corrected']:.3f}), the best before the collapse",
+    )
+
+
+def _v(h: dict) -> str:
+    lo, hi = h["pass_corrected_ci"]
+    return f"{h['pass_corrected']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def measure_support(
     model, processor, records, dataset_dir: str | Path, *, k: int, fmt: str, max_new_tokens: int, seed: int,
     temperature: float = 0.7, top_p: float = 0.9, batch_size: int = 8,
-) -> SupportMeasurement:
-    """Pass@K (K samples, unbiased estimator with n = K) and greedy Acc@1 of an in-memory model on `records`."""
+) -> list[QuestionOutcome]:
+    """K samples and one greedy answer per watched question from an in-memory model with whole weights.
+
+    Under several processes each measures its share of the questions and the outcomes are gathered, in order, on
+    every process (so every process takes the same decision)."""
     from components.common.answers import parse_answer
     from components.common.prompts import build_messages
     from components.common.records import open_image
     from components.common.sampling import Prompt, SamplingConfig, TransformersBackend
+    from components.common.training import gather_objects, process_rank, world_size
 
     if hasattr(model, "get_base_model"):  # a PEFT model mid-training: its base carries the live adapters
         model = model.get_base_model()
-    cfg = SamplingConfig(
-        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-        device=str(model.device),
-    )
-    backend = TransformersBackend("", cfg, model=model, processor=processor)
-    prompts = [Prompt(build_messages(r, fmt), open_image(dataset_dir, r)) for r in records]
-    was_training = model.training
-    model.eval()
-    try:
-        samples, greedy = backend.sample_and_greedy(prompts, k)
-    finally:
-        model.train(was_training)
-    passes, hits = [], []
-    for rec, outs, g in zip(records, samples, greedy, strict=True):
-        c = sum(parse_answer(o, rec.options).letter == rec.answer for o in outs)
-        passes.append(pass_at_k(len(outs), c, k))
-        hits.append(1.0 if parse_answer(g, rec.options).letter == rec.answer else 0.0)
-    n = len(records)
-    return SupportMeasurement(n, k, sum(passes) / n if n else 0.0, sum(hits) / n if n else 0.0)
+    mine = list(range(process_rank(), len(records), world_size()))
+    outcomes: list[tuple[int, QuestionOutcome]] = []
+    if mine:
+        cfg = SamplingConfig(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+            device=str(model.device),
+        )
+        backend = TransformersBackend("", cfg, model=model, processor=processor)
+        prompts = [Prompt(build_messages(records[i], fmt), open_image(dataset_dir, records[i])) for i in mine]
+        was_training = model.training
+        model.eval()
+        try:
+            samples, greedy = backend.sample_and_greedy(prompts, k)
+        finally:
+            model.train(was_training)
+        for i, outs, g in zip(mine, samples, greedy, strict=True):
+            rec = records[i]
+            c = sum(parse_answer(o, rec.options).letter == rec.answer for o in outs)
+            outcomes.append((i, QuestionOutcome(len(rec.options), len(outs), c,
+                                                parse_answer(g, rec.options).letter == rec.answer)))
+    merged = sorted((pair for part in gather_objects(outcomes) for pair in part), key=lambda p: p[0])
+    return [o for _, o in merged]
 
 
-def make_support_watch_callback(measure, every_steps: int, history: list):
-    """A transformers TrainerCallback that calls `measure()` every `every_steps` optimizer steps and appends
-    `{"step", "pass_at_k", "acc_at_1"}` to `history` (and to the trainer's logs)."""
-    from transformers import TrainerCallback
+def plot_watch(history: list[dict], path: str | Path, tolerance: float, decision: GuardDecision | None = None) -> Path:
+    """A PNG of the watch history: corrected Pass@K and Acc@1 with their intervals, the collapse line, the shipped
+    step."""
+    import matplotlib
 
-    class SupportWatchCallback(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if every_steps > 0 and state.global_step % every_steps == 0 and state.global_step < state.max_steps:
-                m = measure()
-                history.append({"step": state.global_step, "pass_at_k": m.pass_at_k, "acc_at_1": m.acc_at_1})
-            return control
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    return SupportWatchCallback()
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    for key, label, color in (("pass_corrected", f"Pass@{history[0]['k']} (corrected)", "#4a6fa5"),
+                              ("acc_corrected", "Acc@1 (corrected)", "#0b6e4f")):
+        ax.plot(steps, [h[key] for h in history], marker="o", color=color, label=label)
+        ax.fill_between(steps, [h[f"{key}_ci"][0] for h in history], [h[f"{key}_ci"][1] for h in history],
+                        color=color, alpha=0.15)
+    ax.axhline(history[0]["pass_corrected"] - tolerance, color="#b3261e", ls="--", lw=1, label="collapse line")
+    if decision is not None:
+        ax.axvline(decision.ship_step, color="#8a5a00", ls=":", lw=1.5, label=f"shipped (step {decision.ship_step})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("chance-corrected score")
+    ax.set_title("Support watch during RL")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    from components.common.io import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

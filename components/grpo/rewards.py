@@ -19,6 +19,8 @@ from components.common.answers import parse_answer
 
 # <think>…</think> first, then <answer>…</answer>, nothing but whitespace around them.
 _FORMAT_RE = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+# The direct format: the <answer>…</answer> block alone.
+_DIRECT_RE = re.compile(r"^\s*<answer>.*?</answer>\s*$", re.DOTALL)
 _ANSWER_SPAN_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -52,20 +54,44 @@ def accuracy_reward(
     return out
 
 
-def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
-    """1.0 when the completion is exactly `<think>…</think>` followed by `<answer>…</answer>`, else 0.0."""
-    out = []
-    for comp in completions:
-        text = completion_text(comp)
-        ok = (
-            _FORMAT_RE.match(text) is not None
-            and text.count("<think>") == 1
-            and text.count("</think>") == 1
+def format_ok(text: str, fmt: str = "think") -> bool:
+    """Whether `text` has the shape the prompt format asks for.
+
+    think / scaffold: exactly one `<think>…</think>` followed by exactly one `<answer>…</answer>`, nothing else
+    around them; direct: exactly one `<answer>…</answer>` and no `<think>` block."""
+    if fmt == "direct":
+        return (
+            _DIRECT_RE.match(text) is not None
             and text.count("<answer>") == 1
             and text.count("</answer>") == 1
+            and "<think>" not in text
+            and "</think>" not in text
         )
-        out.append(1.0 if ok else 0.0)
-    return out
+    return (
+        _FORMAT_RE.match(text) is not None
+        and text.count("<think>") == 1
+        and text.count("</think>") == 1
+        and text.count("<answer>") == 1
+        and text.count("</answer>") == 1
+    )
+
+
+def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
+    """1.0 when the completion is exactly `<think>…</think>` followed by `<answer>…</answer>`, else 0.0."""
+    return [1.0 if format_ok(completion_text(c), "think") else 0.0 for c in completions]
+
+
+def make_format_reward(fmt: str):
+    """The format reward of a prompt format (named `format_reward`, as TRL logs it): `format_ok(text, fmt)`."""
+    from components.common.prompts import check_prompt_format
+
+    check_prompt_format(fmt)
+
+    def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
+        return [1.0 if format_ok(completion_text(c), fmt) else 0.0 for c in completions]
+
+    format_reward.__doc__ = f"1.0 when the completion has the {fmt!r} prompt format's shape (format_ok), else 0.0."
+    return format_reward
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     sel = select_proximal(records, diagnosis)          # Selection(records, reason, fell_back)
     capped = cap_balanced(sel.records, 2000, seed=0)   # class-balanced over (task, answer), seeded
-    rows = build_sft_rows(capped, "sft_set/", "think")
+    rows = build_sft_rows(capped, "sft_set/", "think", rationales)   # rationales: record id -> teacher text
 """
 
 from __future__ import annotations
@@ -54,15 +54,25 @@ def cap_balanced(records: list[MCQRecord], max_examples: int, seed: int) -> list
     return out
 
 
-def build_sft_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str) -> list[dict[str, Any]]:
-    """TRL prompt-completion rows: only the completion (the target answer) is trained on."""
-    from components.common.prompts import build_messages, target_completion
+def build_sft_rows(
+    records: list[MCQRecord], dataset_dir: str | Path, fmt: str, rationales: dict[str, str | None] | None = None
+) -> list[dict[str, Any]]:
+    """TRL prompt-completion rows: only the completion (the target) is trained on.
+
+    Targets follow the prompt format (components.sft.rationales.sft_target): `<answer>X</answer>` for direct, the
+    record's rationale in `<think>` for think / scaffold; a record without one (the teacher's was rejected) is left
+    out."""
+    from components.common.prompts import build_messages
+    from components.sft.rationales import sft_target
 
     rows = []
     for r in records:
+        rationale = (rationales or {}).get(r.id)
+        if fmt != "direct" and not rationale:
+            continue
         row: dict[str, Any] = {
             "prompt": build_messages(r, fmt),
-            "completion": [{"role": "assistant", "content": target_completion(r, fmt)}],
+            "completion": [{"role": "assistant", "content": sft_target(r, fmt, rationale)}],
         }
         row["images"] = [open_image(dataset_dir, r)] if r.image is not None else []
         rows.append(row)

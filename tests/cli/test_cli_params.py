@@ -21,7 +21,9 @@ def test_every_profile_loads():
         ({"tau": 1.5}, "tau=1.5 is outside"),  # tau is a probability threshold
         ({"force_branch": "rl"}, "force_branch='rl'"),
         ({"k": 0}, "k=0 must be >= 1"),
-        ({"num_generations": 1}, "GRPO needs >= 2"),
+        ({"grpo_overrides": "{seed: 3}"}, "'seed' is a pipeline parameter"),  # must agree with the other steps
+        ({"sft_overrides": "{lora: true, deepspeed: true}"}, "lora=True and deepspeed=True conflict"),
+        ({"grpo_recipe": "grpo_missing"}, "names no recipe"),
         ({"nope": 1}, "unknown parameter 'nope'"),
         ({"k": "16"}, "should be int"),  # a string where an int is expected is refused, not coerced
     ],
@@ -32,8 +34,8 @@ def test_bad_values_are_named(overrides, message):
 
 
 def test_parse_overrides_types_values():
-    assert parse_overrides(["tau=0.6", "lora=false", "flags=octmnist", "model_ref=/m"]) == {
-        "tau": 0.6, "lora": False, "flags": "octmnist", "model_ref": "/m"
+    assert parse_overrides(["tau=0.6", "include_none=false", "flags=octmnist", "model_ref=/m"]) == {
+        "tau": 0.6, "include_none": False, "flags": "octmnist", "model_ref": "/m"
     }
     # String parameters keep their text even when it reads as another YAML type.
     assert parse_overrides(["labeller_model=yes", "benchmarks_root=2024", "k=8"]) == {
@@ -88,6 +90,25 @@ def test_step_parser_types_flags_and_config(tmp_path):
     assert (cfg, io) == (_Cfg(9, 0.5), _IO("from-file"))  # required field given by the file; the flag wins over it
     assert _parser().parse([f"--config={yml}"])[0].lr == 1.0  # an int where a float is expected is a float
     assert "95%" in _parser().format_help() and "(default: 3)" in _parser().format_help()
+
+
+def test_step_parser_reused_forgets_the_previous_config(tmp_path):
+    """A parser that read one config file must not carry its values into the next parse (the pipeline's recipe
+    check parses many), and a field defaulting to true (with its --no- twin flag) keeps its default."""
+    from components.common.cli import StepParser
+
+    @dataclass
+    class _On:
+        fast: bool = field(default=True, metadata={"help": "defaults to true: HF adds --no_fast"})
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("model: a\nsteps: 9\nlora: true\n")
+    second.write_text("model: b\n")
+    p = StepParser("prog", "doc", _Cfg, _IO, _On)
+    assert p.parse(["--config", str(first)])[:2] == (_Cfg(9, 0.1, True), _IO("a"))
+    assert p.parse(["--config", str(second)]) == (_Cfg(), _IO("b"), _On(True))
+    assert p.parse(["--model", "m", "--no-fast"])[2] == _On(False)
+    assert p.parse(["--model", "m"])[2] == _On(True)
 
 
 @pytest.mark.parametrize(

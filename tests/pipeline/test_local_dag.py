@@ -40,12 +40,13 @@ def assets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_dag_runs_end_to_end(case, assets, tmp_path):
+def test_dag_runs_end_to_end(case, assets, tmp_path, monkeypatch):
     from pipelines.local import run_local
 
+    monkeypatch.setenv("MEDBRIDGE_CACHE", str(tmp_path / "cache"))  # checkpoints and rationales of this run only
     overrides, steps_run, gate = CASES[case]
     small = {"benchmarks": "pmc-vqa,vqa-rad", "k": 4, "diag_per_class": 1, "eval_per_class": 1,
-             "target_diag_per_modality": 2, "sft_max_steps": 3, "grpo_max_steps": 2}
+             "target_diag_per_modality": 2, "sft_overrides": "{max_steps: 3}", "grpo_overrides": "{max_steps: 2}"}
     params = load_profile("demo", {**overrides, **assets, "labeller_model": assets["model_ref"], **small})
     result = run_local(params, out_dir=tmp_path, demo=False)
     branch = overrides["force_branch"]

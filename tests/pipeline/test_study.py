@@ -58,13 +58,15 @@ def assets(tmp_path_factory):
         return build_demo_assets(root)
 
 
-def test_study_runs_on_the_demo_profile(assets, tmp_path):
+def test_study_runs_on_the_demo_profile(assets, tmp_path, monkeypatch):
     from pipelines.study import load_study, run_study_local
+
+    monkeypatch.setenv("MEDBRIDGE_CACHE", str(tmp_path / "cache"))  # checkpoints and rationales of this run only
 
     # Tiny sizes: two of the three tasks (OrganA and OCT hold every regime of the paper: in-domain, within-modality
     # OrganC and Pneumonia, cross-modality OCT->Path, OrganA->Path, OrganA->OCT), the tasks those regimes need.
     tiny = ["study_tasks=organamnist,octmnist", "flags=organamnist,organcmnist,pneumoniamnist,pathmnist,octmnist",
-            "k=2", "max_new_tokens=32", "grpo_max_steps=1", "num_generations=2", "sft_max_steps=2",
+            "k=2", "max_new_tokens=32", "grpo_overrides={max_steps: 1, num_generations: 2}", "sft_overrides={max_steps: 2}",
             "diag_per_class=1", "eval_per_class=1", "sft_per_class=2", "target_diag_per_modality=1", "rl_size=8",
             "rl_max_records=8"]
     extra = {k: v for k, v in assets.items() if k != "benchmarks_root"}

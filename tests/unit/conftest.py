@@ -52,3 +52,20 @@ def mcq_dir(tmp_path_factory):
 def bridge_diagnosis(tmp_path_factory):
     return write_diagnosis(tmp_path_factory.mktemp("diag") / "diagnosis", weak_tasks=["pneumoniamnist"],
                            weak_modalities=["microscopy"])
+
+
+@pytest.fixture(scope="session")
+def warm_model_dir(tiny_model_dir, mcq_dir, tmp_path_factory):
+    """The tiny model after a short answer-only SFT on mcq_dir: it writes `<answer>A</answer>` or `<answer>B</answer>`,
+    so GRPO's real rewards vary within a group and the support guard has support to watch (synthetic, like its base)."""
+    from components.common.records import load_records
+    from components.sft.config import SFTConfig
+    from components.sft.data import Selection
+    from components.sft.train import fit_sft
+
+    root = tmp_path_factory.mktemp("warm")
+    cfg = SFTConfig(prompt_format="direct", max_steps=40, learning_rate=3e-3, per_device_batch_size=4, max_examples=0,
+                    warmup_ratio=0.0, tune_vision=True, save_every_steps=0)
+    fit_sft(cfg, str(tiny_model_dir), Selection(load_records(mcq_dir), "all records", False), mcq_dir,
+            root / "model", inputs={"base_model": str(tiny_model_dir)}, checkpoint_dir=str(root / "checkpoints"))
+    return root / "model"

@@ -1,4 +1,5 @@
-"""Pure functions of the sharpen step: rewards, GRPO-CARE bonus, EMA arithmetic, Pass@k and the collapse flag."""
+"""Pure functions of the sharpen step: rewards (the format reward follows the prompt format), GRPO-CARE bonus, EMA
+arithmetic. The guard's rules are in test_grpo_guard.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import math
 
 import pytest
 
-from components.grpo.guard import pass_at_k, support_collapsed
 from components.grpo.rewards import (
     accuracy_reward,
     answer_token_mask,
@@ -14,6 +14,7 @@ from components.grpo.rewards import (
     ema_alpha,
     ema_update,
     format_reward,
+    make_format_reward,
     mean_probability,
 )
 
@@ -143,36 +144,25 @@ def test_mean_probability():
 
 
 @pytest.mark.parametrize(
-    "n, c, k, expected",
+    "fmt, text, expected",
     [
-        (4, 0, 2, 0.0),  # nothing correct
-        (4, 4, 2, 1.0),  # everything correct
-        (4, 1, 1, 0.25),  # pass@1 = c / n
-        (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
-        (16, 2, 16, 1.0),  # k = n with any correct sample
-        (5, 2, 3, 0.9),  # 1 - C(3,3)/C(5,3) = 1 - 1/10
+        ("direct", "<answer>B</answer>", 1.0),  # the direct format: the answer block alone
+        ("direct", " <answer> B </answer>\n", 1.0),  # whitespace around it is fine
+        ("direct", "<think>x</think><answer>B</answer>", 0.0),  # reasoning the direct prompt did not ask for
+        ("direct", "B", 0.0),  # no answer block
+        ("direct", "<answer>A</answer><answer>B</answer>", 0.0),  # two answers
+        ("direct", "<answer>B</answer> because", 0.0),  # text after the answer
+        ("think", "<answer>B</answer>", 0.0),  # think asks for reasoning first
+        ("think", "<think>x</think><answer>B</answer>", 1.0),
+        ("scaffold", "<think>1) CT 2) good ...</think><answer>B</answer>", 1.0),  # scaffold: same shape as think
     ],
 )
-def test_pass_at_k(n, c, k, expected):
-    assert pass_at_k(n, c, k) == pytest.approx(expected)
+def test_format_reward_follows_the_prompt_format(fmt, text, expected):
+    reward = make_format_reward(fmt)
+    assert reward.__name__ == "format_reward"  # what TRL logs it as
+    assert reward([conv(text)]) == [expected]
 
 
-def test_pass_at_k_rejects_bad_counts():
-    with pytest.raises(ValueError, match="k=5"):
-        pass_at_k(4, 1, 5)
-    with pytest.raises(ValueError, match="c=5"):
-        pass_at_k(4, 5, 2)
-
-
-@pytest.mark.parametrize(
-    "before, after, tol, expected",
-    [
-        (0.80, 0.70, 0.05, True),  # dropped 0.10 > 0.05
-        (0.80, 0.76, 0.05, False),  # dropped 0.04, within tolerance
-        (0.80, 0.75, 0.05, False),  # exactly the tolerance is not a collapse
-        (0.50, 0.90, 0.05, False),  # support grew
-        (0.80, 0.79, 0.0, True),  # zero tolerance flags any drop
-    ],
-)
-def test_support_collapsed(before, after, tol, expected):
-    assert support_collapsed(before, after, tol) is expected
+def test_make_format_reward_rejects_unknown_format():
+    with pytest.raises(ValueError, match="prompt_format='cot'"):
+        make_format_reward("cot")

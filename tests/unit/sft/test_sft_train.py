@@ -1,7 +1,9 @@
-"""The bridge step: proximal selection (table-driven), a 3-step SFT run through the launcher, the saved model."""
+"""The bridge step: proximal selection (table-driven), targets that follow the prompt format (answer-only, or teacher
+rationales: extracted table-driven, cached and resumable), a 3-step SFT run through the launcher, the saved model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -69,18 +71,89 @@ def test_sft_rows_train_only_the_completion(mcq_dir):
     assert rows[0]["images"][0].size == (56, 56)
 
 
+def test_sft_rows_follow_the_prompt_format(mcq_dir):
+    from components.common.records import load_records
+
+    recs = load_records(mcq_dir)[:3]
+    rationales = {recs[0].id: "The opacity points to the second option.", recs[1].id: None}  # recs[1]: rejected
+    rows = build_sft_rows(recs, mcq_dir, "think", rationales)
+    # Only records with a rationale train; the target is the rationale in <think>, then the letter.
+    assert len(rows) == 1
+    assert rows[0]["completion"][0]["content"] == (
+        f"<think>The opacity points to the second option.</think><answer>{recs[0].answer}</answer>"
+    )
+    assert "Think step by step" in rows[0]["prompt"][0]["content"][1]["text"]  # the think prompt, as GRPO will use
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"prompt_format": "free"}, "prompt_format='free'"),  # unknown prompt format
-        ({"max_steps": 0}, "max_steps=0"),  # no training
-        ({"learning_rate": 0.0}, "learning_rate=0.0"),  # nothing would move
+        ({"max_steps": -1}, "max_steps=-1"),  # 0 derives the steps; negatives mean nothing
+        ({"learning_rate": -1.0}, "learning_rate=-1.0"),  # 0 is the default for the mode, negatives mean nothing
         ({"max_examples": -1}, "max_examples=-1"),  # negative cap
+        ({"rationales": "oracle"}, "rationales='oracle'"),  # unknown target source
+        ({"lora": True, "deepspeed": True}, "lora=True and deepspeed=True conflict"),  # LoRA + ZeRO-3
+        ({"offload_optimizer": True}, "offload_optimizer=True needs deepspeed=True"),
+        ({"epochs": 0.0}, "epochs=0.0"),
     ],
 )
 def test_sft_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SFTConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, n, n_proc, steps, rule",
+    [
+        ({"max_steps": 9}, 1000, 4, 9, "set by the recipe"),
+        ({}, 1000, 4, 63, "1 epoch(s) over 1000 examples at 16 examples per step"),  # ceil(1000 / (4 x 4 x 1))
+        ({"gradient_accumulation_steps": 4}, 20000, 4, 313, "64 examples per step"),  # the cluster recipe's batch
+        ({"epochs": 2.0}, 10, 1, 6, "2 epoch(s)"),  # ceil(10 / 4) = 3 per epoch
+    ],
+)
+def test_sft_max_steps(kwargs, n, n_proc, steps, rule):
+    from components.sft.train import sft_max_steps
+
+    got, why = sft_max_steps(SFTConfig(**kwargs), n, n_proc)
+    assert got == steps and rule in why
+
+
+# Fields of SFTConfig that do not reach TRL's SFTConfig, and who reads each of them instead.
+NOT_TRL = {
+    "prompt_format": "prompts and targets (build_sft_rows)", "max_steps": "sft_max_steps", "epochs": "sft_max_steps",
+    "max_examples": "cap_balanced", "rationales": "targets", "teacher_max_new_tokens": "write_rationales",
+    "teacher_batch_size": "write_rationales", "lora_r": "peft LoraConfig", "lora_alpha": "peft LoraConfig",
+    "lora_dropout": "peft LoraConfig", "lora_target_modules": "peft LoraConfig",
+    "tune_vision": "freeze_vision / lora_targets", "max_pixels": "load_model_and_processor",
+    "keep_checkpoints": "fit_sft's clean-up", "num_processes": "components.common.launch",
+}
+
+
+def test_every_setting_reaches_trl_or_a_named_consumer():
+    from components.sft.train import sft_trainer_args
+
+    def trl(c):
+        return sft_trainer_args(c, max_steps=10, on_cuda=False, output_dir="/tmp/x")
+
+    def changed(name):
+        v = getattr(SFTConfig(), name)
+        if isinstance(v, bool):
+            return {name: not v, **({"deepspeed": True} if name == "offload_optimizer" else {})}
+        if isinstance(v, int):
+            return {name: v + 2}
+        if isinstance(v, float):
+            return {name: round(v * 0.5 + 0.25, 6)}
+        return {name: {"prompt_format": "direct", "rationales": "template"}.get(name, v + "x")}
+
+    reaching = set()
+    for f in dataclasses.fields(SFTConfig):
+        kw = changed(f.name)
+        base = SFTConfig(**{k: v for k, v in kw.items() if k != f.name})
+        if trl(SFTConfig(**kw)) != trl(base):
+            reaching.add(f.name)
+    assert not reaching & set(NOT_TRL), "a field listed as read elsewhere reaches TRL: update NOT_TRL"
+    assert reaching | set(NOT_TRL) == {f.name for f in dataclasses.fields(SFTConfig)}
 
 
 def test_sft_trains_saves_and_reopens(tiny_model_dir, mcq_dir, bridge_diagnosis, tmp_path):
@@ -102,9 +175,11 @@ def test_sft_trains_saves_and_reopens(tiny_model_dir, mcq_dir, bridge_diagnosis,
     assert all(math.isfinite(s["loss"]) for s in log["steps"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["n_examples"] == 6
+    assert metrics["targets"]["source"] == "none (answer-only targets)" and metrics["learning_rate"] == 1e-3
     # Only the weak task (pneumonia) and the weak group (microscopy) were trained on.
     assert metrics["tasks"] == ["pathmnist", "pneumoniamnist"] and metrics["fell_back_to_all_tasks"] is False
-    assert metrics["params_changed_fraction"] > 0.5
+    assert 0.2 < metrics["params_changed_fraction"] < 1.0  # the language model moved, the vision tower did not
+    assert all("step_seconds" in s for s in log["steps"])
 
     lineage = read_lineage(out)
     assert lineage["step"] == "sft" and set(lineage["inputs"]) == {"base_model", "sft_set", "diagnosis"}
@@ -113,7 +188,8 @@ def test_sft_trains_saves_and_reopens(tiny_model_dir, mcq_dir, bridge_diagnosis,
     base, _ = load_model_and_processor(str(tiny_model_dir))
     model, processor = load_model_and_processor(str(out))
     base_sd = base.state_dict()
-    assert any(not torch.equal(p, base_sd[n]) for n, p in model.state_dict().items())
+    changed = {n for n, p in model.state_dict().items() if not torch.equal(p, base_sd[n])}
+    assert changed and not any(".visual." in f".{n}" for n in changed)  # tune_vision is off: the ViT stays as probed
     from components.common.prompts import build_messages
     from components.common.records import load_records, open_image
     from components.common.sampling import Prompt, SamplingConfig, TransformersBackend
