@@ -37,12 +37,14 @@ def _is_texts(v: Any) -> bool:
 
 def private_row(value: Any) -> Any:
     """A copy of one dump row (any JSON-like value) without texts and pictures: TEXT_KEYS are dropped at any depth,
-    and `greedy` / `samples` when they hold strings; letters, ids, correctness and counts stay."""
+    `greedy` / `samples` when they hold strings, and the reference `answer` of an open-ended question (a text, where
+    a multiple-choice row's answer is an option letter); letters, ids, correctness and counts stay."""
     if isinstance(value, dict):
+        is_open = value.get("open") is True
         return {
             k: private_row(v)
             for k, v in value.items()
-            if k not in TEXT_KEYS and not (k in _TEXT_WHEN_STRINGS and _is_texts(v))
+            if k not in TEXT_KEYS and not (k in _TEXT_WHEN_STRINGS and _is_texts(v)) and not (is_open and k == "answer")
         }
     if isinstance(value, list):
         return [private_row(v) for v in value]

@@ -10,7 +10,7 @@ The sharpen step measures both on a small, fixed slice of the diagnosis set befo
                 highest corrected Acc@1 among those whose corrected Pass@K stayed within the tolerance of the start
                 (ties: higher Pass@K, then the earlier step); step 0 means the starting model itself
 
-Measuring (`measure_support`) is one function; everything that decides (`summarize_support`, `collapsed`,
+Measuring (`measure_support`, through the shared measurement harness) is one function; everything that decides (`summarize_support`, `collapsed`,
 `within_tolerance`, `guard_decision`) is a pure function of its outcomes and the watch history.
 
 Chance correction (components.common.stats), per watched question with C options and K samples:
@@ -134,14 +134,14 @@ def measure_support(
     model, processor, records, dataset_dir: str | Path, *, k: int, fmt: str, max_new_tokens: int, seed: int,
     temperature: float = 0.7, top_p: float = 0.9, batch_size: int = 8,
 ) -> list[QuestionOutcome]:
-    """K samples and one greedy answer per watched question from an in-memory model with whole weights.
+    """K samples and one greedy answer per watched question from an in-memory model with whole weights, asked and
+    read by the project's one measurement harness (components.common.harness: the same prompts, sampling and answer
+    reading as the diagnosis and the evaluation; the guard runs no judge model inside a training pod).
 
     Under several processes each measures its share of the questions and the outcomes are gathered, in order, on
     every process (so every process takes the same decision)."""
-    from components.common.answers import parse_answer
-    from components.common.prompts import build_messages
-    from components.common.records import open_image
-    from components.common.sampling import Prompt, SamplingConfig, TransformersBackend
+    from components.common.harness import HarnessConfig, measure
+    from components.common.sampling import TransformersBackend
     from components.common.training import gather_objects, process_rank, world_size
 
     if hasattr(model, "get_base_model"):  # a PEFT model mid-training: its base carries the live adapters
@@ -149,23 +149,17 @@ def measure_support(
     mine = list(range(process_rank(), len(records), world_size()))
     outcomes: list[tuple[int, QuestionOutcome]] = []
     if mine:
-        cfg = SamplingConfig(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-            device=str(model.device),
-        )
-        backend = TransformersBackend("", cfg, model=model, processor=processor)
-        prompts = [Prompt(build_messages(records[i], fmt), open_image(dataset_dir, records[i])) for i in mine]
+        harness = HarnessConfig(prompt_format=fmt, k=k, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, batch_size=batch_size, seed=seed, device=str(model.device))
+        backend = TransformersBackend("", harness.sampling(), model=model, processor=processor)
         was_training = model.training
         model.eval()
         try:
-            samples, greedy = backend.sample_and_greedy(prompts, k)
+            measured, _ = measure([records[i] for i in mine], dataset_dir, backend, harness)
         finally:
             model.train(was_training)
-        for i, outs, g in zip(mine, samples, greedy, strict=True):
-            rec = records[i]
-            c = sum(parse_answer(o, rec.options).letter == rec.answer for o in outs)
-            outcomes.append((i, QuestionOutcome(len(rec.options), len(outs), c,
-                                                parse_answer(g, rec.options).letter == rec.answer)))
+        for i, o in zip(mine, measured, strict=True):
+            outcomes.append((i, QuestionOutcome(o.n_options, len(o.sample_correct), o.n_correct, o.greedy_correct)))
     merged = sorted((pair for part in gather_objects(outcomes) for pair in part), key=lambda p: p[0])
     return [o for _, o in merged]
 

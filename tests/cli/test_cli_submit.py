@@ -1,4 +1,4 @@
-"""`medbridge submit` and `submit --schedule` against a KFP API server over real HTTP (tests/cli/kfp_api_server.py):
+"""`medbridge submit` and `submit --schedule` against a KFP API server over real HTTP (tests/kfp_api_server.py):
 the auth header, namespace, service account, pipeline version, cron and parameters that reach the server."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from kfp_api_server import FakeKFP  # tests/cli/kfp_api_server.py (pytest puts this folder on sys.path)
+from kfp_api_server import FakeKFP  # tests/kfp_api_server.py (the folder of tests/conftest.py is on sys.path)
 
 REGISTRY = "registry.hospital.example/ml"
 TOKEN = "projected-sa-token-for-the-test"

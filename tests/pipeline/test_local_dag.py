@@ -53,7 +53,10 @@ def test_dag_runs_end_to_end(case, assets, tmp_path, monkeypatch):
 
     assert result.branch == branch and result.gate == gate
     task_dirs = {p.name.split("-")[0] for p in result.run_dir.iterdir() if p.is_dir()}
-    assert task_dirs == set(steps_run), task_dirs
+    # every path also fingerprints the cached steps' inputs first and publishes the model it ends with last
+    assert task_dirs == set(steps_run) | {"fingerprint", "publish"}, task_dirs
+    published = json.loads(next(result.run_dir.glob("publish*/published/published.json")).read_text())
+    assert published["files"], published
 
     # The diagnosis decided on the held-out PMC-VQA slice, recorded the override and the measured numbers
     diagnosis = json.loads(next(result.run_dir.glob("diagnose/diagnosis/diagnosis.json")).read_text())

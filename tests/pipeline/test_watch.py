@@ -398,14 +398,23 @@ def test_a_person_approves_training_in_the_registry(s3, kfp_api, capsys, tmp_pat
     assert "train-run-1" in line and _entry(client, bucket, sha)["training"][0]["run_id"] == "train-run-1"
     with pytest.raises(ValueError, match="not in the checkpoint registry"):
         watch.entry_for_training(registry, f"s3://{bucket}/ckpts/never-seen")
+    images = ["--image-registry", "registry.example/ml", "--image-tag", "0.1.0"]  # not the placeholder registry
     assert cli(["submit", "--host", kfp_api.url, "--model-ref", f"s3://{bucket}/ckpts/never-seen", "--train",
-                "--registry", registry, "--no-gpu"]) == 2
+                "--registry", registry, "--no-gpu", *images]) == 2
     assert "not in the checkpoint registry" in capsys.readouterr().err
-    assert cli(["submit", "--host", kfp_api.url, "--model-ref", ref, "--train", "--no-gpu"]) == 2
+    assert cli(["submit", "--host", kfp_api.url, "--model-ref", ref, "--train", "--no-gpu", *images]) == 2
     assert "--registry" in capsys.readouterr().err
-    # The person's approval: the full pipeline is submitted and its run recorded in the checkpoint's entry.
-    assert cli(["submit", "--host", kfp_api.url, "--model-ref", ref, "--train", "--registry", registry, "--no-gpu"]) == 0
-    train_run = next(r for r in kfp_api.runs.values() if r["pipeline"] == "medbridge")
+    # The person's approval: the full pipeline is submitted (to a server speaking the whole v2beta1 submit API,
+    # tests/kfp_api_server.py) and its run recorded in the checkpoint's entry.
+    from kfp_api_server import FakeKFP
+
+    server = FakeKFP().start()
+    try:
+        assert cli(["submit", "--host", server.url, "--model-ref", ref, "--train", "--registry", registry,
+                    "--no-gpu", *images]) == 0
+        (train_run,) = server.runs.values()
+    finally:
+        server.stop()
     assert [t["run_id"] for t in _entry(client, bucket, sha)["training"]] == ["train-run-1", train_run["run_id"]]
 
 

@@ -27,8 +27,16 @@ def test_private_evaluation_keeps_no_texts_or_pictures(upstream_with_model, tiny
         (upstream_with_model["eval_set"] / "images" / "organamnist_0.png").read_bytes())
     results, report = _run(upstream_with_model, tiny_model_dir, tmp_path, "--private")
     rows = [json.loads(line) for line in (results / "samples.jsonl").read_text().splitlines()]
-    assert rows and all("greedy" not in r and "samples" not in r for r in rows)
-    assert all({"greedy_letter", "sample_letters", "n_correct"} <= set(r) for r in rows)
+
+    def keys(v):  # every key at any depth
+        if isinstance(v, dict):
+            return set(v) | set().union(*(keys(x) for x in v.values()))
+        return set().union(*(keys(x) for x in v)) if isinstance(v, list) else set()
+
+    assert rows and not keys(rows) & {"completion", "text", "question", "options"}
+    assert any(r.get("open") for r in rows) and all("answer" not in r for r in rows if r.get("open"))  # a reference text
+    mcq = [r for r in rows if not r.get("open")]
+    assert mcq and all({"letter", "correct"} <= set(r["greedy"]) and all("letter" in s for s in r["samples"]) for r in mcq)
     assert not (results / "benchmarks").exists()
     html = report.read_text()
     assert "data:image/png" in html  # MedBridge's own Pass@k curves stay
@@ -43,4 +51,4 @@ def test_private_evaluation_keeps_no_texts_or_pictures(upstream_with_model, tiny
 def test_without_the_flag_completions_are_kept(upstream_with_model, tiny_model_dir, tmp_path):
     results, _ = _run(upstream_with_model, tiny_model_dir, tmp_path)
     rows = [json.loads(line) for line in (results / "samples.jsonl").read_text().splitlines()]
-    assert all(isinstance(r["greedy"], str) for r in rows) and (results / "benchmarks").is_dir()
+    assert all(isinstance(r["greedy"]["completion"], str) for r in rows) and (results / "benchmarks").is_dir()
