@@ -11,11 +11,11 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml images/install_deps.py
+$(VENV)/.installed: pyproject.toml images/install_deps.py images/constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(BIN)/python images/install_deps.py --extras dev --editable
+	$(BIN)/python images/install_deps.py --image cpu --torch-as-installed --extras dev --editable
 	touch $@
 
 ## The main job: the whole pipeline, locally through kfp.local, on the embedded demo profile.
@@ -43,3 +43,32 @@ k8s-check: venv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+## Container images (images/README.md). The builder is whichever works here: docker with a running daemon, podman that
+## can run containers, else buildah with chroot isolation. Where no base image can be pulled, the CPU image is built on
+## a local Debian base made by mmdebstrap; BASE_IMAGE names another. Machine-specific package access is mounted
+## read-only into the build, never baked in: CA_BUNDLE (pip's cert), PIP_CONFIG (a pip configuration file),
+## WHEEL_DIR (a local wheel folder), TORCH_WHEELS (a folder of torch wheels served as the torch index).
+REGISTRY ?= registry.invalid/medbridge
+TAG ?= 0.1.0
+BASE_IMAGE ?=
+CA_BUNDLE ?=
+PIP_CONFIG ?=
+WHEEL_DIR ?=
+TORCH_WHEELS ?=
+IMAGE ?= all
+IMAGE_FLAGS = --registry $(REGISTRY) --tag $(TAG) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) \
+	$(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) $(if $(PIP_CONFIG),--pip-config $(PIP_CONFIG)) \
+	$(if $(WHEEL_DIR),--wheel-dir $(WHEEL_DIR)) $(if $(TORCH_WHEELS),--torch-wheels $(TORCH_WHEELS))
+
+images: venv
+	$(BIN)/python images/build.py build --image $(IMAGE) $(IMAGE_FLAGS)
+
+push: venv
+	$(BIN)/python images/build.py push --image $(IMAGE) --registry $(REGISTRY) --tag $(TAG)
+
+## Build the CPU image with buildah and run the pipeline inside it (not part of `make test`; 15-25 minutes on 2 cores).
+image-test: venv
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq buildah mmdebstrap; }
+	$(BIN)/python images/build.py image-test

@@ -186,6 +186,43 @@ def has_image(builder: Builder, ref: str) -> bool:
     return _run(cmd).returncode == 0
 
 
+def default_base(image: str) -> str:
+    """The base image a Dockerfile names by default (its ARG PYTHON_IMAGE / CUDA_IMAGE)."""
+    text = (ROOT / "images" / IMAGES[image]).read_text()
+    m = re.search(rf"^ARG {BASE_ARG[image]}=(\S+)$", text, re.M)
+    if not m:
+        raise ValueError(f"images/{IMAGES[image]}: no ARG {BASE_ARG[image]}=<default base image>")
+    return m.group(1)
+
+
+def base_available(builder: Builder, ref: str) -> bool:
+    """The base is in the builder's storage or can be pulled now (a registry that answers within a minute)."""
+    if has_image(builder, ref):
+        return True
+    try:
+        return _run([*builder.base_cmd(), "pull", ref], timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def choose_base(builder: Builder, image: str, given: str) -> str:
+    """`given`, else the Dockerfile's base when it can be pulled, else (CPU image only) the local mmdebstrap base."""
+    if given:
+        return given
+    base = default_base(image)
+    if base_available(builder, base):
+        return base
+    if image != "cpu":
+        raise RuntimeError(
+            f"the {image} image's base {base} cannot be pulled here and no local base is given: pass "
+            "BASE_IMAGE=<a CUDA base from your registry> (make images) / --base-image"
+        )
+    if not has_image(builder, LOCAL_BASE):
+        print(f"[images] {base} cannot be pulled: making the local base {LOCAL_BASE} with mmdebstrap", flush=True)
+        make_base(LOCAL_BASE, builder)
+    return LOCAL_BASE
+
+
 def plan_from_args(args: argparse.Namespace, image: str) -> BuildPlan:
     build_args = dict(kv.split("=", 1) for kv in args.build_arg)
     build_args.setdefault("CODE_VERSION", code_version())
@@ -216,6 +253,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     images = list(IMAGES) if args.image == "all" else [args.image]
     for image in images:
         plan = plan_from_args(args, image)
+        plan.build_args[BASE_ARG[image]] = choose_base(builder, image, args.base_image)
         cmd = build_command(builder, plan)
         print("[images] " + " ".join(cmd), flush=True)
         started = time.time()

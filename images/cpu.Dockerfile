@@ -16,6 +16,9 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG EXTRAS=
 # Recorded in every artifact's lineage.json (components/common/lineage.py reads MEDBRIDGE_CODE_VERSION).
 ARG CODE_VERSION=unknown
+# 1 only for `make image-test` (images/image_test.py), which builds offline on a local base with a CPU torch: every
+# pin but torch's is in force and the CUDA-torch check is skipped. Never set it for an image you deploy.
+ARG OFFLINE_TEST=0
 # 1 = never contact the Hugging Face hub (air-gapped sites: weights come from the cache volume or s3://).
 ARG HF_HUB_OFFLINE=0
 
@@ -36,11 +39,13 @@ WORKDIR /opt/medbridge/src
 COPY pyproject.toml ./
 COPY images/install_deps.py images/install_deps.py
 COPY images/constraints images/constraints
-RUN python images/install_deps.py --deps-only --image cpu --extras "${EXTRAS}"
+RUN python images/install_deps.py --deps-only --image cpu --extras "${EXTRAS}" \
+    $( [ "$OFFLINE_TEST" = 1 ] && echo --torch-as-installed )
 
 # 3) the project itself (non-editable, into the venv); the source stays in the image for audits.
 COPY . .
 RUN python images/install_deps.py --image cpu --extras "${EXTRAS}" \
+    $( [ "$OFFLINE_TEST" = 1 ] && echo --torch-as-installed ) \
  && cd / && python -c "import torch, components.common.storage; assert torch.version.cuda is None, 'CUDA torch in the CPU image'"
 
 # Model / data cache: mount a PersistentVolumeClaim (k8s/base/pvc.yaml) here. Group 0 + g+rwX lets

@@ -47,8 +47,11 @@ def requirements(extras: list[str]) -> tuple[list[str], list[str]]:
     return normal, no_deps
 
 
-def image_constraints(image: str) -> Path:
-    """images/constraints/<image>.txt, after checking that the installed torch is the one it pins."""
+def image_constraints(image: str, torch_as_installed: bool = False) -> Path:
+    """images/constraints/<image>.txt, after checking that the installed torch is the one it pins. With
+    `torch_as_installed` the pins hold for everything but torch, which stays as installed (a copy of the file with
+    that one line changed): what a development environment, CI, or the offline image test (a CPU torch where the
+    image has a CUDA build) need; never what a deployed image is built with."""
     from importlib.metadata import PackageNotFoundError, version
 
     path = CONSTRAINTS / f"{image}.txt"
@@ -60,6 +63,15 @@ def image_constraints(image: str) -> Path:
         installed = version("torch").split("+")[0]
     except PackageNotFoundError:
         installed = None
+    if torch_as_installed and installed is not None and installed != pinned.get("torch"):
+        import tempfile
+
+        print(f"[install_deps] {path.name}: every pin in force except torch, kept at the installed {installed} "
+              f"(the image pins {pinned.get('torch')})", file=sys.stderr)
+        text = re.sub(r"(?m)^torch==\S+$", f"torch=={installed}", path.read_text())
+        copy = Path(tempfile.mkdtemp(prefix="medbridge-constraints-")) / path.name
+        copy.write_text(text)
+        return copy
     if installed is not None and installed != pinned.get("torch"):
         raise SystemExit(
             f"torch {installed} is installed but {path} pins torch=={pinned.get('torch')}: "
@@ -79,11 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deps-only", action="store_true", help="install the dependencies, not the project itself")
     parser.add_argument("--image", default=None, choices=("cpu", "train", "serve"),
                         help="apply images/constraints/IMAGE.txt (the image's pinned library stack)")
+    parser.add_argument("--torch-as-installed", action="store_true",
+                        help="with --image: every pin but torch's, which stays as installed (development, CI, the "
+                             "offline image test); never for a deployed image")
+    parser.add_argument("--dry-run", action="store_true", help="resolve only (pip install --dry-run); install nothing")
     args = parser.parse_args(argv)
-    if args.image:
-        args.constraint = [str(image_constraints(args.image)), *args.constraint]
+    if args.image and args.dry_run:  # resolving what the image installs: torch at its pin, whatever is installed here
+        args.constraint = [str(CONSTRAINTS / f"{args.image}.txt"), *args.constraint]
+    elif args.image:
+        args.constraint = [str(image_constraints(args.image, args.torch_as_installed)), *args.constraint]
     normal, no_deps = requirements([e.strip() for e in args.extras.split(",") if e.strip()])
     pip = [sys.executable, "-m", "pip", "install", "--quiet", *(a for c in args.constraint for a in ("-c", c))]
+    if args.dry_run:  # what the image would install, resolved against its constraints; nothing is downloaded whole
+        subprocess.check_call([*pip, "--dry-run", "--ignore-installed", "--use-feature=fast-deps", *normal,
+                               *MEDMNIST_LIGHT_DEPS])
+        return 0
     subprocess.check_call([*pip, *normal, *MEDMNIST_LIGHT_DEPS])
     subprocess.check_call([*pip, "--no-deps", *no_deps])
     if not args.deps_only:

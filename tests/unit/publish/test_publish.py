@@ -18,9 +18,9 @@ def _outcomes(n: int, correct: int, k: int = 4):
     from components.evaluate.scoring import QuestionOutcome
 
     return [
-        QuestionOutcome(id=f"q{i}", task="pmc-vqa", answer="A", greedy_letter="A" if i < correct else "B",
-                        greedy_correct=i < correct, sample_letters=["A"] * (k if i < correct + 2 else 0) + ["B"] * (0 if i < correct + 2 else k),
-                        n_correct=k if i < correct + 2 else 0, n_format_fail=0)
+        QuestionOutcome(id=f"q{i}", task="pmc-vqa", group="none", answer="A", n_options=4,
+                        greedy_letter="A" if i < correct else "B", greedy_correct=i < correct,
+                        sample_letters=["A" if i < correct + 2 else "B"] * k, sample_correct=[i < correct + 2] * k)
         for i in range(n)
     ]
 
