@@ -338,6 +338,7 @@ def shared_prefix_generate(
     stats: dict | None = None,
     profile: bool = False,
     cuda_graph: bool = False,
+    logprobs: bool = False,
 ):
     """Sample `n` continuations (plus one greedy row first when `greedy_row`) of each prompt in `enc`.
 
@@ -349,6 +350,9 @@ def shared_prefix_generate(
     `profile` (CUDA): CUDA-event time of the model forward and of sampling per step, added to `stats`.
     `cuda_graph`: decode with static shapes, replaying CUDA graphs of the forward (`_GraphDecode`) instead of running
     the model's Python per layer and step; attention then reads the cache in 64-position buckets through a mask.
+    `logprobs`: also return a float (B, rows, T) tensor of each new token's log-probability under the model's
+    temperature-scaled distribution, log_softmax(logits / temperature), before suppression and top-p (what a trainer's
+    forward pass computes for the same token; 0 after a sequence's end).
     """
     import time
 
@@ -408,6 +412,7 @@ def shared_prefix_generate(
         eos = torch.tensor(list(eos_ids), dtype=torch.long, device=dev)
         suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=dev)
         tokens = torch.full((r_all, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+        token_logps = torch.zeros((r_all, max_new_tokens), dtype=torch.float32, device=dev) if logprobs else None
         done = torch.zeros(r_all, dtype=torch.bool, device=dev)
         pad_tok = torch.full((r_all,), pad_id, dtype=torch.long, device=dev)
         logits = first_logits
@@ -420,6 +425,8 @@ def shared_prefix_generate(
                     events.append([torch.cuda.Event(enable_timing=True) for _ in range(3)])
                     events[-1][0].record()
                 logits = logits.float()
+                if logprobs:
+                    scaled = torch.log_softmax(logits / temperature, dim=-1)
                 if len(suppress):
                     logits[:, suppress] = float("-inf")
                 tok = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)
@@ -427,6 +434,9 @@ def shared_prefix_generate(
                     tok = torch.where(is_greedy, logits.argmax(-1), tok)
                 tok = torch.where(done, pad_tok, tok)
                 tokens[:, t] = tok
+                if logprobs:
+                    token_logps[:, t] = torch.where(done, 0.0, scaled.gather(1, tok[:, None]).squeeze(1))
+                    del scaled
                 steps = t + 1
                 if timed:
                     events[-1][1].record()
@@ -472,7 +482,90 @@ def shared_prefix_generate(
                 sample_s=sum(e[0].elapsed_time(e[1]) for e in events) / 1e3,
                 forward_s=sum(e[1].elapsed_time(e[2]) for e in events[:-1]) / 1e3,
             )
-    return tokens[:, :steps].reshape(bsz, rows, steps)
+    out = tokens[:, :steps].reshape(bsz, rows, steps)
+    if logprobs:
+        return out, token_logps[:, :steps].reshape(bsz, rows, steps)
+    return out
+
+
+def score_continuations(
+    model,
+    enc: dict,
+    continuations: list[list[int]],
+    *,
+    keep: list[list[bool]] | None = None,
+    temperature: float = 1.0,
+    image_token_id: int | None = None,
+) -> list:
+    """Log-probabilities of given continuations of ONE prompt: the prompt is prefilled once (vision tower included)
+    and all continuations are scored together in one forward over copies of its KV cache (no G-fold prompt).
+
+    `enc` holds the processor's tensors for a single prompt (no padding). Returns, per continuation, a float tensor
+    of log_softmax(logits / temperature) at each of its tokens (only the positions `keep` marks, when given: the LM
+    head then runs on those positions alone). Equals a full forward of prompt + continuation (tested on CPU)."""
+    import torch
+
+    input_ids = enc["input_ids"]
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"score_continuations scores one prompt at a time; got a batch of {input_ids.shape[0]}")
+    if not continuations or not all(continuations):
+        raise ValueError("score_continuations needs at least one continuation and no empty one")
+    keep = keep or [[True] * len(c) for c in continuations]
+    dev = input_ids.device
+    length = input_ids.shape[1]
+    rows, t_max = len(continuations), max(len(c) for c in continuations)
+    model_kwargs = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    if model_kwargs.get("pixel_values") is not None and "mm_token_type_ids" not in model_kwargs and image_token_id is not None:
+        model_kwargs["mm_token_type_ids"] = (input_ids == image_token_id).int()
+    inner = model.model
+    text_model = inner.language_model
+    with torch.no_grad():
+        inner.rope_deltas = None
+        if model_kwargs.get("pixel_values") is not None:
+            out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True,
+                        logits_to_keep=1, **model_kwargs)
+            delta = int(inner.rope_deltas.reshape(-1)[0])
+        else:
+            pos = torch.arange(length, device=dev)
+            out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                        position_ids=pos.view(1, 1, -1).expand(3, 1, -1), use_cache=True, logits_to_keep=1)
+            delta = 0
+        first = torch.log_softmax(out.logits[0, -1].float() / temperature, dim=-1)  # predicts every token 0
+        cache = _PrefixCache(out.past_key_values, rows, t_max)
+        del out
+        tokens = torch.zeros((rows, t_max), dtype=torch.long, device=dev)
+        for i, c in enumerate(continuations):
+            tokens[i, : len(c)] = torch.tensor(c, dtype=torch.long, device=dev)
+        # Prompt positions are all attended; the continuation part is causal. Padding after a short continuation is
+        # never read by its own tokens (causal), so it needs no mask.
+        mask = torch.ones((rows, 1, t_max, length + t_max), dtype=torch.bool, device=dev)
+        mask[:, 0, :, length:] = torch.ones((t_max, t_max), dtype=torch.bool, device=dev).tril()
+        position_ids = (length + delta + torch.arange(t_max, device=dev)).view(1, 1, -1).expand(3, rows, -1)
+        with _decode_attention(text_model.config):
+            hidden = text_model(
+                input_ids=tokens,
+                attention_mask={"full_attention": mask, "sliding_attention": mask},
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state
+        # Token t (t >= 1) is predicted at continuation position t - 1; token 0 by the prefill.
+        sel = [(i, t) for i, k in enumerate(keep) for t, on in enumerate(k) if on]
+        later = [(i, t) for i, t in sel if t > 0]
+        scores: dict = {}
+        if later:
+            idx_r = torch.tensor([i for i, _ in later], device=dev)
+            idx_t = torch.tensor([t for _, t in later], device=dev)
+            logp = torch.log_softmax(model.lm_head(hidden[idx_r, idx_t - 1]).float() / temperature, dim=-1)
+            got = logp.gather(1, tokens[idx_r, idx_t][:, None]).squeeze(1)
+            scores.update({key: got[j] for j, key in enumerate(later)})
+        for i, t in sel:
+            if t == 0:
+                scores[(i, 0)] = first[tokens[i, 0]]
+    return [
+        torch.stack([scores[(i, t)] for t, on in enumerate(k) if on]) if any(k) else torch.zeros(0, device=dev)
+        for i, k in enumerate(keep)
+    ]
 
 
 class TransformersBackend:

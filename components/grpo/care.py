@@ -84,6 +84,7 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
         margin: float | None = 0.01,
         ema_decay: float = 0.995,
         ema_every: int = 10,
+        shared_prefix_scoring: bool = True,
         **kwargs,
     ):
         reward_funcs = [*reward_funcs, care_consistency_bonus]
@@ -99,6 +100,9 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
         self._acc_idx = self.reward_func_names.index(accuracy_func_name)
         self._bonus_idx = self.reward_func_names.index(BONUS_FUNC_NAME)
         self.care = {"bonus": bonus, "upper_bound": upper_bound, "margin": margin}
+        # Under ZeRO-3 every process must call the sharded reference equally often, which one forward per completion
+        # guarantees; the shared-prefix scoring's call count follows the prompts a process holds.
+        self.shared_prefix_scoring = shared_prefix_scoring and not self.is_deepspeed_enabled
         self.ema_model = self._build_ema_model()
         self.ema_callback = EMAReferenceCallback(self, ema_decay, ema_every)
         self.add_callback(self.ema_callback)
@@ -127,6 +131,42 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
     @torch.no_grad()
     def _reference_confidence(self, prompts, completion_ids_list) -> torch.Tensor:
         """Per completion: exp(mean log p_ref(answer token | prompt, image, preceding completion tokens))."""
+        if self.shared_prefix_scoring:
+            return self._reference_confidence_shared(prompts, completion_ids_list)
+        return self._reference_confidence_each(prompts, completion_ids_list)
+
+    @torch.no_grad()
+    def _reference_confidence_shared(self, prompts, completion_ids_list) -> torch.Tensor:
+        """The same confidences, each group's prompt prefilled once (vision tower included) and its completions
+        scored together over copies of its KV cache, the LM head only at answer tokens
+        (`components.common.sampling.score_continuations`; equal to `_reference_confidence_each`, tested)."""
+        from components.common.sampling import score_continuations
+        from components.grpo.rollout import prompt_key, prompt_runs
+
+        tok = self._tokenizer
+        device = self.accelerator.device
+        ema = self.ema_model.get_base_model() if hasattr(self.ema_model, "get_base_model") else self.ema_model
+        out = [0.0] * len(prompts)
+        for start, n in prompt_runs([prompt_key(p) for p in prompts]):
+            comps = [list(c) or [tok.pad_token_id or 0] for c in completion_ids_list[start : start + n]]
+            masks = [answer_token_mask([tok.decode([t]) for t in c]) for c in comps]
+            if not any(any(m) for m in masks):
+                continue
+            prompt_ids, _, mm = self._tokenize_prompts([prompts[start]])
+            enc = {"input_ids": torch.tensor([list(prompt_ids[0])], device=device)}
+            for k, v in mm.items():
+                enc[k] = (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v).to(device)
+                if k in ("token_type_ids", "mm_token_type_ids"):
+                    enc[k] = enc[k].reshape(1, -1)
+            logps = score_continuations(ema, enc, comps, keep=masks,
+                                        image_token_id=getattr(ema.config, "image_token_id", None))
+            for i, lp in enumerate(logps):
+                out[start + i] = mean_probability(lp.tolist()) if len(lp) else 0.0
+        return torch.tensor(out, dtype=torch.float32, device=device)
+
+    @torch.no_grad()
+    def _reference_confidence_each(self, prompts, completion_ids_list) -> torch.Tensor:
+        """One reference forward of prompt + completion per completion (TRL's tokenisation of each prompt)."""
         tok = self._tokenizer
         device = self.accelerator.device
         out = []

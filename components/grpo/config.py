@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from components.common.cli import check_nonempty
 from components.common.prompts import check_prompt_format
+from components.grpo.rollout import check_rollout
 
 
 @dataclass
@@ -46,6 +47,24 @@ class SharpenConfig:
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest sampled completion during training"})
+    rollout: str = field(
+        default="shared_prefix",
+        metadata={"help": "rollout engine: shared_prefix (the project's sampler through TRL's rollout_func: one "
+                          "prefill per prompt, its group decoded together, CUDA graphs on GPU), trl (TRL's own "
+                          "model.generate), vllm (TRL's vLLM colocate mode; needs vLLM in the image)"},
+    )
+    rollout_max_rows: int = field(
+        default=512, metadata={"help": "shared_prefix: most rows (prompts x num_generations) decoded together"}
+    )
+    steps_per_generation: int = field(
+        default=0,
+        metadata={"help": "optimizer micro-steps served by one rollout batch (TRL's steps_per_generation; 0 = "
+                          "gradient_accumulation_steps: one on-policy rollout per optimizer step). Larger values "
+                          "reuse a rollout over several optimizer steps (TRL then corrects with old log-probs)"},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "rollout=vllm: fraction of each GPU's memory vLLM may take beside training"}
+    )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the GRPO rollouts"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus top-p for the GRPO rollouts"})
     max_pixels: int = field(default=0, metadata={"help": "image pixels cap of the processor (0 = the checkpoint's own)"})
@@ -100,11 +119,12 @@ class SharpenConfig:
 
     def __post_init__(self):
         check_prompt_format(self.prompt_format)
-        for name in ("num_generations", "prompts_per_step", "gradient_accumulation_steps",
+        check_rollout(self.rollout)
+        for name in ("num_generations", "rollout_max_rows", "prompts_per_step", "gradient_accumulation_steps",
                      "max_new_tokens", "k", "watch_size", "watch_max_new_tokens", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("max_steps", "max_prompts", "watch_every_steps", "max_pixels", "num_processes"):
+        for name in ("max_steps", "max_prompts", "steps_per_generation", "watch_every_steps", "max_pixels", "num_processes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = automatic / off)")
         if not self.epochs > 0:
@@ -119,6 +139,8 @@ class SharpenConfig:
             raise ValueError(f"temperature={self.temperature} must be > 0 (GRPO samples its rollouts)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1]")
         if not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={self.max_grad_norm} must be > 0")
         if self.beta < 0:

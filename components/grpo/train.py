@@ -2,6 +2,7 @@
 that stops a collapsing run and ships the best checkpoint before the collapse.
 
     from components.grpo.config import SharpenConfig, SharpenIO
+from components.grpo.rollout import SharedPrefixRollout, require_rollout_backend, rollout_trainer_args
     from components.grpo.train import train_grpo
     metrics = train_grpo(SharpenConfig(max_steps=5),
                          SharpenIO("Qwen/Qwen2.5-VL-7B-Instruct", "rl_set/", "diag_set/", "diagnosis/", "out/model"))
@@ -35,6 +36,7 @@ from components.common.training import (
     steps_for_epochs,
 )
 from components.grpo.config import SharpenConfig, SharpenIO
+from components.grpo.rollout import SharedPrefixRollout, require_rollout_backend, rollout_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,48 @@ def grpo_trainer_args(
         beta=cfg.beta,
         reward_weights=[1.0, cfg.format_weight],
         generation_kwargs={"suppress_tokens": suppress},
+        **rollout_trainer_args(cfg.rollout, steps_per_generation=cfg.steps_per_generation,
+                               vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization),
         **runtime_args(
             on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed, save_steps=cfg.watch_every_steps,
             max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer,
         ),
     )
+
+
+
+def make_grpo_trainer(cfg: SharpenConfig, *, model, processor, args, rows: list[dict[str, Any]]):
+    """TRL's GRPOTrainer for `cfg` (GRPO-CARE's subclass when consistency_bonus > 0): the accuracy and format rewards,
+    LoRA adapters when `cfg.lora`, and the rollout engine `cfg.rollout` (shared_prefix: TRL's `rollout_func`; vllm:
+    set in `args`; trl: TRL's own generation). The benchmarks build the same trainer through this function."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from components.common.training import lora_config
+    from components.grpo.rewards import accuracy_reward, make_format_reward
+
+    common = dict(
+        model=model,
+        reward_funcs=[accuracy_reward, make_format_reward(cfg.prompt_format)],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules) if cfg.lora else None,
+    )
+    if cfg.rollout == "shared_prefix":
+        import warnings
+
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'")  # TRL marks it experimental
+        common["rollout_func"] = SharedPrefixRollout(max_rows=cfg.rollout_max_rows, seed=cfg.seed)
+    if cfg.consistency_bonus > 0:
+        from components.grpo.care import ConsistencyGRPOTrainer
+
+        return ConsistencyGRPOTrainer(
+            **common, bonus=cfg.consistency_bonus, upper_bound=cfg.confidence_upper_bound,
+            margin=cfg.consistency_margin, ema_decay=cfg.ema_decay, ema_every=cfg.ema_every,
+            shared_prefix_scoring=cfg.rollout != "trl",
+        )
+    return GRPOTrainer(**common)
 
 
 # Fields that change where or how long checkpoints are kept, not what is trained.
@@ -175,8 +214,7 @@ def _shipped_model(trainer, ship_step: int, final_step: int, start: str, root: P
 def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     """Train `io.init_model` (bridge) or `io.model` (sharpen) with GRPO on `io.rl_set`; write the model to `io.out`."""
     import torch
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
     from trl.models import unwrap_model_for_generation
 
     from components.common.checkpoints import (
@@ -193,7 +231,6 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
         changed_fraction,
         is_main_process,
         load_module_weights,
-        lora_config,
         param_digest,
         restore_checkpoint_weights,
         save_module_weights,
@@ -206,7 +243,6 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
         plot_watch,
         summarize_support,
     )
-    from components.grpo.rewards import accuracy_reward, make_format_reward
 
     start = io.init_model or io.model
     rl_set_dir, watch_set_dir = io.rl_set, io.watch_set
@@ -222,6 +258,7 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     if not watch:
         raise ValueError(f"{watch_set_dir}: watch set is empty; pass the diagnosis MCQ set")
 
+    require_rollout_backend(cfg.rollout)
     n_processes = dist_info().world_size
     root = Path(io.checkpoint_dir) if io.checkpoint_dir else task_checkpoint_dir(cfg, io, n_processes)
     max_steps, steps_rule = grpo_max_steps(cfg, len(with_image), n_processes)
@@ -243,26 +280,8 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     if resume and not cfg.deepspeed and not cfg.lora:
         restore_checkpoint_weights(model, resume)  # (DeepSpeed and LoRA checkpoints load through the Trainer)
 
-    peft_config = None
-    if cfg.lora:
-        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules)
-    common = dict(
-        model=model,
-        reward_funcs=[accuracy_reward, make_format_reward(cfg.prompt_format)],
-        args=args,
-        train_dataset=Dataset.from_list(build_grpo_rows(with_image, rl_set_dir, cfg.prompt_format)),
-        processing_class=processor,
-        peft_config=peft_config,
-    )
-    if cfg.consistency_bonus > 0:
-        from components.grpo.care import ConsistencyGRPOTrainer
-
-        trainer = ConsistencyGRPOTrainer(
-            **common, bonus=cfg.consistency_bonus, upper_bound=cfg.confidence_upper_bound,
-            margin=cfg.consistency_margin, ema_decay=cfg.ema_decay, ema_every=cfg.ema_every,
-        )
-    else:
-        trainer = GRPOTrainer(**common)
+    trainer = make_grpo_trainer(cfg, model=model, processor=processor, args=args,
+                                rows=build_grpo_rows(with_image, rl_set_dir, cfg.prompt_format))
     ema = getattr(trainer, "ema_model", None)
 
     history: list[dict[str, Any]] = read_json_in(resume, WATCH_FILE)["history"] if resume else []

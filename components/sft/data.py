@@ -77,3 +77,23 @@ def build_sft_rows(
         row["images"] = [open_image(dataset_dir, r)] if r.image is not None else []
         rows.append(row)
     return rows
+
+
+def example_lengths(rows: list[dict[str, Any]], processor) -> list[int]:
+    """Tokens of each SFT row as TRL's vision collator builds it: the chat template of prompt + completion, each
+    image's one placeholder expanded to its visual tokens (Qwen2.5-VL's resize: sides rounded to patch x merge,
+    area within the processor's pixel bounds). No image is processed: the lengths of 20k rows take seconds."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    ip = processor.image_processor
+    factor = ip.patch_size * ip.merge_size
+    min_px, max_px = ip.size["shortest_edge"], ip.size["longest_edge"]
+    out = []
+    for row in rows:
+        text = processor.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        n = len(processor.tokenizer(text)["input_ids"])
+        for img in row.get("images") or []:
+            h, w = smart_resize(img.height, img.width, factor=factor, min_pixels=min_px, max_pixels=max_px)
+            n += (h // factor) * (w // factor) - 1
+        out.append(n)
+    return out

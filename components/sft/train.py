@@ -81,9 +81,50 @@ def sft_trainer_args(cfg: SFTConfig, *, max_steps: int, on_cuda: bool, output_di
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a fraction of max_steps
         max_length=cfg.max_length,
-        **runtime_args(on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed, save_steps=cfg.save_every_steps,
-                       max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer),
+        **{
+            **runtime_args(on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed, save_steps=cfg.save_every_steps,
+                           max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer),
+            "gradient_checkpointing": on_cuda and cfg.gradient_checkpointing,
+            "train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random",
+            # The sampler reads the `length` column, which transformers would otherwise drop before it (TRL's vision
+            # collator reads only the columns it knows).
+            "remove_unused_columns": not cfg.group_by_length,
+            "use_liger_kernel": cfg.liger_kernels,
+        },
     )
+
+
+def require_speed_packages(cfg: SFTConfig) -> None:
+    """Bad input found before any model loads: `liger_kernels: true` without the liger-kernel package."""
+    import importlib.util
+
+    if cfg.liger_kernels and importlib.util.find_spec("liger_kernel") is None:
+        raise ValueError(
+            "liger_kernels=True needs the liger-kernel package (pip install liger-kernel; GPUs only), which this "
+            "image lacks: set liger_kernels: false"
+        )
+
+
+def make_sft_trainer(cfg: SFTConfig, *, model, processor, args, rows: list[dict[str, Any]]):
+    """TRL's SFTTrainer for `cfg`: LoRA adapters (vision tower's too with tune_vision) or full weights with the
+    vision tower frozen unless tune_vision, and each row's token count as the `length` column when group_by_length
+    (so transformers' length-grouped sampler needs no tokenisation pass). The benchmarks build it through here."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from components.common.training import freeze_vision, lora_config, lora_targets
+    from components.sft.data import example_lengths
+
+    peft_config = None
+    if cfg.lora:
+        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                                  lora_targets(cfg.lora_target_modules, cfg.tune_vision))
+    elif not cfg.tune_vision:
+        freeze_vision(model)
+    if cfg.group_by_length:
+        rows = [{**r, "length": n} for r, n in zip(rows, example_lengths(rows, processor), strict=True)]
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor,
+                      peft_config=peft_config)
 
 
 def task_checkpoint_dir(step: str, cfg: SFTConfig, inputs: dict[str, str], n_processes: int) -> Path:
@@ -117,9 +158,7 @@ def fit_sft(
 ) -> dict[str, Any]:
     """Train on `selection.records` (images under `sft_set_dir`) and write the model artifact to `out_dir`."""
     import torch
-    from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
 
     from components.common.checkpoints import (
         StopRequest,
@@ -132,12 +171,9 @@ def fit_sft(
     from components.common.training import (
         barrier,
         changed_fraction,
-        freeze_vision,
         gather_trained_model,
         init_process_group,
         is_main_process,
-        lora_config,
-        lora_targets,
         param_digest,
         restore_checkpoint_weights,
         save_model_dir,
@@ -150,6 +186,7 @@ def fit_sft(
     )
 
     check_targets(cfg, teacher_model)
+    require_speed_packages(cfg)
     records = cap_balanced(selection.records, cfg.max_examples, cfg.seed)
     if not records:
         raise ValueError(f"{sft_set_dir}: no records to train on")
@@ -175,7 +212,6 @@ def fit_sft(
             f"{sft_set_dir}: every one of {len(records)} teacher rationales was rejected (empty, or arguing for "
             f"another option); check --teacher-model {teacher_model!r}"
         )
-    dataset = Dataset.from_list(rows)
 
     max_steps, steps_rule = sft_max_steps(cfg, len(rows), n_processes)
     on_cuda = torch.cuda.is_available()
@@ -192,15 +228,7 @@ def fit_sft(
     before = param_digest(model)
     if resume and not cfg.deepspeed and not cfg.lora:
         restore_checkpoint_weights(model, resume)  # (DeepSpeed and LoRA checkpoints load through the Trainer)
-    peft_config = None
-    if cfg.lora:
-        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
-                                  lora_targets(cfg.lora_target_modules, cfg.tune_vision))
-    elif not cfg.tune_vision:
-        freeze_vision(model)
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft_config
-    )
+    trainer = make_sft_trainer(cfg, model=model, processor=processor, args=args, rows=rows)
     stop = StopRequest()
     preemption, completion = checkpoint_callbacks(root, stop)
     for cb in (step_stats_callback(), preemption, completion):

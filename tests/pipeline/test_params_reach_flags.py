@@ -167,7 +167,8 @@ def _field_change(cfg, name):
     fixed = {"prompt_format": "scaffold" if v != "scaffold" else "direct",
              "rationales": "template" if v == "teacher" else "teacher",
              "top_p": 0.5, "confidence_upper_bound": 0.5, "warmup_ratio": 0.25, "lora_dropout": 0.25,
-             "ema_decay": 0.5, "collapse_tolerance": 0.25}
+             "ema_decay": 0.5, "collapse_tolerance": 0.25, "rollout": "trl" if v != "trl" else "shared_prefix",
+             "vllm_gpu_memory_utilization": 0.5}
     if name in fixed:
         return {name: fixed[name]}
     return {name: v + "-x" if isinstance(v, str) else _changed(v)}

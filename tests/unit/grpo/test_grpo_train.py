@@ -103,13 +103,13 @@ def test_grpo_plain_via_launcher(varying_reward, tiny_model_dir, mcq_dir, bridge
         "--model", str(tiny_model_dir), "--rl-set", str(mcq_dir), "--watch-set", str(mcq_dir),
         "--diagnosis", str(bridge_diagnosis), "--out", str(out), "--prompt-format", "direct", "--max-steps", "2",
         "--num-generations", "2", "--max-new-tokens", "6", "--k", "2", "--watch-size", "1",
-        "--watch-max-new-tokens", "4", "--consistency-bonus", "0", "--learning-rate", "5e-3",
+        "--watch-max-new-tokens", "4", "--consistency-bonus", "0", "--learning-rate", "5e-3", "--rollout", "trl",
     ])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["consistency_aware"] is False and metrics["init_from"] == "model"
     log = json.loads((out / "train_log.json").read_text())
-    assert not any("rewards/care_consistency_bonus/mean" in s for s in log["steps"])  # plain TRL GRPO
+    assert not any("rewards/care_consistency_bonus/mean" in s for s in log["steps"])  # plain TRL GRPO, TRL's generate
 
 
 @pytest.mark.parametrize(
@@ -162,6 +162,7 @@ NOT_TRL = {
     "max_prompts": "rl_set selection", "k": "support guard", "watch_size": "support guard",
     "watch_max_new_tokens": "support guard", "collapse_tolerance": "support guard", "stop_on_collapse": "support guard",
     "keep_checkpoints": "train_grpo's clean-up", "num_processes": "components.common.launch",
+    "rollout_max_rows": "SharedPrefixRollout",  # (rollout itself reaches TRL: vllm sets use_vllm)
 }
 
 
@@ -174,7 +175,7 @@ def _changed(cfg, name):
         return dataclasses.replace(cfg, **{name: v + 2}), {}
     if isinstance(v, float):
         return dataclasses.replace(cfg, **{name: round(v * 0.5 + 0.25, 6) if name != "top_p" else 0.5}), {}
-    return dataclasses.replace(cfg, **{name: "direct" if name == "prompt_format" else v + "x"}), {}
+    return dataclasses.replace(cfg, **{name: {"prompt_format": "direct", "rollout": "vllm"}.get(name, v + "x")}), {}
 
 
 def test_every_setting_reaches_trl_or_a_named_consumer():

@@ -127,6 +127,7 @@ NOT_TRL = {
     "lora_dropout": "peft LoraConfig", "lora_target_modules": "peft LoraConfig",
     "tune_vision": "freeze_vision / lora_targets", "max_pixels": "load_model_and_processor",
     "keep_checkpoints": "fit_sft's clean-up", "num_processes": "components.common.launch",
+    "gradient_checkpointing": "TRL's gradient_checkpointing on CUDA only (these arguments are CPU's; test_sft_speed)",
 }
 
 

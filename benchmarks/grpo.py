@@ -1,0 +1,416 @@
+"""GRPO throughput of the sharpen step's own trainer on one GPU: TRL's generation and the project's rollout engine side by
+side in the same run, with the split of a step and the fraction of the relevant bound.
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/grpo.py --json-out /tmp/grpo_bench.json 2>&1 | tee grpo_bench.log
+    PYTHONPATH=. python3 benchmarks/grpo.py --tiny --device cpu        # the tiny model on CPU: a smoke test (tests)
+
+Trainer: `components.grpo.train.make_grpo_trainer`, i.e. TRL 1.16's GRPOTrainer with GRPO-CARE
+(`ConsistencyGRPOTrainer`: EMA reference, consistency bonus), the accuracy and format rewards, LoRA (the
+grpo_qwen25vl7b_care_lora recipe's adapters, lr 1e-5), bf16 and gradient checkpointing as `runtime_args` sets them on
+a GPU. Only the rollout engine and the batch shape differ between runs (--runs, comma-separated
+`ENGINE:PROMPTSxGENERATIONS[xACCUMULATION]`):
+  trl:8x8              TRL's own `model.generate` (CARE's reference: one forward per completion), 8 prompts x 8
+                       completions per optimizer step: the shape of the earlier stock measurement;
+  shared_prefix:8x8    the project's engine (`rollout: shared_prefix`: one prefill per prompt, the group decoded
+                       together with CUDA graphs; CARE's reference: one prefill per prompt);
+  shared_prefix:8x8x4  the same with 4 accumulation micro-batches per optimizer step, so one rollout batch holds
+                       32 prompts x 8 = 256 rows (still on-policy: one rollout per optimizer step).
+Each run builds a fresh model (same seed, same weights), does --warmup optimizer steps (CUDA-graph capture, allocator
+warm-up) and then --steps timed ones.
+
+Model: the Qwen2.5-VL-7B config (benchmarks/qwen25vl_7b.py) with the tiny test tokenizer's vocabulary (~7.2 B
+parameters; the earlier stock measurement used the same), RANDOM bf16 weights built on the GPU. A random model never
+writes an end token, so every completion is exactly --max-new-tokens long, and it never writes an answer: CARE's
+reference would then have nothing to score, so this benchmark marks the last 4 tokens of every completion as its
+answer span (both engines score them). Rewards are 0, so advantages are 0; the forward, backward and optimizer step
+run all the same. Data: --image-size px random images (448 px -> 256 image tokens), 4-option questions, the direct
+prompt format.
+
+Printed per run: completion tokens/s per GPU including the policy update (completion tokens of the timed steps /
+their wall time), the split of a step (generation = TRL's `_generate`: tokenisation + sampling; reward + CARE =
+`_calculate_rewards`: the reward functions and the EMA reference's scoring; other scoring = the rest of
+`_generate_and_score_completions`: image processing for the forward, padding, advantages; forward + backward =
+`training_step` minus `_prepare_inputs`; optimizer = gradient clipping + `optimizer.step`; rest = data loading,
+logging, callbacks), peak GPU memory, and the fraction of the relevant bound: per decode step the larger of (weights +
+KV cache bytes) / measured bandwidth and its FLOPs / measured bf16 matmul rate; prefills, CARE scoring and the
+training forward/backward at the measured matmul rate (model FLOPs: 2 x parameters x tokens + causal attention;
+backward of a frozen base (LoRA) = 1 forward, of full weights 2; recomputation not counted). Also as a fraction of
+the bf16 dense datasheet peak (989 TFLOP/s). Then one SUMMARY line: best fast-path tokens/s, the stock path's, the
+speed-up in the same run, and whether the targets (>= 2,500 tokens/s per GPU, >= 6x stock) are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BF16_DENSE_PEAK_TFLOPS = 989.0  # H100 SXM / H200 datasheet, dense bf16
+TARGET_TOKENS_PER_S = 2500.0
+TARGET_SPEEDUP = 6.0
+ANSWER_SPAN = 4  # tokens CARE's reference scores per completion (a random model writes no <answer>)
+
+
+def parse_run(spec: str) -> dict:
+    """`ENGINE:PxG[xA]` -> {"rollout", "prompts", "generations", "accumulation", "name"}."""
+    try:
+        engine, shape = spec.split(":")
+        parts = [int(x) for x in shape.lower().split("x")]
+        prompts, gens, accum = (parts + [1])[:3] if len(parts) in (2, 3) else (None, None, None)
+    except ValueError:
+        raise SystemExit(f"--runs: {spec!r} is not ENGINE:PROMPTSxGENERATIONS[xACCUMULATION]") from None
+    if prompts is None or engine not in ("trl", "shared_prefix", "vllm") or min(prompts, gens, accum) < 1:
+        raise SystemExit(f"--runs: {spec!r} is not ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (engine trl, "
+                         "shared_prefix or vllm)")
+    return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum, "name": spec}
+
+
+def build_tiny_dir(work: Path, image_size: int) -> Path:
+    from components.common.tiny_model import build_tiny_model
+
+    tiny_dir = work / f"tiny-{image_size}px"
+    if not (tiny_dir / "config.json").is_file():
+        build_tiny_model(tiny_dir, seed=0, image_size=image_size)
+    return tiny_dir
+
+
+def build_model(tiny_dir: Path, tiny: bool, device: str):
+    """(model, processor): the tiny model itself (fp32), or the 7B-shaped random model built on `device` (bf16)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from components.common.modeling import load_model_and_processor, load_processor
+
+    if tiny:
+        return load_model_and_processor(str(tiny_dir), device=device)
+    from benchmarks.qwen25vl_7b import QWEN25_VL_7B
+
+    processor = load_processor(str(tiny_dir))
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>",
+                                                      "<|vision_start|>", "<|vision_end|>")}
+    cfg = copy.deepcopy(QWEN25_VL_7B)
+    cfg["text_config"].update(vocab_size=len(tok), bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                              pad_token_id=ids["<|endoftext|>"])
+    cfg.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+               vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(Qwen2_5_VLConfig(**cfg), dtype=torch.bfloat16,
+                                                                 attn_implementation="sdpa")
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model, processor
+
+
+def build_rows(n: int, image_size: int, seed: int = 0) -> list[dict]:
+    """GRPO rows (the sharpen step's `build_grpo_rows` format): random images, 4-option questions, direct format."""
+    import numpy as np
+    from PIL import Image
+
+    from components.common.prompts import build_messages
+    from components.common.records import MCQRecord
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        rec = MCQRecord(id=f"q{i}", question="Which finding does this image show?",
+                        options=["normal", "pneumonia", "effusion", "mass"], answer="ABCD"[i % 4], image="x.png",
+                        task="pmc-vqa", modality="X-ray")
+        img = Image.fromarray(rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8))
+        rows.append({"prompt": build_messages(rec, "direct"), "image": img, "answer": rec.answer,
+                     "options": rec.options})
+    return rows
+
+
+class StepTimer:
+    """Wraps the trainer's phases (CUDA-synchronised) and records, per optimizer step, where its time went."""
+
+    PHASES = ("generation", "reward_care", "other_scoring", "forward_backward", "optimizer", "rest")
+
+    def __init__(self, trainer, cuda: bool):
+        from transformers import TrainerCallback
+
+        self.cuda, self.steps, self.cur = cuda, [], self._fresh()
+        self.tokens = 0
+        self.rows = 0
+        for name in ("_generate", "_calculate_rewards", "_prepare_inputs", "training_step"):
+            setattr(trainer, name, self._timed(name, getattr(trainer, name)))
+        timer = self
+
+        class Marks(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                timer.t_last = timer._now()
+
+            def on_pre_optimizer_step(self, args, state, control, **kw):
+                timer.t_opt = timer._now()
+
+            def on_optimizer_step(self, args, state, control, **kw):
+                timer.cur["optimizer_only"] += timer._now() - timer.t_opt
+
+            def on_step_end(self, args, state, control, **kw):
+                now = timer._now()
+                step = dict(timer.cur, wall=now - timer.t_last, completion_tokens=timer.tokens, rows=timer.rows)
+                timer.t_last, timer.cur, timer.tokens, timer.rows = now, timer._fresh(), 0, 0
+                if timer.cuda:
+                    import torch
+
+                    step["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                    torch.cuda.reset_peak_memory_stats()
+                timer.steps.append(step)
+
+        trainer.add_callback(Marks())
+
+    @staticmethod
+    def _fresh() -> dict:
+        return {"_generate": 0.0, "_calculate_rewards": 0.0, "_prepare_inputs": 0.0, "training_step": 0.0,
+                "optimizer_only": 0.0}
+
+    def _now(self) -> float:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _timed(self, name, fn):
+        def wrapper(*a, **kw):
+            t0 = self._now()
+            out = fn(*a, **kw)
+            self.cur[name] += self._now() - t0
+            if name == "_generate":
+                self.tokens += sum(len(c) for c in out[1])
+                self.rows += len(out[1])
+            return out
+
+        return wrapper
+
+    @staticmethod
+    def split(step: dict) -> dict:
+        """Seconds per phase of one optimizer step (the phases add up to its wall time)."""
+        gen, rew, prep, ts = step["_generate"], step["_calculate_rewards"], step["_prepare_inputs"], step["training_step"]
+        out = {"generation": gen, "reward_care": rew, "other_scoring": prep - gen - rew,
+               "forward_backward": ts - prep, "optimizer": step["optimizer_only"]}
+        out["rest"] = step["wall"] - sum(out.values())
+        return out
+
+
+def model_numbers(model) -> dict:
+    """Parameter counts and shapes the FLOP and byte counts need."""
+    text = model.model.language_model
+    tc = text.config
+    n_text = sum(p.numel() for p in text.parameters()) - text.embed_tokens.weight.numel()
+    return {
+        "text_params": n_text + model.lm_head.weight.numel(),
+        "vision_params": sum(p.numel() for p in model.model.visual.parameters()),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "layers": tc.num_hidden_layers, "hidden": tc.hidden_size,
+        "kv_bytes_per_token": 2 * tc.num_hidden_layers * tc.num_key_value_heads
+        * (tc.hidden_size // tc.num_attention_heads) * 2,
+    }
+
+
+def step_bounds(nums: dict, *, prompts: int, rows: int, prompt_len: int, new_tokens: int, patches: int, lora: bool,
+                tflops: float, bandwidth: float) -> dict:
+    """Seconds each phase of one optimizer step would take at the measured matmul rate / bandwidth (see docstring)."""
+    n, layers, d = nums["text_params"], nums["layers"], nums["hidden"]
+
+    vision = 2 * nums["vision_params"] * patches  # one image
+    prefill = prompts * (vision + 2 * n * prompt_len + 2 * layers * d * prompt_len**2)
+    decode = 0.0
+    for t in range(new_tokens):
+        flops = rows * (2 * n + 4 * layers * d * (prompt_len + t))
+        bytes_ = nums["weight_bytes"] + rows * (prompt_len + t) * nums["kv_bytes_per_token"]
+        decode += max(flops / (tflops * 1e12), bytes_ / bandwidth)
+    length = prompt_len + new_tokens
+    seq_fwd = 2 * n * length + 2 * layers * d * length**2  # one row, text only
+    care = prompts * (vision + 2 * n * prompt_len + 2 * layers * d * prompt_len**2) + rows * (
+        2 * n * new_tokens + 4 * layers * d * new_tokens * (prompt_len + new_tokens / 2))
+    train = rows * (seq_fwd * (2 if lora else 3) + vision)  # backward: 1 forward (frozen base) or 2 (full)
+    rate = tflops * 1e12
+    return {"generation": prefill / rate + decode, "reward_care": care / rate, "forward_backward": train / rate,
+            "flops": {"prefill": prefill, "care": care, "train": train,
+                      "decode": rows * new_tokens * (2 * n + 2 * layers * d * (prompt_len + new_tokens / 2))}}
+
+
+def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) -> dict:
+    import torch
+    from trl import GRPOConfig
+
+    from components.common.sampling import suppressed_token_ids
+    from components.grpo.config import SharpenConfig
+    from components.grpo.rollout import require_rollout_backend
+    from components.grpo.train import grpo_trainer_args, make_grpo_trainer
+
+    require_rollout_backend(spec["rollout"])
+
+    cuda = args.device.startswith("cuda")
+    model, processor = build_model(tiny_dir, args.tiny, args.device)
+    nums = model_numbers(model)
+    cfg = SharpenConfig(
+        prompt_format="direct", max_steps=args.warmup + args.steps, rollout=spec["rollout"],
+        num_generations=spec["generations"], prompts_per_step=spec["prompts"],
+        gradient_accumulation_steps=spec["accumulation"], max_new_tokens=args.max_new_tokens,
+        lora=not args.full_weights, consistency_bonus=0.5, ema_every=10, seed=0,
+    )
+    targs = grpo_trainer_args(cfg, max_steps=cfg.max_steps, on_cuda=cuda, output_dir=str(args.work / "trl"),
+                              suppress=suppressed_token_ids(processor.tokenizer))
+    n_rows = spec["prompts"] * spec["accumulation"] * cfg.max_steps
+    trainer = make_grpo_trainer(cfg, model=model, processor=processor, args=GRPOConfig(**targs),
+                                rows=rows_all[:n_rows])
+    timer = StepTimer(trainer, cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t0
+    timed = timer.steps[args.warmup:]
+    tokens = sum(s["completion_tokens"] for s in timed)
+    seconds = sum(s["wall"] for s in timed)
+    splits = [StepTimer.split(s) for s in timed]
+    split = {k: sum(s[k] for s in splits) / len(splits) for k in StepTimer.PHASES}
+    step_s = seconds / len(timed)
+    out = {
+        "run": spec["name"], "rollout": spec["rollout"], "prompts_per_step": spec["prompts"] * spec["accumulation"],
+        "generations": spec["generations"], "accumulation": spec["accumulation"],
+        "rows_per_step": timed[0]["rows"], "completion_tokens_per_step": tokens / len(timed),
+        "seconds_per_step": step_s, "tokens_per_s": tokens / seconds, "split_s": split,
+        "step_seconds_each": [round(s["wall"], 3) for s in timer.steps], "wall_s_incl_warmup": wall,
+        "peak_gib": max((s.get("peak_gib", 0.0) for s in timed), default=None) if cuda else None,
+        "care_scoring": "shared_prefix" if getattr(trainer, "shared_prefix_scoring", False) else "per_completion",
+    }
+    if hw.get("tflops"):
+        prompt_len = _prompt_len(trainer, rows_all[0])
+        grid = processor.image_processor(images=[rows_all[0]["image"]], return_tensors="pt")["image_grid_thw"][0]
+        bounds = step_bounds(nums, prompts=out["prompts_per_step"], rows=out["rows_per_step"], prompt_len=prompt_len,
+                             new_tokens=args.max_new_tokens, patches=int(grid.prod()), lora=cfg.lora,
+                             tflops=hw["tflops"], bandwidth=hw["bandwidth"])
+        bound_s = bounds["generation"] + bounds["reward_care"] + bounds["forward_backward"]
+        flops = sum(bounds["flops"].values())
+        out.update(
+            prompt_len=prompt_len, bound_s=bounds, step_bound_fraction=bound_s / step_s,
+            phase_bound_fraction={k: bounds[k] / split[k] for k in ("generation", "reward_care", "forward_backward")
+                                  if split[k] > 0},
+            model_tflops_per_s=flops / step_s / 1e12, mfu_vs_peak=flops / step_s / 1e12 / BF16_DENSE_PEAK_TFLOPS,
+            train_mfu_vs_peak=bounds["flops"]["train"] / split["forward_backward"] / 1e12 / BF16_DENSE_PEAK_TFLOPS,
+        )
+    del trainer, model, timer
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def _prompt_len(trainer, row) -> int:
+    from trl.data_utils import prepare_multimodal_messages
+
+    ids, _, _ = trainer._tokenize_prompts([prepare_multimodal_messages(row["prompt"], images=[row["image"]])])
+    return len(ids[0])
+
+
+def last_tokens_are_the_answer(pieces) -> list[bool]:
+    """What CARE's reference scores in this benchmark: the last ANSWER_SPAN tokens (a random model writes no answer)."""
+    n = len(pieces)
+    return [i >= n - ANSWER_SPAN for i in range(n)]
+
+
+def print_run(r: dict) -> None:
+    s = r["split_s"]
+    parts = ", ".join(f"{k} {s[k]:.2f}s ({s[k] / r['seconds_per_step']:.0%})" for k in StepTimer.PHASES)
+    print(f"[grpo] {r['run']}: {r['tokens_per_s']:,.0f} completion tokens/s per GPU, {r['seconds_per_step']:.2f} s/step "
+          f"({r['rows_per_step']} rows, {r['completion_tokens_per_step']:,.0f} tokens), CARE scoring "
+          f"{r['care_scoring']}; split: {parts}", flush=True)
+    if "step_bound_fraction" in r:
+        pf = ", ".join(f"{k} {v:.0%}" for k, v in r["phase_bound_fraction"].items())
+        print(f"[grpo]   of the bound: step {r['step_bound_fraction']:.0%} ({pf}); "
+              f"{r['model_tflops_per_s']:.0f} model TFLOP/s = {r['mfu_vs_peak']:.1%} of 989 TFLOP/s "
+              f"(forward+backward {r['train_mfu_vs_peak']:.1%}); peak {r['peak_gib'] or 0:.1f} GiB", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="trl:8x8,shared_prefix:8x8,shared_prefix:8x8x4",
+                   help="comma-separated ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (see above)")
+    p.add_argument("--steps", type=int, default=2, help="timed optimizer steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="optimizer steps before timing (graph capture, allocator)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="completion length (a random model fills it)")
+    p.add_argument("--image-size", type=int, default=448, help="image side in pixels (448 -> 256 image tokens)")
+    p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA adapters")
+    p.add_argument("--tiny", action="store_true", help="the tiny model (CPU smoke test of the same code path)")
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--work", default="/tmp/medbridge-grpo-bench", help="tiny tokenizer/processor dir, TRL output dir")
+    p.add_argument("--json-out", default="", help="write the results here as JSON")
+    args = p.parse_args(argv)
+    import torch
+
+    import components.grpo.care as care
+
+    runs = [parse_run(s.strip()) for s in args.runs.split(",") if s.strip()]
+    if args.tiny:
+        args.image_size, args.max_new_tokens = 56, min(args.max_new_tokens, 8)
+    args.work = Path(args.work)
+    args.work.mkdir(parents=True, exist_ok=True)
+    hw: dict = {}
+    if args.device.startswith("cuda"):
+        from benchmarks.labeller import matmul_tflops
+        from benchmarks.sampling import measure_bandwidth
+
+        hw = {"gpu": torch.cuda.get_device_name(0), "tflops": matmul_tflops(args.device),
+              "bandwidth": measure_bandwidth()}
+        print(f"[grpo] {hw['gpu']}, torch {torch.__version__}: bf16 8192^3 matmul {hw['tflops']:.0f} TFLOP/s, "
+              f"copy bandwidth {hw['bandwidth'] / 1e12:.2f} TB/s", flush=True)
+    elif args.tiny:  # the smoke test exercises the bound arithmetic with nominal H200 figures (meaningless on CPU)
+        hw = {"gpu": "none: nominal H200 figures, smoke test only", "tflops": BF16_DENSE_PEAK_TFLOPS,
+              "bandwidth": 4.8e12}
+    tiny_dir = build_tiny_dir(args.work, args.image_size)
+    most = max(r["prompts"] * r["accumulation"] for r in runs) * (args.warmup + args.steps)
+    rows = build_rows(most, args.image_size)
+    results = []
+    real_mask, care.answer_token_mask = care.answer_token_mask, last_tokens_are_the_answer  # see the docstring
+    try:
+        for spec in runs:
+            t0 = time.perf_counter()
+            r = run_one(spec, args, tiny_dir, rows, hw)
+            r["run_wall_s"] = time.perf_counter() - t0
+            results.append(r)
+            print_run(r)
+    finally:
+        care.answer_token_mask = real_mask
+    stock = next((r for r in results if r["rollout"] == "trl"), None)
+    fast = max((r for r in results if r["rollout"] != "trl"), key=lambda r: r["tokens_per_s"], default=None)
+    print("\n| run | rows/step | tokens/step | s/step | tokens/s/GPU | x stock | generation | reward+CARE | other "
+          "scoring | fwd+bwd | optimizer | rest | of bound | MFU | peak GiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        s = r["split_s"]
+        x = f"{r['tokens_per_s'] / stock['tokens_per_s']:.2f}" if stock else ""
+        bound = f"{r['step_bound_fraction']:.0%}" if "step_bound_fraction" in r else ""
+        mfu = f"{r['mfu_vs_peak']:.1%}" if "mfu_vs_peak" in r else ""
+        peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") else ""
+        print(f"| {r['run']} | {r['rows_per_step']} | {r['completion_tokens_per_step']:,.0f} | "
+              f"{r['seconds_per_step']:.2f} | {r['tokens_per_s']:,.0f} | {x} | "
+              + " | ".join(f"{s[k]:.2f}" for k in StepTimer.PHASES) + f" | {bound} | {mfu} | {peak} |")
+    summary = {"stock_tokens_per_s": stock["tokens_per_s"] if stock else None,
+               "fast_tokens_per_s": fast["tokens_per_s"] if fast else None, "fast_run": fast["run"] if fast else None}
+    if stock and fast:
+        summary["speedup"] = fast["tokens_per_s"] / stock["tokens_per_s"]
+        summary["targets_met"] = bool(fast["tokens_per_s"] >= TARGET_TOKENS_PER_S and summary["speedup"] >= TARGET_SPEEDUP)
+        print(f"\nSUMMARY grpo: {fast['run']} {fast['tokens_per_s']:,.0f} tokens/s per GPU vs stock "
+              f"{stock['tokens_per_s']:,.0f} = {summary['speedup']:.2f}x in the same run; targets (>= "
+              f"{TARGET_TOKENS_PER_S:,.0f} tokens/s, >= {TARGET_SPEEDUP:.0f}x) "
+              f"{'MET' if summary['targets_met'] else 'NOT met'}", flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"hardware": hw, "results": results, "summary": summary,
+                                                   "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""benchmarks/grpo.py in its CPU smoke mode: the sharpen step's trainer with TRL's generation and with the project's
+rollout engine (also with a larger rollout batch), every phase of a step timed and the bound arithmetic exercised."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_grpo_benchmark_smoke_on_cpu(tmp_path, capsys):
+    from benchmarks.grpo import StepTimer, main
+
+    out = tmp_path / "bench.json"
+    assert main(["--tiny", "--device", "cpu", "--work", str(tmp_path / "work"), "--runs",
+                 "trl:2x2,shared_prefix:2x2,shared_prefix:2x2x2", "--steps", "1", "--warmup", "1",
+                 "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    runs = {r["run"]: r for r in res["results"]}
+    assert list(runs) == ["trl:2x2", "shared_prefix:2x2", "shared_prefix:2x2x2"]
+    assert runs["trl:2x2"]["care_scoring"] == "per_completion"  # the stock path is today's path, CARE included
+    assert runs["shared_prefix:2x2"]["care_scoring"] == "shared_prefix"
+    # Rows per optimizer step: prompts x generations x accumulation; a random model fills (nearly) every completion.
+    assert [r["rows_per_step"] for r in runs.values()] == [4, 4, 8]
+    for r in runs.values():
+        assert 0 < r["completion_tokens_per_step"] <= r["rows_per_step"] * 8 and r["tokens_per_s"] > 0
+        split = r["split_s"]
+        assert set(split) == set(StepTimer.PHASES)
+        assert split["generation"] > 0 and split["forward_backward"] > 0 and split["reward_care"] > 0
+        assert sum(split.values()) == pytest.approx(r["seconds_per_step"])  # the phases cover the step
+        assert r["step_bound_fraction"] > 0 and set(r["phase_bound_fraction"]) == {
+            "generation", "reward_care", "forward_backward"}
+    assert res["summary"]["speedup"] == pytest.approx(
+        runs[res["summary"]["fast_run"]]["tokens_per_s"] / runs["trl:2x2"]["tokens_per_s"])
+    assert "SUMMARY grpo:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["fast:8x8", "trl:8", "trl:8x8x2x2", "trl:0x8"])
+def test_grpo_benchmark_refuses_bad_run_specs(spec):
+    from benchmarks.grpo import parse_run
+
+    with pytest.raises(SystemExit, match="ENGINE:PROMPTSxGENERATIONS"):
+        parse_run(spec)
