@@ -19,10 +19,11 @@ Each run builds a fresh model (same seed, same weights), does --warmup optimizer
 warm-up) and then --steps timed ones.
 
 Model: the Qwen2.5-VL-7B config (benchmarks/qwen25vl_7b.py) with the tiny test tokenizer's vocabulary (~7.2 B
-parameters; the earlier stock measurement used the same), RANDOM bf16 weights built on the GPU. A random model never
-writes an end token, so every completion is exactly --max-new-tokens long, and it never writes an answer: CARE's
-reference would then have nothing to score, so this benchmark marks the last 4 tokens of every completion as its
-answer span (both engines score them). Rewards are 0, so advantages are 0; the forward, backward and optimizer step
+parameters; the earlier stock measurement used the same), RANDOM bf16 weights built on the GPU. Over the tiny
+vocabulary a random model samples the end token now and then (completions of ~150 of at most 256 tokens on average,
+the same for both engines: same weights, same seed), and it never writes an answer: CARE's reference would then have
+nothing to score, so this benchmark marks the last 4 tokens of every completion as its answer span (both engines
+score them). Rewards are 0, so advantages are 0; the forward, backward and optimizer step
 run all the same. Data: --image-size px random images (448 px -> 256 image tokens), 4-option questions, the direct
 prompt format.
 
@@ -60,6 +61,9 @@ ANSWER_SPAN = 4  # tokens CARE's reference scores per completion (a random model
 
 def parse_run(spec: str) -> dict:
     """`ENGINE:PxG[xA]` -> {"rollout", "prompts", "generations", "accumulation", "name"}."""
+    spec, *opts = spec.split("+")
+    if set(opts) - {"nockpt"}:
+        raise SystemExit(f"--runs: unknown option(s) {sorted(set(opts) - {'nockpt'})} in {spec!r} (known: +nockpt)")
     try:
         engine, shape = spec.split(":")
         parts = [int(x) for x in shape.lower().split("x")]
@@ -69,7 +73,8 @@ def parse_run(spec: str) -> dict:
     if prompts is None or engine not in ("trl", "shared_prefix", "vllm") or min(prompts, gens, accum) < 1:
         raise SystemExit(f"--runs: {spec!r} is not ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (engine trl, "
                          "shared_prefix or vllm)")
-    return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum, "name": spec}
+    return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum,
+            "checkpointing": "nockpt" not in opts, "name": "+".join([spec, *opts])}
 
 
 def build_tiny_dir(work: Path, image_size: int) -> Path:
@@ -259,6 +264,7 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
         num_generations=spec["generations"], prompts_per_step=spec["prompts"],
         gradient_accumulation_steps=spec["accumulation"], max_new_tokens=args.max_new_tokens,
         lora=not args.full_weights, consistency_bonus=0.5, ema_every=10, seed=0,
+        gradient_checkpointing=spec.get("checkpointing", True),
     )
     targs = grpo_trainer_args(cfg, max_steps=cfg.max_steps, on_cuda=cuda, output_dir=str(args.work / "trl"),
                               suppress=suppressed_token_ids(processor.tokenizer))
@@ -266,6 +272,8 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
     trainer = make_grpo_trainer(cfg, model=model, processor=processor, args=GRPOConfig(**targs),
                                 rows=rows_all[:n_rows])
     timer = StepTimer(trainer, cuda)
+    if args.profile:
+        profile_step(trainer, at_step=args.warmup, cuda=cuda, name=spec["name"])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -308,6 +316,52 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
     return out
 
 
+def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25) -> None:
+    """torch.profiler around the whole optimizer step `at_step` (0-based; rollout, scoring, forward/backward,
+    optimizer): prints the ops with the most device time, then the most host time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    state = {}
+
+    class Profile(TrainerCallback):
+        def on_step_begin(self, args, st, control, **kw):
+            if st.global_step == at_step:
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+                state["prof"] = profile(activities=acts, record_shapes=False)
+                state["prof"].__enter__()
+
+        def on_step_end(self, args, st, control, **kw):
+            prof = state.pop("prof", None)
+            if prof is None:
+                return
+            if cuda:
+                torch.cuda.synchronize()
+            prof.__exit__(None, None, None)
+            ka = prof.key_averages()
+            key = "self_device_time_total" if cuda else "self_cpu_time_total"
+            print(f"[grpo-profile] {name}, step {at_step}: top {top} ops by {key}", flush=True)
+            print(ka.table(sort_by=key, row_limit=top, max_name_column_width=70), flush=True)
+            print(f"[grpo-profile] {name}: top {top} ops by cpu_time_total", flush=True)
+            print(ka.table(sort_by="cpu_time_total", row_limit=top, max_name_column_width=70), flush=True)
+
+    trainer.add_callback(Profile())
+
+
+def run_or_skip_oom(run, spec: dict, *args) -> dict:
+    """`run(spec, *args)`, or {"run", "skipped"} when the GPU runs out of memory (the next run still gets its turn:
+    a variant that does not fit is a finding, not a crash)."""
+    import torch
+
+    try:
+        return run(spec, *args)
+    except torch.OutOfMemoryError as e:
+        gc.collect()
+        torch.cuda.empty_cache()
+        return {**spec, "run": spec["name"], "skipped": f"out of GPU memory ({str(e).splitlines()[0][:120]})"}
+
+
 def _prompt_len(trainer, row) -> int:
     from trl.data_utils import prepare_multimodal_messages
 
@@ -342,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="optimizer steps before timing (graph capture, allocator)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="completion length (a random model fills it)")
     p.add_argument("--image-size", type=int, default=448, help="image side in pixels (448 -> 256 image tokens)")
+    p.add_argument("--profile", action="store_true", help="torch.profiler over each run's first timed step: the ops "
+                   "with the most device time (the profiler slows that step: its time still counts)")
     p.add_argument("--full-weights", action="store_true", help="train all weights instead of LoRA adapters")
     p.add_argument("--tiny", action="store_true", help="the tiny model (CPU smoke test of the same code path)")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
@@ -372,13 +428,17 @@ def main(argv: list[str] | None = None) -> int:
     tiny_dir = build_tiny_dir(args.work, args.image_size)
     most = max(r["prompts"] * r["accumulation"] for r in runs) * (args.warmup + args.steps)
     rows = build_rows(most, args.image_size)
-    results = []
+    results, skipped = [], []
     real_mask, care.answer_token_mask = care.answer_token_mask, last_tokens_are_the_answer  # see the docstring
     try:
         for spec in runs:
             t0 = time.perf_counter()
-            r = run_one(spec, args, tiny_dir, rows, hw)
+            r = run_or_skip_oom(run_one, spec, args, tiny_dir, rows, hw)
             r["run_wall_s"] = time.perf_counter() - t0
+            if "skipped" in r:
+                print(f"[grpo] {r['run']}: skipped, {r['skipped']}", flush=True)
+                skipped.append(r)
+                continue
             results.append(r)
             print_run(r)
     finally:
@@ -407,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{TARGET_TOKENS_PER_S:,.0f} tokens/s, >= {TARGET_SPEEDUP:.0f}x) "
               f"{'MET' if summary['targets_met'] else 'NOT met'}", flush=True)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"hardware": hw, "results": results, "summary": summary,
+        Path(args.json_out).write_text(json.dumps({"hardware": hw, "results": results, "skipped": skipped,
+                                                   "summary": summary,
                                                    "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
     return 0
 

@@ -132,12 +132,12 @@ def run_image_test(args) -> int:
 
     mounts = pip_access()
     extra = extra_mounts(mounts)
-    wheels = out / "torch-wheels"
+    wheels = out / "torch-index" / "files"  # inside the mounted index folder: its pages link the wheels by path
     t0 = step("torch CPU wheel for a local index")
     # The CPU build of torch this machine's pip can get offline (the images pin the CUDA images' torch, whose CPU
     # build the PyTorch index serves; OFFLINE_TEST=1 keeps every other pin in force).
     torch_version = _installed_torch()
-    _sh([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"torch=={torch_version}", "-d", str(wheels)])
+    _sh([sys.executable, "-m", "pip", "download", "--quiet", f"torch=={torch_version}", "-d", str(wheels)])  # and its deps
     index = pep503_index(wheels, out / "torch-index")
     mounts.torch_index = str(index.parent)
     done(t0, timings, "torch-index")

@@ -107,6 +107,11 @@ class SharpenConfig:
         default=False, metadata={"help": "keep the checkpoints after the model is written (default: delete them)"}
     )
     deepspeed: bool = field(default=False, metadata={"help": "DeepSpeed ZeRO-3 (GPUs; needs deepspeed)"})
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata={"help": "recompute activations in the backward pass (GPU only; less memory, ~1/3 more compute). "
+                          "false trains faster where a micro-batch's activations fit (LoRA on one GPU)"},
+    )
     offload_optimizer: bool = field(
         default=False,
         metadata={"help": "DeepSpeed: keep the optimizer state in CPU memory (slower; for GPUs that cannot hold "

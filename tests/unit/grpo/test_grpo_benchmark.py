@@ -41,3 +41,17 @@ def test_grpo_benchmark_refuses_bad_run_specs(spec):
 
     with pytest.raises(SystemExit, match="ENGINE:PROMPTSxGENERATIONS"):
         parse_run(spec)
+
+
+def test_a_run_out_of_gpu_memory_is_skipped_not_fatal():
+    import torch
+
+    from benchmarks.grpo import run_or_skip_oom
+
+    def too_big(spec, n):
+        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {n} GiB\nmore detail")
+
+    r = run_or_skip_oom(too_big, {"name": "grouped-nockpt:16", "batch": 16}, 7)
+    assert r["run"] == "grouped-nockpt:16" and r["batch"] == 16
+    assert r["skipped"].startswith("out of GPU memory (CUDA out of memory. Tried to allocate 7 GiB)")
+    assert run_or_skip_oom(lambda spec, n: {"run": spec["name"], "n": n}, {"name": "ok"}, 3) == {"run": "ok", "n": 3}

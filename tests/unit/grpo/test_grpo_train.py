@@ -182,8 +182,9 @@ def test_every_setting_reaches_trl_or_a_named_consumer():
     """Nothing in the recipe is silently dropped: each field changes TRL's arguments, or is read elsewhere (NOT_TRL)."""
     from components.grpo.train import grpo_trainer_args
 
-    def trl(c):
-        return grpo_trainer_args(c, max_steps=10, on_cuda=False, output_dir="/tmp/x", suppress=[1])
+    def trl(c):  # on both devices: some settings (gradient checkpointing) only act on a GPU
+        return [grpo_trainer_args(c, max_steps=10, on_cuda=cuda, output_dir="/tmp/x", suppress=[1])
+                for cuda in (False, True)]
 
     reaching = set()
     for f in dataclasses.fields(SharpenConfig):
