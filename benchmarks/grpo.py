@@ -43,7 +43,6 @@ speed-up in the same run, and whether the targets (>= 2,500 tokens/s per GPU, >=
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import sys
@@ -86,33 +85,17 @@ def build_tiny_dir(work: Path, image_size: int) -> Path:
     return tiny_dir
 
 
-def build_model(tiny_dir: Path, tiny: bool, device: str):
-    """(model, processor): the tiny model itself (fp32), or the 7B-shaped random model built on `device` (bf16)."""
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
+def build_model(tiny_dir: Path, tiny: bool, device: str, *, full_vocab: bool = False):
+    """(model, processor): the tiny model itself (fp32), or the 7B-shaped random model built on `device` (bf16) with
+    the tiny processor (`full_vocab`: the real 152,064-token vocabulary, see `random_qwen25vl_7b`)."""
     from components.common.modeling import load_model_and_processor, load_processor
 
     if tiny:
         return load_model_and_processor(str(tiny_dir), device=device)
-    from benchmarks.qwen25vl_7b import QWEN25_VL_7B
+    from benchmarks.qwen25vl_7b import random_qwen25vl_7b
 
     processor = load_processor(str(tiny_dir))
-    tok = processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>",
-                                                      "<|vision_start|>", "<|vision_end|>")}
-    cfg = copy.deepcopy(QWEN25_VL_7B)
-    cfg["text_config"].update(vocab_size=len(tok), bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                              pad_token_id=ids["<|endoftext|>"])
-    cfg.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-               vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(Qwen2_5_VLConfig(**cfg), dtype=torch.bfloat16,
-                                                                 attn_implementation="sdpa")
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    return model, processor
+    return random_qwen25vl_7b(processor.tokenizer, device, full_vocab=full_vocab), processor
 
 
 def build_rows(n: int, image_size: int, seed: int = 0) -> list[dict]:

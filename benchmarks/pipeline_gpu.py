@@ -203,36 +203,6 @@ def run_dag(work: Path, args) -> dict:
 # --- phase 2: the diagnosis's sampling at two lengths ---------------------------------------------------------------
 
 
-def timing_model(tiny_dir: Path, tiny: bool, device: str):
-    """(model, processor): the 7B config with its FULL vocabulary on `device` (bf16), the tiny processor for prompts."""
-    import copy
-
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from components.common.modeling import load_model_and_processor, load_processor
-
-    if tiny:
-        return load_model_and_processor(str(tiny_dir), device=device)
-    from benchmarks.qwen25vl_7b import QWEN25_VL_7B
-
-    processor = load_processor(str(tiny_dir))
-    tok = processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>",
-                                                      "<|vision_start|>", "<|vision_end|>")}
-    cfg = copy.deepcopy(QWEN25_VL_7B)  # vocabulary 152,064: the real LM head and sampling cost
-    cfg.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-               vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(Qwen2_5_VLConfig(**cfg), dtype=torch.bfloat16,
-                                                                 attn_implementation="sdpa")
-    model.eval()
-    model.generation_config.eos_token_id = [ids["<|im_end|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    return model, processor
-
-
 def timing_prompts(n: int, image_size: int, seed: int = 0):
     """n diagnosis prompts (the harness's think format) with one random image each."""
     import numpy as np
@@ -290,11 +260,11 @@ def run_timing(work: Path, args) -> list[dict]:
 
     import torch
 
-    from benchmarks.grpo import build_tiny_dir
+    from benchmarks.grpo import build_model, build_tiny_dir
     from components.common.sampling import SamplingConfig, TransformersBackend
 
     tiny_dir = build_tiny_dir(work, args.image_size)
-    model, processor = timing_model(tiny_dir, args.tiny, args.device)
+    model, processor = build_model(tiny_dir, args.tiny, args.device, full_vocab=True)  # the real LM head
     backend = TransformersBackend("", SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=256), model, processor)
     out = []
     for new_tokens, n, batch in ((256, args.timing_questions[0], args.timing_batch[0]),

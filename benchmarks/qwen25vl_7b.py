@@ -36,3 +36,30 @@ QWEN25_VL_7B = dict(
     vision_end_token_id=151653,
     tie_word_embeddings=False,
 )
+
+
+def random_qwen25vl_7b(tokenizer, device: str, *, full_vocab: bool = False):
+    """The Qwen2.5-VL-7B-shaped model with RANDOM bf16 weights (seed 0, sdpa) built on `device`, wired to `tokenizer`'s
+    special tokens (the project's tiny test tokenizer). `full_vocab`: keep the real 152,064-token vocabulary (the real
+    LM head and sampling cost; token ids beyond the tokenizer's are never decoded to text), else the tokenizer's own.
+    Generation ends on <|im_end|> (and <|endoftext|> with the small vocabulary)."""
+    import copy
+
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>",
+                                                            "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    cfg = copy.deepcopy(QWEN25_VL_7B)
+    if not full_vocab:
+        cfg["text_config"].update(vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"],
+                                  eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    cfg.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+               vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(Qwen2_5_VLConfig(**cfg), dtype=torch.bfloat16,
+                                                                 attn_implementation="sdpa")
+    model.generation_config.eos_token_id = [ids["<|im_end|>"]] + ([] if full_vocab else [ids["<|endoftext|>"]])
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model

@@ -27,7 +27,6 @@ step (from train_log.json) and peak GPU memory per step; a summary table at the 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -59,32 +58,13 @@ def build_model(work: Path, tiny: bool, image_size: int) -> Path:
     import shutil
 
     import torch
-    from transformers import (
-        AutoTokenizer,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-    )
+    from transformers import AutoTokenizer
 
-    from benchmarks.qwen25vl_7b import QWEN25_VL_7B
+    from benchmarks.qwen25vl_7b import random_qwen25vl_7b
 
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>",
-                                                      "<|vision_start|>", "<|vision_end|>")}
-    cfg = copy.deepcopy(QWEN25_VL_7B)
-    cfg["text_config"].update(vocab_size=len(tok), bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                              pad_token_id=ids["<|endoftext|>"])
-    cfg.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-               vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    config = Qwen2_5_VLConfig(**cfg)
-    config.dtype = torch.bfloat16
-    torch.manual_seed(0)
     t0 = time.time()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    model = random_qwen25vl_7b(AutoTokenizer.from_pretrained(tiny_dir), "cuda" if torch.cuda.is_available() else "cpu")
     n = sum(p.numel() for p in model.parameters())
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
     tmp = work / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

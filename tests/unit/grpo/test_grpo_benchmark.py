@@ -55,3 +55,30 @@ def test_a_run_out_of_gpu_memory_is_skipped_not_fatal():
     assert r["run"] == "grouped-nockpt:16" and r["batch"] == 16
     assert r["skipped"].startswith("out of GPU memory (CUDA out of memory. Tried to allocate 7 GiB)")
     assert run_or_skip_oom(lambda spec, n: {"run": spec["name"], "n": n}, {"name": "ok"}, 3) == {"run": "ok", "n": 3}
+
+
+@pytest.mark.parametrize("full_vocab", [False, True])
+def test_the_benchmarks_random_7b_model_is_wired_to_the_tokenizer(tiny_model_dir, monkeypatch, full_vocab):
+    """One builder for every benchmark's 7B-shaped model (here shrunk to two small layers): the image and vision tokens
+    are the tokenizer's; the small-vocabulary model ends on <|im_end|> or <|endoftext|>, the full one keeps 152,064."""
+    import copy
+
+    import benchmarks.qwen25vl_7b as q
+    from components.common.modeling import load_processor
+
+    small = copy.deepcopy(q.QWEN25_VL_7B)
+    small["text_config"].update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                                         "mrope_section": [2, 3, 3]})
+    small["vision_config"].update(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                                  fullatt_block_indexes=[1])
+    monkeypatch.setattr(q, "QWEN25_VL_7B", small)
+    tok = load_processor(str(tiny_model_dir)).tokenizer
+    model = q.random_qwen25vl_7b(tok, "cpu", full_vocab=full_vocab)
+    cfg = model.config
+    assert cfg.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert cfg.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert model.get_input_embeddings().weight.shape[0] == (152064 if full_vocab else len(tok))
+    ends = {tok.convert_tokens_to_ids("<|im_end|>")} | (set() if full_vocab else {tok.convert_tokens_to_ids("<|endoftext|>")})
+    assert set(model.generation_config.eos_token_id) == ends
+    assert next(model.parameters()).dtype.is_floating_point and str(next(model.parameters()).dtype) == "torch.bfloat16"
