@@ -67,7 +67,7 @@ images: venv
 push: venv
 	$(BIN)/python images/build.py push --image $(IMAGE) --registry $(REGISTRY) --tag $(TAG)
 
-## Build the CPU image with buildah and run the pipeline inside it (not part of `make test`; 15-25 minutes on 2 cores).
+## Build the images with buildah and run the pipeline inside them (not part of `make test`; ~10 minutes on 2 cores, ~13 with the base image made first).
 image-test: venv
 	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq buildah mmdebstrap; }

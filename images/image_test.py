@@ -2,7 +2,7 @@
 
     python images/build.py image-test [--out runs/image-test]
 
-What it proves, in order (each step prints its time; the whole takes ~15-25 minutes on 2 cores, most of it builds):
+What it proves, in order (each step prints its time; the whole took 9.5 minutes on 2 cores with the base made, most of it builds):
 1. the CPU image builds from images/cpu.Dockerfile (on the local mmdebstrap base when no base image can be pulled;
    torch from a local PEP 503 index of the CPU wheel this machine has, so no CUDA build is fetched; `OFFLINE_TEST=1`
    keeps every pin of images/constraints/cpu.txt in force but torch's, whose CPU build the PyTorch index serves);
