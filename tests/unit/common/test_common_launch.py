@@ -103,6 +103,8 @@ def _nondefault(cfg_cls, io):
             changes[f.name] = "direct"
         elif f.name == "rationales":
             changes[f.name] = "template"
+        elif f.name == "rollout":
+            changes[f.name] = "trl" if v != "trl" else "shared_prefix"
         else:
             changes[f.name] = v + "x"
     if "lora" in changes and changes.get("deepspeed"):
