@@ -68,13 +68,15 @@ def build_assets(work: Path, tiny: bool) -> dict[str, str]:
             "model_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def harness_flags(params) -> list[str]:
-    """The measurement harness every sampling step gets (pipelines/pipeline.py `harness`)."""
-    return ["--k", str(params.k), "--prompt-format", params.prompt_format, "--max-new-tokens",
-            str(params.max_new_tokens), "--temperature", str(params.temperature), "--top-p", str(params.top_p),
-            "--backend", params.backend, "--min-pixels", str(params.min_pixels), "--max-pixels",
-            str(params.max_pixels), "--judge-model", params.judge_model, "--judge-mode", params.judge_mode,
-            "--chance-ceiling", str(params.chance_ceiling), "--seed", str(params.seed)]
+def harness_flags(params, prompt_format: str) -> list[str]:
+    """The measurement harness every sampling step gets (pipelines/pipeline.py `harness`: the profile's values, this
+    run's prompt format), as the launchers' HarnessConfig flags."""
+    from components.common.harness import HarnessConfig
+    from components.common.launch import dataclass_argv
+
+    shared = ("k", "max_new_tokens", "temperature", "top_p", "backend", "min_pixels", "max_pixels", "judge_model",
+              "judge_mode", "chance_ceiling", "seed")
+    return dataclass_argv(HarnessConfig(prompt_format=prompt_format, **{f: getattr(params, f) for f in shared}))
 
 
 def train_overrides(step: str, tiny: bool, steps: int) -> list[str]:
@@ -136,9 +138,7 @@ def run_dag(work: Path, args) -> dict:
     out.mkdir(parents=True)
     dag = Dag(work, args.device, args.step_timeout)
     model, fmt = assets["model_ref"], args.prompt_format
-    harness = harness_flags(params)
-    i = harness.index("--prompt-format")
-    harness[i + 1] = fmt
+    harness = harness_flags(params, fmt)
     dag.run("curate", "components.curate", [
         "--medmnist-root", assets["medmnist_root"], "--pmc-vqa-root", assets["pmc_vqa_root"], "--flags", params.flags,
         "--seed", str(params.seed), "--rl-size", str(params.rl_size), "--include-none", str(params.include_none),

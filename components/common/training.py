@@ -51,9 +51,10 @@ def runtime_args(
     save_steps: int = 0,
     max_grad_norm: float = 1.0,
     offload_optimizer: bool = False,
+    gradient_checkpointing: bool = True,
 ) -> dict[str, Any]:
     """TrainingArguments both trainers use: bf16 + gradient checkpointing on GPU (fp32 without on CPU, where both
-    only cost time), optional DeepSpeed ZeRO-3 (optimizer state in CPU memory with `offload_optimizer`), a log line
+    only cost time; `gradient_checkpointing=False` turns recomputation off on GPU too), optional DeepSpeed ZeRO-3 (optimizer state in CPU memory with `offload_optimizer`), a log line
     per step, a checkpoint every `save_steps` optimizer steps
     (0 = only when asked, e.g. on SIGTERM; MedBridge decides which to keep), seeded."""
     ds = None
@@ -63,7 +64,7 @@ def runtime_args(
         ds = zero3_config(offload_optimizer=offload_optimizer)
     return dict(
         bf16=on_cuda,
-        gradient_checkpointing=on_cuda,
+        gradient_checkpointing=on_cuda and gradient_checkpointing,
         use_cpu=not on_cuda,
         deepspeed=ds,
         logging_steps=1,

@@ -93,10 +93,11 @@ def grpo_trainer_args(
         generation_kwargs={"suppress_tokens": suppress},
         **rollout_trainer_args(cfg.rollout, steps_per_generation=cfg.steps_per_generation,
                                vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization),
-        **{**runtime_args(
+        **runtime_args(
             on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed, save_steps=cfg.watch_every_steps,
             max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer,
-        ), "gradient_checkpointing": on_cuda and cfg.gradient_checkpointing},
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        ),
     )
 
 

@@ -83,8 +83,8 @@ def sft_trainer_args(cfg: SFTConfig, *, max_steps: int, on_cuda: bool, output_di
         max_length=cfg.max_length,
         **{
             **runtime_args(on_cuda, deepspeed=cfg.deepspeed, seed=cfg.seed, save_steps=cfg.save_every_steps,
-                           max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer),
-            "gradient_checkpointing": on_cuda and cfg.gradient_checkpointing,
+                           max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer,
+                           gradient_checkpointing=cfg.gradient_checkpointing),
             "train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random",
             # The sampler reads the `length` column, which transformers would otherwise drop before it (TRL's vision
             # collator reads only the columns it knows).
