@@ -7,14 +7,19 @@ side in the same run, with the split of a step and the fraction of the relevant 
 Trainer: `components.grpo.train.make_grpo_trainer`, i.e. TRL 1.16's GRPOTrainer with GRPO-CARE
 (`ConsistencyGRPOTrainer`: EMA reference, consistency bonus), the accuracy and format rewards, LoRA (the
 grpo_qwen25vl7b_care_lora recipe's adapters, lr 1e-5), bf16 and gradient checkpointing as `runtime_args` sets them on
-a GPU. Only the rollout engine and the batch shape differ between runs (--runs, comma-separated
-`ENGINE:PROMPTSxGENERATIONS[xACCUMULATION]`):
-  trl:8x8              TRL's own `model.generate` (CARE's reference: one forward per completion), 8 prompts x 8
-                       completions per optimizer step: the shape of the earlier stock measurement;
-  shared_prefix:8x8    the project's engine (`rollout: shared_prefix`: one prefill per prompt, the group decoded
-                       together with CUDA graphs; CARE's reference: one prefill per prompt);
-  shared_prefix:8x8x4  the same with 4 accumulation micro-batches per optimizer step, so one rollout batch holds
-                       32 prompts x 8 = 256 rows (still on-policy: one rollout per optimizer step).
+a GPU. Only the rollout engine, the batch shape and the two speed knobs differ between runs (--runs, comma-separated
+`ENGINE:PROMPTSxGENERATIONS[xACCUMULATION][+nockpt][+fullfwd]`; PROMPTS x GENERATIONS rows per micro-batch,
+ACCUMULATION micro-batches per optimizer step, one on-policy rollout batch per optimizer step):
+  trl:8x8                     TRL's own `model.generate` (CARE's reference: one forward per completion), 8 prompts x
+                              8 completions per optimizer step, gradient checkpointing: the stock path;
+  shared_prefix:2x8x16+nockpt the project's engine (`rollout: shared_prefix`: one prefill per prompt, the group
+                              decoded together with CUDA graphs; CARE's reference: each prompt once, all completions
+                              of the batch together), 16-row micro-batches without gradient checkpointing
+                              (`gradient_checkpointing: false`) and the policy's forward/backward running each prompt
+                              and image once (`shared_prompt_forward`, on by default where it applies), 16
+                              micro-batches per step: a 256-row rollout batch (32 prompts x 8);
+  ...+fullfwd                 the same with TRL's forward (every row runs its prompt and image): what the shared
+                              prompt forward saves.
 Each run builds a fresh model (same seed, same weights), does --warmup optimizer steps (CUDA-graph capture, allocator
 warm-up) and then --steps timed ones.
 
@@ -59,10 +64,12 @@ ANSWER_SPAN = 4  # tokens CARE's reference scores per completion (a random model
 
 
 def parse_run(spec: str) -> dict:
-    """`ENGINE:PxG[xA]` -> {"rollout", "prompts", "generations", "accumulation", "name"}."""
+    """`ENGINE:PxG[xA][+nockpt][+fullfwd]` -> {"rollout", "prompts", "generations", "accumulation", "checkpointing",
+    "prompt_once", "name"}."""
     spec, *opts = spec.split("+")
-    if set(opts) - {"nockpt"}:
-        raise SystemExit(f"--runs: unknown option(s) {sorted(set(opts) - {'nockpt'})} in {spec!r} (known: +nockpt)")
+    if set(opts) - {"nockpt", "fullfwd"}:
+        raise SystemExit(f"--runs: unknown option(s) {sorted(set(opts) - {'nockpt', 'fullfwd'})} in {spec!r} "
+                         "(known: +nockpt, +fullfwd)")
     try:
         engine, shape = spec.split(":")
         parts = [int(x) for x in shape.lower().split("x")]
@@ -73,7 +80,7 @@ def parse_run(spec: str) -> dict:
         raise SystemExit(f"--runs: {spec!r} is not ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (engine trl, "
                          "shared_prefix or vllm)")
     return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum,
-            "checkpointing": "nockpt" not in opts, "name": "+".join([spec, *opts])}
+            "checkpointing": "nockpt" not in opts, "prompt_once": "fullfwd" not in opts, "name": "+".join([spec, *opts])}
 
 
 def build_tiny_dir(work: Path, image_size: int) -> Path:
@@ -206,8 +213,9 @@ def model_numbers(model) -> dict:
 
 
 def step_bounds(nums: dict, *, prompts: int, rows: int, prompt_len: int, new_tokens: int, patches: int, lora: bool,
-                tflops: float, bandwidth: float) -> dict:
-    """Seconds each phase of one optimizer step would take at the measured matmul rate / bandwidth (see docstring)."""
+                tflops: float, bandwidth: float, prompt_once: bool = False) -> dict:
+    """Seconds each phase of one optimizer step would take at the measured matmul rate / bandwidth (see docstring).
+    `prompt_once`: the training forward/backward runs each prompt and image once (what it then computes)."""
     n, layers, d = nums["text_params"], nums["layers"], nums["hidden"]
 
     vision = 2 * nums["vision_params"] * patches  # one image
@@ -221,7 +229,13 @@ def step_bounds(nums: dict, *, prompts: int, rows: int, prompt_len: int, new_tok
     seq_fwd = 2 * n * length + 2 * layers * d * length**2  # one row, text only
     care = prompts * (vision + 2 * n * prompt_len + 2 * layers * d * prompt_len**2) + rows * (
         2 * n * new_tokens + 4 * layers * d * new_tokens * (prompt_len + new_tokens / 2))
-    train = rows * (seq_fwd * (2 if lora else 3) + vision)  # backward: 1 forward (frozen base) or 2 (full)
+    passes = 2 if lora else 3  # backward: 1 forward (frozen base) or 2 (full)
+    if prompt_once:
+        prompt_fwd = 2 * n * prompt_len + 2 * layers * d * prompt_len**2
+        completion_fwd = 2 * n * new_tokens + 4 * layers * d * new_tokens * (prompt_len + new_tokens / 2)
+        train = prompts * (prompt_fwd * passes + vision) + rows * completion_fwd * passes
+    else:
+        train = rows * (seq_fwd * passes + vision)
     rate = tflops * 1e12
     return {"generation": prefill / rate + decode, "reward_care": care / rate, "forward_backward": train / rate,
             "flops": {"prefill": prefill, "care": care, "train": train,
@@ -247,7 +261,7 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
         num_generations=spec["generations"], prompts_per_step=spec["prompts"],
         gradient_accumulation_steps=spec["accumulation"], max_new_tokens=args.max_new_tokens,
         lora=not args.full_weights, consistency_bonus=0.5, ema_every=10, seed=0,
-        gradient_checkpointing=spec.get("checkpointing", True),
+        gradient_checkpointing=spec.get("checkpointing", True), shared_prompt_forward=spec.get("prompt_once", True),
     )
     targs = grpo_trainer_args(cfg, max_steps=cfg.max_steps, on_cuda=cuda, output_dir=str(args.work / "trl"),
                               suppress=suppressed_token_ids(processor.tokenizer))
@@ -276,13 +290,15 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
         "step_seconds_each": [round(s["wall"], 3) for s in timer.steps], "wall_s_incl_warmup": wall,
         "peak_gib": max((s.get("peak_gib", 0.0) for s in timed), default=None) if cuda else None,
         "care_scoring": "shared_prefix" if getattr(trainer, "shared_prefix_scoring", False) else "per_completion",
+        "policy_forward": "prompt once" if trainer.prompt_once else f"TRL's ({trainer.prompt_once_why})",
+        "policy_forward_calls": dict(getattr(trainer, "prompt_once_calls", {})),  # which path each forward took
     }
     if hw.get("tflops"):
         prompt_len = _prompt_len(trainer, rows_all[0])
         grid = processor.image_processor(images=[rows_all[0]["image"]], return_tensors="pt")["image_grid_thw"][0]
         bounds = step_bounds(nums, prompts=out["prompts_per_step"], rows=out["rows_per_step"], prompt_len=prompt_len,
                              new_tokens=args.max_new_tokens, patches=int(grid.prod()), lora=cfg.lora,
-                             tflops=hw["tflops"], bandwidth=hw["bandwidth"])
+                             prompt_once=trainer.prompt_once, tflops=hw["tflops"], bandwidth=hw["bandwidth"])
         bound_s = bounds["generation"] + bounds["reward_care"] + bounds["forward_backward"]
         flops = sum(bounds["flops"].values())
         out.update(
@@ -363,7 +379,8 @@ def print_run(r: dict) -> None:
     parts = ", ".join(f"{k} {s[k]:.2f}s ({s[k] / r['seconds_per_step']:.0%})" for k in StepTimer.PHASES)
     print(f"[grpo] {r['run']}: {r['tokens_per_s']:,.0f} completion tokens/s per GPU, {r['seconds_per_step']:.2f} s/step "
           f"({r['rows_per_step']} rows, {r['completion_tokens_per_step']:,.0f} tokens), CARE scoring "
-          f"{r['care_scoring']}; split: {parts}", flush=True)
+          f"{r['care_scoring']}, policy forward {r['policy_forward']} (calls {r['policy_forward_calls']}); "
+          f"split: {parts}", flush=True)
     if "step_bound_fraction" in r:
         pf = ", ".join(f"{k} {v:.0%}" for k, v in r["phase_bound_fraction"].items())
         print(f"[grpo]   of the bound: step {r['step_bound_fraction']:.0%} ({pf}); "
@@ -373,7 +390,7 @@ def print_run(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="trl:8x8,shared_prefix:8x8,shared_prefix:8x8x4",
+    p.add_argument("--runs", default="shared_prefix:2x8x16+nockpt,shared_prefix:4x8x8+nockpt,trl:8x8",
                    help="comma-separated ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (see above)")
     p.add_argument("--steps", type=int, default=2, help="timed optimizer steps per run")
     p.add_argument("--warmup", type=int, default=1, help="optimizer steps before timing (graph capture, allocator)")

@@ -79,6 +79,10 @@ def build_model(work: Path, tiny: bool, image_size: int) -> Path:
                   synthetic=True, summary="SYNTHETIC Qwen2.5-VL-7B-shaped model with random weights (benchmarks)")
     os.replace(tmp, out)
     del model
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()  # the launched steps need this process's cached GPU memory back (14 GB otherwise)
     print(f"[bench] built {out}: {n / 1e9:.2f} B parameters, bf16, random weights ({time.time() - t0:.0f} s)", flush=True)
     return out
 

@@ -123,9 +123,14 @@ def open_image(dataset_dir: str | Path, rec: MCQRecord):
     """The record's image as an RGB PIL image (None for a text-only question)."""
     if rec.image is None:
         return None
+    return open_rgb(Path(dataset_dir) / rec.image)
+
+
+def open_rgb(path: str | Path):
+    """The image file at `path` as an RGB PIL image (read now, file closed)."""
     from PIL import Image
 
-    with Image.open(Path(dataset_dir) / rec.image) as im:
+    with Image.open(path) as im:
         return im.convert("RGB")
 
 

@@ -38,6 +38,7 @@ from trl import GRPOTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 from transformers import TrainerCallback
 
+from components.grpo.prompt_once import PromptOnceMixin
 from components.grpo.rewards import answer_token_mask, consistency_bonus, ema_alpha, mean_probability
 
 BONUS_FUNC_NAME = "care_consistency_bonus"
@@ -71,8 +72,30 @@ class EMAReferenceCallback(TrainerCallback):
         return control
 
 
-class ConsistencyGRPOTrainer(GRPOTrainer):
+def _chunks(runs: list[tuple[int, int]], lengths: list[int], budget: int) -> list[list[tuple[int, int]]]:
+    """Groups `runs` (start, completions) into chunks of at most `budget` completion rows x longest completion
+    tokens (a run larger than the budget is a chunk of its own)."""
+    chunks: list[list[tuple[int, int]]] = []
+    rows = longest = 0
+    for run, length in zip(runs, lengths, strict=True):
+        if chunks and (rows + run[1]) * max(longest, length) <= budget:
+            chunks[-1].append(run)
+            rows, longest = rows + run[1], max(longest, length)
+        else:
+            chunks.append([run])
+            rows, longest = run[1], length
+    return chunks
+
+
+class MedBridgeGRPOTrainer(PromptOnceMixin, GRPOTrainer):
+    """TRL's GRPOTrainer whose policy forward computes each group's prompt once when it can
+    (`components.grpo.prompt_once`; `enable_prompt_once` after construction)."""
+
+
+class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
     """TRL GRPOTrainer plus GRPO-CARE's EMA reference and consistency bonus (see module docstring)."""
+
+    care_tokens = 65536  # reference scoring: completion rows x longest completion per forward
 
     def __init__(
         self,
@@ -118,7 +141,9 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
                     "GRPO-CARE with LoRA under DeepSpeed ZeRO-3 is not supported (the EMA reference cannot copy "
                     "sharded adapter weights); set lora: false or deepspeed: false"
                 )
-            ema = create_model_from_path(get_config_model_id(policy.config), dtype=policy.dtype)
+            # device_map=None: TRL's default ("auto" on a GPU) is refused under ZeRO-3, whose zero.Init places the
+            # shards itself.
+            ema = create_model_from_path(get_config_model_id(policy.config), dtype=policy.dtype, device_map=None)
             ema = prepare_deepspeed(ema, self.accelerator)
         else:
             ema = copy.deepcopy(policy)
@@ -137,31 +162,33 @@ class ConsistencyGRPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _reference_confidence_shared(self, prompts, completion_ids_list) -> torch.Tensor:
-        """The same confidences, each group's prompt prefilled once (vision tower included) and its completions
-        scored together over copies of its KV cache, the LM head only at answer tokens
-        (`components.common.sampling.score_continuations`; equal to `_reference_confidence_each`, tested)."""
-        from components.common.sampling import score_continuations
-        from components.grpo.rollout import prompt_key, prompt_runs
+        """The same confidences, each group's prompt run once (vision tower included) and all completions of a
+        chunk of groups scored together over copies of their prompt's keys/values, the LM head only at answer
+        tokens (`components.grpo.prompt_once.prompt_once_logps`; equal to `_reference_confidence_each`, tested)."""
+        from components.grpo.prompt_once import prompt_once_logps
+        from components.grpo.rollout import encode_prompts, prompt_key, prompt_runs, right_pad
 
         tok = self._tokenizer
         device = self.accelerator.device
         ema = self.ema_model.get_base_model() if hasattr(self.ema_model, "get_base_model") else self.ema_model
         out = [0.0] * len(prompts)
-        for start, n in prompt_runs([prompt_key(p) for p in prompts]):
-            comps = [list(c) or [tok.pad_token_id or 0] for c in completion_ids_list[start : start + n]]
-            masks = [answer_token_mask([tok.decode([t]) for t in c]) for c in comps]
-            if not any(any(m) for m in masks):
-                continue
-            prompt_ids, _, mm = self._tokenize_prompts([prompts[start]])
-            enc = {"input_ids": torch.tensor([list(prompt_ids[0])], device=device)}
-            for k, v in mm.items():
-                enc[k] = (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v).to(device)
-                if k in ("token_type_ids", "mm_token_type_ids"):
-                    enc[k] = enc[k].reshape(1, -1)
-            logps = score_continuations(ema, enc, comps, keep=masks,
-                                        image_token_id=getattr(ema.config, "image_token_id", None))
-            for i, lp in enumerate(logps):
-                out[start + i] = mean_probability(lp.tolist()) if len(lp) else 0.0
+        comps = [list(c) or [tok.pad_token_id or 0] for c in completion_ids_list]
+        masks = [answer_token_mask(tok.batch_decode([[t] for t in c])) for c in comps]  # decode([t]) per token
+        runs = [(s, n) for s, n in prompt_runs([prompt_key(p) for p in prompts])
+                if any(any(m) for m in masks[s : s + n])]
+        for chunk in _chunks(runs, [max(len(c) for c in comps[s : s + n]) for s, n in runs], self.care_tokens):
+            enc, _ = encode_prompts(self, [prompts[s] for s, _ in chunk], device)
+            prompt = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
+                                                             "image_grid_thw", "mm_token_type_ids")}
+            rows = [r for s, n in chunk for r in range(s, s + n)]
+            group_index = [g for g, (_, n) in enumerate(chunk) for _ in range(n)]
+            ids, cmask = right_pad([comps[r] for r in rows], tok.pad_token_id or 0)
+            ids, cmask = torch.tensor(ids, device=device), torch.tensor(cmask, device=device)
+            keep = torch.tensor(right_pad([masks[r] for r in rows], False)[0], device=device)
+            logps, _ = prompt_once_logps(ema, prompt, group_index, ids, cmask, score_mask=keep)
+            for i, r in enumerate(rows):
+                if any(masks[r]):
+                    out[r] = mean_probability(logps[i][keep[i]].tolist())
         return torch.tensor(out, dtype=torch.float32, device=device)
 
     @torch.no_grad()

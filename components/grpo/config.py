@@ -112,6 +112,12 @@ class SharpenConfig:
         metadata={"help": "recompute activations in the backward pass (GPU only; less memory, ~1/3 more compute). "
                           "false trains faster where a micro-batch's activations fit (LoRA on one GPU)"},
     )
+    shared_prompt_forward: bool = field(
+        default=True,
+        metadata={"help": "compute each group's prompt (and image) once in the policy's forward and backward instead "
+                          "of once per completion (components.grpo.prompt_once); applies when gradient_checkpointing "
+                          "and deepspeed are off, TRL's forward otherwise"},
+    )
     offload_optimizer: bool = field(
         default=False,
         metadata={"help": "DeepSpeed: keep the optimizer state in CPU memory (slower; for GPUs that cannot hold "

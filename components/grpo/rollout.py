@@ -103,6 +103,31 @@ def left_pad(rows: list[list[int]], value: int) -> tuple[list[list[int]], list[l
     return [[value] * (width - len(r)) + list(r) for r in rows], [[0] * (width - len(r)) + [1] * len(r) for r in rows]
 
 
+def encode_prompts(trainer, prompts: list, device) -> tuple[dict, list[list[int]]]:
+    """Left-padded tensors of `prompts` from TRL's own tokenisation (`_tokenize_prompts`), as TRL's generate gets
+    them, and each prompt's token ids."""
+    import torch
+
+    prompt_ids, _, fields = trainer._tokenize_prompts(prompts)
+    ids, mask = left_pad([list(p) for p in prompt_ids], trainer._tokenizer.pad_token_id)
+    enc: dict[str, Any] = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    for k, v in fields.items():
+        if isinstance(v, torch.Tensor):
+            enc[k] = v
+        elif isinstance(v, list) and v and (isinstance(v[0], (list, tuple)) or hasattr(v[0], "tolist")):
+            rows = [x.tolist() if hasattr(x, "tolist") else list(x) for x in v]
+            enc[k] = torch.tensor(left_pad(rows, 0)[0])  # a per-token field (mm_token_type_ids)
+        else:
+            enc[k] = torch.as_tensor(v)
+    return {k: v.to(device) for k, v in enc.items()}, [list(p) for p in prompt_ids]
+
+
+def right_pad(rows: list[list], value) -> tuple[list[list], list[list[int]]]:
+    """(padded rows, attention mask), padded on the right to the longest row."""
+    width = max(len(r) for r in rows)
+    return [list(r) + [value] * (width - len(r)) for r in rows], [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+
+
 # --- the engine -------------------------------------------------------------------------------------------------
 
 
@@ -131,23 +156,6 @@ class SharedPrefixRollout:
         self._step_calls = (step, k)
         state = np.random.SeedSequence([self.seed, trainer.accelerator.process_index, step, k]).generate_state(1)[0]
         return torch.Generator(device=device).manual_seed(int(state))
-
-    def _encode(self, trainer, prompts: list, device) -> tuple[dict, list[list[int]]]:
-        """Left-padded tensors of `prompts` from TRL's own tokenisation (`_tokenize_prompts`), as TRL's generate gets."""
-        import torch
-
-        prompt_ids, _, fields = trainer._tokenize_prompts(prompts)
-        ids, mask = left_pad([list(p) for p in prompt_ids], trainer._tokenizer.pad_token_id)
-        enc: dict[str, Any] = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-        for k, v in fields.items():
-            if isinstance(v, torch.Tensor):
-                enc[k] = v
-            elif isinstance(v, list) and v and (isinstance(v[0], (list, tuple)) or hasattr(v[0], "tolist")):
-                rows = [x.tolist() if hasattr(x, "tolist") else list(x) for x in v]
-                enc[k] = torch.tensor(left_pad(rows, 0)[0])  # a per-token field (mm_token_type_ids)
-            else:
-                enc[k] = torch.as_tensor(v)
-        return {k: v.to(device) for k, v in enc.items()}, [list(p) for p in prompt_ids]
 
     def _sample(self, model, enc: dict, n: int, trainer, generator, stats: dict):
         from components.common.sampling import shared_prefix_generate
@@ -207,7 +215,7 @@ class SharedPrefixRollout:
                 per_call = max(1, self.max_rows // n)
                 for c in range(0, len(members), per_call):
                     chunk = members[c : c + per_call]
-                    enc, ids = self._encode(trainer, [prompts[runs[j][0]] for j in chunk], device)
+                    enc, ids = encode_prompts(trainer, [prompts[runs[j][0]] for j in chunk], device)
                     stats: dict = {}
                     toks, lps = self._sample(model, enc, n, trainer, generator, stats)
                     for key in ("rows", "prefill_s", "decode_s"):

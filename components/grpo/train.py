@@ -29,7 +29,7 @@ from components.common.artifacts import read_diagnosis
 from components.common.io import atomic_dir, write_json
 from components.common.lineage import write_lineage
 from components.common.schema import stamp
-from components.common.records import MCQRecord, balanced_take, load_records, open_image
+from components.common.records import MCQRecord, balanced_take, load_records
 from components.common.training import (
     effective_learning_rate,
     runtime_args,
@@ -50,13 +50,49 @@ PREEMPTED_STATUS = 143  # 128 + SIGTERM: the checkpoint is saved, the task shoul
 
 
 def build_grpo_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str) -> list[dict[str, Any]]:
-    """TRL GRPO rows: conversational prompt, the PIL image, the answer letter and the options (for the rewards)."""
+    """TRL GRPO rows: conversational prompt, the image's path (read when a batch needs it: `rows_dataset`), the
+    answer letter and the options (for the rewards)."""
     from components.common.prompts import build_messages
 
     return [
-        {"prompt": build_messages(r, fmt), "image": open_image(dataset_dir, r), "answer": r.answer, "options": r.options}
+        {"prompt": build_messages(r, fmt), "image": str(Path(dataset_dir) / r.image) if r.image else None,
+         "answer": r.answer, "options": r.options}
         for r in records
     ]
+
+
+def rows_dataset(rows: list[dict[str, Any]], cache_images: int):
+    """TRL's train dataset for GRPO rows whose "image" is a PIL image or a file path.
+
+    TRL's dataloader hands every accumulation micro-step the whole generation batch again (its RepeatSampler repeats
+    the batch `steps_per_generation` times; only the first pass generates), so each row is fetched that many times
+    per optimizer step. Images stay out of the Arrow table (no PNG encoding at build time, no decoding at every
+    fetch): in-memory images are kept as they are, files are read on first use into an LRU cache of
+    `cache_images` images."""
+    import functools
+
+    from datasets import Dataset
+
+    from components.common.records import open_rgb
+
+    held: list[Any] = []
+    table = []
+    for r in rows:
+        img = r.get("image")
+        ref = "" if img is None else str(img) if isinstance(img, (str, Path)) else f"#{len(held)}"
+        if ref.startswith("#"):
+            held.append(img)
+        table.append({**{k: v for k, v in r.items() if k != "image"}, "image_ref": ref})
+    load = functools.lru_cache(maxsize=max(1, cache_images))(open_rgb)
+
+    def with_images(batch: dict[str, list]) -> dict[str, list]:
+        refs = batch.pop("image_ref")
+        batch["image"] = [None if not x else held[int(x[1:])] if x.startswith("#") else load(x) for x in refs]
+        return batch
+
+    dataset = Dataset.from_list(table)
+    dataset.set_transform(with_images)
+    return dataset
 
 
 def grpo_max_steps(cfg: SharpenConfig, n_prompts: int, n_processes: int) -> tuple[int, str]:
@@ -106,9 +142,6 @@ def make_grpo_trainer(cfg: SharpenConfig, *, model, processor, args, rows: list[
     """TRL's GRPOTrainer for `cfg` (GRPO-CARE's subclass when consistency_bonus > 0): the accuracy and format rewards,
     LoRA adapters when `cfg.lora`, and the rollout engine `cfg.rollout` (shared_prefix: TRL's `rollout_func`; vllm:
     set in `args`; trl: TRL's own generation). The benchmarks build the same trainer through this function."""
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
     from components.common.training import lora_config
     from components.grpo.rewards import accuracy_reward, make_format_reward
 
@@ -116,7 +149,9 @@ def make_grpo_trainer(cfg: SharpenConfig, *, model, processor, args, rows: list[
         model=model,
         reward_funcs=[accuracy_reward, make_format_reward(cfg.prompt_format)],
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        # Distinct prompts one generation batch holds (x2: the next batch's while this one's are still cached).
+        train_dataset=rows_dataset(rows, 2 * cfg.prompts_per_step * max(cfg.steps_per_generation,
+                                                                        cfg.gradient_accumulation_steps)),
         processing_class=processor,
         peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules) if cfg.lora else None,
     )
@@ -125,15 +160,18 @@ def make_grpo_trainer(cfg: SharpenConfig, *, model, processor, args, rows: list[
 
         warnings.filterwarnings("ignore", message="You are using 'rollout_func'")  # TRL marks it experimental
         common["rollout_func"] = SharedPrefixRollout(max_rows=cfg.rollout_max_rows, seed=cfg.seed)
-    if cfg.consistency_bonus > 0:
-        from components.grpo.care import ConsistencyGRPOTrainer
+    from components.grpo.care import ConsistencyGRPOTrainer, MedBridgeGRPOTrainer
 
-        return ConsistencyGRPOTrainer(
+    if cfg.consistency_bonus > 0:
+        trainer = ConsistencyGRPOTrainer(
             **common, bonus=cfg.consistency_bonus, upper_bound=cfg.confidence_upper_bound,
             margin=cfg.consistency_margin, ema_decay=cfg.ema_decay, ema_every=cfg.ema_every,
             shared_prefix_scoring=cfg.rollout != "trl",
         )
-    return GRPOTrainer(**common)
+    else:
+        trainer = MedBridgeGRPOTrainer(**common)
+    trainer.enable_prompt_once(cfg.shared_prompt_forward)
+    return trainer
 
 
 # Fields that change where or how long checkpoints are kept, not what is trained.
@@ -284,6 +322,9 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     trainer = make_grpo_trainer(cfg, model=model, processor=processor, args=args,
                                 rows=build_grpo_rows(with_image, rl_set_dir, cfg.prompt_format))
     ema = getattr(trainer, "ema_model", None)
+    policy_forward = "each prompt once" if trainer.prompt_once else f"TRL's, per row: {trainer.prompt_once_why}"
+    if is_main_process():
+        print(f"[grpo] policy forward: {policy_forward}", flush=True)
 
     history: list[dict[str, Any]] = read_json_in(resume, WATCH_FILE)["history"] if resume else []
     if resume and ema is not None:
@@ -356,6 +397,8 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
         "resumed_from": resume,
         "checkpoint_dir": str(root),
         "consistency_aware": cfg.consistency_bonus > 0,
+        "policy_forward": policy_forward,
+        "policy_forward_calls": dict(getattr(trainer, "prompt_once_calls", {})),
         "params_changed_fraction": changed_fraction(before, after) if after is not None else None,
         "init_from": "init_model" if io.init_model else "model",
         "diagnosis_branch": (diagnosis.get("decision") or {}).get("branch"),

@@ -13,13 +13,17 @@ def test_grpo_benchmark_smoke_on_cpu(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     assert main(["--tiny", "--device", "cpu", "--work", str(tmp_path / "work"), "--runs",
-                 "trl:2x2,shared_prefix:2x2,shared_prefix:2x2x2", "--steps", "1", "--warmup", "1",
+                 "trl:2x2,shared_prefix:2x2+fullfwd,shared_prefix:2x2x2", "--steps", "1", "--warmup", "1",
                  "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     runs = {r["run"]: r for r in res["results"]}
-    assert list(runs) == ["trl:2x2", "shared_prefix:2x2", "shared_prefix:2x2x2"]
+    assert list(runs) == ["trl:2x2", "shared_prefix:2x2+fullfwd", "shared_prefix:2x2x2"]
     assert runs["trl:2x2"]["care_scoring"] == "per_completion"  # the stock path is today's path, CARE included
-    assert runs["shared_prefix:2x2"]["care_scoring"] == "shared_prefix"
+    assert runs["shared_prefix:2x2+fullfwd"]["care_scoring"] == "shared_prefix"
+    # CPU never checkpoints, so the prompt-once forward applies unless +fullfwd turns it off.
+    assert runs["shared_prefix:2x2x2"]["policy_forward"] == runs["trl:2x2"]["policy_forward"] == "prompt once"
+    assert runs["shared_prefix:2x2+fullfwd"]["policy_forward"].startswith("TRL's (off in the recipe")
+    assert set(runs["shared_prefix:2x2x2"]["policy_forward_calls"]) == {"prompt once"}  # every forward took it
     # Rows per optimizer step: prompts x generations x accumulation; a random model fills (nearly) every completion.
     assert [r["rows_per_step"] for r in runs.values()] == [4, 4, 8]
     for r in runs.values():
@@ -35,11 +39,11 @@ def test_grpo_benchmark_smoke_on_cpu(tmp_path, capsys):
     assert "SUMMARY grpo:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("spec", ["fast:8x8", "trl:8", "trl:8x8x2x2", "trl:0x8"])
+@pytest.mark.parametrize("spec", ["fast:8x8", "trl:8", "trl:8x8x2x2", "trl:0x8", "trl:8x8+slow"])
 def test_grpo_benchmark_refuses_bad_run_specs(spec):
     from benchmarks.grpo import parse_run
 
-    with pytest.raises(SystemExit, match="ENGINE:PROMPTSxGENERATIONS"):
+    with pytest.raises(SystemExit, match="ENGINE:PROMPTSxGENERATIONS|unknown option"):
         parse_run(spec)
 
 

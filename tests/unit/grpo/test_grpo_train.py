@@ -108,6 +108,8 @@ def test_grpo_plain_via_launcher(varying_reward, tiny_model_dir, mcq_dir, bridge
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["consistency_aware"] is False and metrics["init_from"] == "model"
+    assert metrics["policy_forward"] == "each prompt once"  # CPU never checkpoints: the shared prompt forward applies
+    assert list(metrics["policy_forward_calls"]) == ["prompt once"] and metrics["policy_forward_calls"]["prompt once"] >= 2
     log = json.loads((out / "train_log.json").read_text())
     assert not any("rewards/care_consistency_bonus/mean" in s for s in log["steps"])  # plain TRL GRPO, TRL's generate
 
@@ -163,6 +165,7 @@ NOT_TRL = {
     "watch_max_new_tokens": "support guard", "collapse_tolerance": "support guard", "stop_on_collapse": "support guard",
     "keep_checkpoints": "train_grpo's clean-up", "num_processes": "components.common.launch",
     "rollout_max_rows": "SharedPrefixRollout",  # (rollout itself reaches TRL: vllm sets use_vllm)
+    "shared_prompt_forward": "PromptOnceMixin.enable_prompt_once (test_grpo_prompt_once)",
 }
 
 
