@@ -8,7 +8,7 @@ Trainer: `components.grpo.train.make_grpo_trainer`, i.e. TRL 1.16's GRPOTrainer 
 (`ConsistencyGRPOTrainer`: EMA reference, consistency bonus), the accuracy and format rewards, LoRA (the
 grpo_qwen25vl7b_care_lora recipe's adapters, lr 1e-5), bf16 and gradient checkpointing as `runtime_args` sets them on
 a GPU. Only the rollout engine, the batch shape and the two speed knobs differ between runs (--runs, comma-separated
-`ENGINE:PROMPTSxGENERATIONS[xACCUMULATION][+nockpt][+fullfwd]`; PROMPTS x GENERATIONS rows per micro-batch,
+`ENGINE:PROMPTSxGENERATIONS[xACCUMULATION][+OPTION...]`; PROMPTS x GENERATIONS rows per micro-batch,
 ACCUMULATION micro-batches per optimizer step, one on-policy rollout batch per optimizer step):
   trl:8x8                     TRL's own `model.generate` (CARE's reference: one forward per completion), 8 prompts x
                               8 completions per optimizer step, gradient checkpointing: the stock path;
@@ -20,6 +20,12 @@ ACCUMULATION micro-batches per optimizer step, one on-policy rollout batch per o
                               micro-batches per step: a 256-row rollout batch (32 prompts x 8);
   ...+fullfwd                 the same with TRL's forward (every row runs its prompt and image): what the shared
                               prompt forward saves.
+Two experiments on the host overhead the profile of a step showed (benchmarks/RESULTS.md, GRPO run C), not recipe
+settings yet:
+  ...+bf16lora                the LoRA adapters cast to the base model's dtype before training (PEFT keeps them in
+                              fp32, so every adapter call casts; Adam then updates bf16 adapter weights);
+  ...+nocudnn                 the whole run with SDPA's cuDNN backend excluded (flash, memory-efficient or math
+                              instead; cuDNN's attention had the largest host time per call).
 Each run builds a fresh model (same seed, same weights), does --warmup optimizer steps (CUDA-graph capture, allocator
 warm-up) and then --steps timed ones.
 
@@ -48,6 +54,7 @@ speed-up in the same run, and whether the targets (>= 2,500 tokens/s per GPU, >=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import sys
@@ -60,16 +67,17 @@ sys.path.insert(0, str(ROOT))
 BF16_DENSE_PEAK_TFLOPS = 989.0  # H100 SXM / H200 datasheet, dense bf16
 TARGET_TOKENS_PER_S = 2500.0
 TARGET_SPEEDUP = 6.0
+RUN_OPTIONS = ("nockpt", "fullfwd", "bf16lora", "nocudnn")
 ANSWER_SPAN = 4  # tokens CARE's reference scores per completion (a random model writes no <answer>)
 
 
 def parse_run(spec: str) -> dict:
-    """`ENGINE:PxG[xA][+nockpt][+fullfwd]` -> {"rollout", "prompts", "generations", "accumulation", "checkpointing",
-    "prompt_once", "name"}."""
+    """`ENGINE:PxG[xA][+OPTION...]` -> {"rollout", "prompts", "generations", "accumulation", "checkpointing",
+    "prompt_once", "bf16_lora", "no_cudnn", "name"}."""
     spec, *opts = spec.split("+")
-    if set(opts) - {"nockpt", "fullfwd"}:
-        raise SystemExit(f"--runs: unknown option(s) {sorted(set(opts) - {'nockpt', 'fullfwd'})} in {spec!r} "
-                         "(known: +nockpt, +fullfwd)")
+    if set(opts) - set(RUN_OPTIONS):
+        raise SystemExit(f"--runs: unknown option(s) {sorted(set(opts) - set(RUN_OPTIONS))} in {spec!r} "
+                         f"(known: {', '.join('+' + o for o in RUN_OPTIONS)})")
     try:
         engine, shape = spec.split(":")
         parts = [int(x) for x in shape.lower().split("x")]
@@ -80,7 +88,8 @@ def parse_run(spec: str) -> dict:
         raise SystemExit(f"--runs: {spec!r} is not ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (engine trl, "
                          "shared_prefix or vllm)")
     return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum,
-            "checkpointing": "nockpt" not in opts, "prompt_once": "fullfwd" not in opts, "name": "+".join([spec, *opts])}
+            "checkpointing": "nockpt" not in opts, "prompt_once": "fullfwd" not in opts,
+            "bf16_lora": "bf16lora" in opts, "no_cudnn": "nocudnn" in opts, "name": "+".join([spec, *opts])}
 
 
 def build_tiny_dir(work: Path, image_size: int) -> Path:
@@ -268,13 +277,16 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
     n_rows = spec["prompts"] * spec["accumulation"] * cfg.max_steps
     trainer = make_grpo_trainer(cfg, model=model, processor=processor, args=GRPOConfig(**targs),
                                 rows=rows_all[:n_rows])
+    if spec.get("bf16_lora"):
+        cast_adapters(trainer.model)
     timer = StepTimer(trainer, cuda)
     if args.profile:
         profile_step(trainer, at_step=args.warmup, cuda=cuda, name=spec["name"])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    trainer.train()
+    with sdpa_without_cudnn() if spec.get("no_cudnn") else contextlib.nullcontext():
+        trainer.train()
     wall = time.perf_counter() - t0
     timed = timer.steps[args.warmup:]
     tokens = sum(s["completion_tokens"] for s in timed)
@@ -313,6 +325,24 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+def cast_adapters(model) -> int:
+    """Cast trainable adapter weights (PEFT's `lora_` parameters) to the dtype of the frozen base; returns how many."""
+    frozen = next(p.dtype for p in model.parameters() if not p.requires_grad)
+    n = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad and "lora_" in name and p.dtype != frozen:
+            p.data = p.data.to(frozen)
+            n += 1
+    return n
+
+
+def sdpa_without_cudnn():
+    """SDPA restricted to the flash, memory-efficient and math backends (no cuDNN) for the block."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25) -> None:

@@ -13,17 +13,17 @@ def test_grpo_benchmark_smoke_on_cpu(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     assert main(["--tiny", "--device", "cpu", "--work", str(tmp_path / "work"), "--runs",
-                 "trl:2x2,shared_prefix:2x2+fullfwd,shared_prefix:2x2x2", "--steps", "1", "--warmup", "1",
+                 "trl:2x2,shared_prefix:2x2+fullfwd,shared_prefix:2x2x2+nocudnn", "--steps", "1", "--warmup", "1",
                  "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     runs = {r["run"]: r for r in res["results"]}
-    assert list(runs) == ["trl:2x2", "shared_prefix:2x2+fullfwd", "shared_prefix:2x2x2"]
+    assert list(runs) == ["trl:2x2", "shared_prefix:2x2+fullfwd", "shared_prefix:2x2x2+nocudnn"]
     assert runs["trl:2x2"]["care_scoring"] == "per_completion"  # the stock path is today's path, CARE included
     assert runs["shared_prefix:2x2+fullfwd"]["care_scoring"] == "shared_prefix"
     # CPU never checkpoints, so the prompt-once forward applies unless +fullfwd turns it off.
-    assert runs["shared_prefix:2x2x2"]["policy_forward"] == runs["trl:2x2"]["policy_forward"] == "prompt once"
+    assert runs["shared_prefix:2x2x2+nocudnn"]["policy_forward"] == runs["trl:2x2"]["policy_forward"] == "prompt once"
     assert runs["shared_prefix:2x2+fullfwd"]["policy_forward"].startswith("TRL's (off in the recipe")
-    assert set(runs["shared_prefix:2x2x2"]["policy_forward_calls"]) == {"prompt once"}  # every forward took it
+    assert set(runs["shared_prefix:2x2x2+nocudnn"]["policy_forward_calls"]) == {"prompt once"}  # every forward took it
     # Rows per optimizer step: prompts x generations x accumulation; a random model fills (nearly) every completion.
     assert [r["rows_per_step"] for r in runs.values()] == [4, 4, 8]
     for r in runs.values():
@@ -37,6 +37,28 @@ def test_grpo_benchmark_smoke_on_cpu(tmp_path, capsys):
     assert res["summary"]["speedup"] == pytest.approx(
         runs[res["summary"]["fast_run"]]["tokens_per_s"] / runs["trl:2x2"]["tokens_per_s"])
     assert "SUMMARY grpo:" in capsys.readouterr().out
+
+
+def test_run_options_parse():
+    from benchmarks.grpo import parse_run
+
+    r = parse_run("shared_prefix:2x8x16+nockpt+bf16lora+nocudnn")
+    assert (r["prompts"], r["generations"], r["accumulation"]) == (2, 8, 16)
+    assert not r["checkpointing"] and r["prompt_once"] and r["bf16_lora"] and r["no_cudnn"]
+    assert parse_run("trl:8x8")["checkpointing"] and not parse_run("trl:8x8")["bf16_lora"]
+
+
+def test_cast_adapters_casts_only_the_trainable_lora_weights():
+    import torch
+
+    from benchmarks.grpo import cast_adapters
+
+    model = torch.nn.Module()
+    model.base = torch.nn.Linear(4, 4).to(torch.bfloat16).requires_grad_(False)
+    model.lora_A = torch.nn.Linear(4, 2)  # fp32, trainable, as PEFT makes them
+    model.head = torch.nn.Linear(4, 4)  # trainable but not an adapter
+    assert cast_adapters(model) == 2  # lora_A's weight and bias
+    assert model.lora_A.weight.dtype == torch.bfloat16 and model.head.weight.dtype == torch.float32
 
 
 @pytest.mark.parametrize("spec", ["fast:8x8", "trl:8", "trl:8x8x2x2", "trl:0x8", "trl:8x8+slow"])
