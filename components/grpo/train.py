@@ -54,6 +54,7 @@ def build_grpo_rows(records: list[MCQRecord], dataset_dir: str | Path, fmt: str)
     answer letter and the options (for the rewards)."""
     from components.common.prompts import build_messages
 
+    # load_records has checked that every image path exists.
     return [
         {"prompt": build_messages(r, fmt), "image": str(Path(dataset_dir) / r.image) if r.image else None,
          "answer": r.answer, "options": r.options}
@@ -322,7 +323,7 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
     trainer = make_grpo_trainer(cfg, model=model, processor=processor, args=args,
                                 rows=build_grpo_rows(with_image, rl_set_dir, cfg.prompt_format))
     ema = getattr(trainer, "ema_model", None)
-    policy_forward = "each prompt once" if trainer.prompt_once else f"TRL's, per row: {trainer.prompt_once_why}"
+    policy_forward = "prompt once" if trainer.prompt_once else f"TRL's, per row: {trainer.prompt_once_why}"
     if is_main_process():
         print(f"[grpo] policy forward: {policy_forward}", flush=True)
 

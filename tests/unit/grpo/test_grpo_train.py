@@ -108,7 +108,7 @@ def test_grpo_plain_via_launcher(varying_reward, tiny_model_dir, mcq_dir, bridge
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["consistency_aware"] is False and metrics["init_from"] == "model"
-    assert metrics["policy_forward"] == "each prompt once"  # CPU never checkpoints: the shared prompt forward applies
+    assert metrics["policy_forward"] == "prompt once"  # CPU never checkpoints: the shared prompt forward applies
     assert list(metrics["policy_forward_calls"]) == ["prompt once"] and metrics["policy_forward_calls"]["prompt once"] >= 2
     log = json.loads((out / "train_log.json").read_text())
     assert not any("rewards/care_consistency_bonus/mean" in s for s in log["steps"])  # plain TRL GRPO, TRL's generate
