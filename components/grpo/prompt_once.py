@@ -21,6 +21,7 @@ trainer falls back to TRL's forward otherwise, and for text-only or non-Qwen2.5-
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import types
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class PromptGroups:
     @property
     def n_groups(self) -> int:
         return len(self.reps)
+
+
+def image_starts(counts: list[int]) -> list[int]:
+    """Index of each row's first image in `image_grid_thw` (and, last, the number of images)."""
+    return list(itertools.accumulate(counts, initial=0))
 
 
 def pixel_row_spans(image_grid_thw, num_images: list[int] | None, rows: int) -> list[tuple[int, int]]:
@@ -84,8 +90,9 @@ class _GroupPrefixCache:
     is_compileable = False
 
     def __init__(self, prompt_cache, group_index):
-        layers = prompt_cache.layers if hasattr(prompt_cache, "layers") else None
-        self.prefix = [(lay.keys, lay.values) for lay in layers] if layers is not None else [tuple(x) for x in prompt_cache]
+        from components.common.sampling import _cache_tensors
+
+        self.prefix = _cache_tensors(prompt_cache)
         self.group_index = group_index
         self.length = self.prefix[0][0].shape[-2]
 
@@ -197,7 +204,7 @@ def rows_to_prompts(plan: PromptGroups, input_ids, attention_mask, logits_to_kee
     reps = torch.as_tensor(plan.reps, dtype=torch.long, device=input_ids.device)
     spans = pixel_row_spans(image_grid_thw, num_images, input_ids.shape[0])
     counts = num_images if num_images is not None else [1] * input_ids.shape[0]
-    first = [sum(counts[:r]) for r in range(len(counts))]
+    first = image_starts(counts)
     prompt = {
         "input_ids": input_ids[reps, :width],
         "attention_mask": attention_mask[reps, :width],
@@ -290,9 +297,7 @@ class PromptOnceMixin:
         batch_size = batch_size or input_ids.size(0)
         counts = num_images if num_images is not None else [1] * input_ids.size(0)
         spans = pixel_row_spans(image_grid_thw, counts, input_ids.size(0))
-        first = [0]
-        for c in counts:
-            first.append(first[-1] + c)
+        first = image_starts(counts)
         logps, ents = [], []
         width = input_ids.size(1) - logits_to_keep
         for start in range(0, input_ids.size(0), batch_size):
