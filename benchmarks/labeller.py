@@ -18,9 +18,11 @@ the results (prompt and image-token quantiles).
 
 Runs, each on a fresh label cache, after a warm-up on other questions of the same distribution:
   baseline  the stock path (`fast=False`): batches of `--baseline-batch` questions in record order, prompt forward,
-            KV cache repeated for the 8 candidates, candidate forward; on the first `--baseline-questions`;
+            KV cache repeated for the 8 candidates, candidate forward, transformers' per-window vision attention;
+            on the first `--baseline-questions`;
   fast      length-sorted batches of `--token-budget` tokens, preprocessing threads working ahead of the GPU,
-            prompts and candidates in one forward (`components.curate.scoring`); on all `--questions`;
+            prompts and candidates in one forward (`components.curate.scoring`), one attention call per vision
+            layer (`components.common.vision_attention`, as every model the steps load); on all `--questions`;
   compiled  the fast path with torch.compile'd vision block and decoder layer (`--compile`).
 Printed per run: questions/s, prompt tokens/s, analytic FLOPs (components.curate.scoring.vision_flops/text_flops:
 2 x multiply-adds from the shapes, causal attention pairs only, padding excluded), achieved TFLOP/s of the prompt
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from components.common.vision_attention import batch_window_attention, per_window_attention
     from components.curate.labeller import ModalityLabeller
 
     args = make_parser().parse_args(argv)
@@ -295,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, kw, recs, compile_ in (("baseline", base_kw, records[:nb], False), ("fast", fast_kw, records, False),
                                          *((("compiled", fast_kw, records, True),) if args.compile else ())):
             lab.compile = compile_
+            # the stock path keeps transformers' per-window vision attention; the fast paths batch the windows
+            (per_window_attention if name == "baseline" else batch_window_attention)(model)
             try:
                 tw = time.perf_counter()
                 run(f"{name}-warm", lab, warm, root, cfg, cand_lens, args.device, **kw)

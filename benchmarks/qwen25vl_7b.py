@@ -38,11 +38,13 @@ QWEN25_VL_7B = dict(
 )
 
 
-def random_qwen25vl_7b(tokenizer, device: str, *, full_vocab: bool = False):
+def random_qwen25vl_7b(tokenizer, device: str, *, full_vocab: bool = False, batch_windows: bool = True):
     """The Qwen2.5-VL-7B-shaped model with RANDOM bf16 weights (seed 0, sdpa) built on `device`, wired to `tokenizer`'s
     special tokens (the project's tiny test tokenizer). `full_vocab`: keep the real 152,064-token vocabulary (the real
     LM head and sampling cost; token ids beyond the tokenizer's are never decoded to text), else the tokenizer's own.
-    Generation ends on <|im_end|> (and <|endoftext|> with the small vocabulary)."""
+    Generation ends on <|im_end|> (and <|endoftext|> with the small vocabulary). `batch_windows`: one attention call
+    per vision layer (components.common.vision_attention), as the steps' own loading does; False keeps transformers'
+    per-window loop (what the benchmarks compare against)."""
     import copy
 
     import torch
@@ -60,6 +62,10 @@ def random_qwen25vl_7b(tokenizer, device: str, *, full_vocab: bool = False):
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(Qwen2_5_VLConfig(**cfg), dtype=torch.bfloat16,
                                                                  attn_implementation="sdpa")
+    if batch_windows:  # as load_model_and_processor does for every model the steps open
+        from components.common.vision_attention import batch_window_attention
+
+        batch_window_attention(model)
     model.generation_config.eos_token_id = [ids["<|im_end|>"]] + ([] if full_vocab else [ids["<|endoftext|>"]])
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return model
