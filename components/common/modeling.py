@@ -11,6 +11,7 @@ video, and the image-only form avoids the video processor's torchvision dependen
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,55 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         super(Qwen2_5_VLProcessor, self).__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    def __call__(self, images=None, text=None, **kwargs):
+        """Qwen2.5-VL's processor; rows repeated within one call (GRPO hands it each prompt once per completion, the
+        same image objects and text) are processed once and their outputs copied, which is what processing them
+        again would give (tested), without preparing the same image G times on the CPU."""
+        plan = _repeated_rows(images, text) if kwargs.get("return_tensors") == "pt" else None
+        if plan is None:
+            return super().__call__(images=images, text=text, **kwargs)
+        uniq, index = plan
+        rows = [images[u] if isinstance(images[u], list) else [images[u]] for u in uniq]
+        out = super().__call__(images=rows, text=[text[u] for u in uniq], **kwargs)
+        expanded = _expand_rows(out, index, [len(r) for r in rows])
+        return expanded if expanded is not None else super().__call__(images=images, text=text, **kwargs)
+
+
+_ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+def _repeated_rows(images, text) -> tuple[list[int], list[int]] | None:
+    """(first row of each distinct (images, text) row, each row's distinct index), or None when nothing repeats or
+    the call is not one image list per text row. Images compare by identity: equal objects, not equal pixels."""
+    if not isinstance(text, list) or not isinstance(images, list) or len(images) != len(text) or len(text) < 2:
+        return None
+    seen: dict = {}
+    uniq, index = [], []
+    for r, (imgs, t) in enumerate(zip(images, text)):
+        key = (tuple(map(id, imgs)) if isinstance(imgs, list) else (id(imgs),), t)
+        if key not in seen:
+            seen[key] = len(uniq)
+            uniq.append(r)
+        index.append(seen[key])
+    return (uniq, index) if len(uniq) < len(text) else None
+
+
+def _expand_rows(out, index: list[int], images_per_row: list[int]):
+    """The processor output of the distinct rows laid out for every row (None for an output it does not know)."""
+    import torch
+
+    if set(out) - {*_ROW_KEYS, "pixel_values", "image_grid_thw"}:
+        return None
+    grid = out.get("image_grid_thw")
+    data = {k: out[k][torch.tensor(index)] for k in _ROW_KEYS if k in out}
+    if grid is not None:
+        first_image = list(itertools.accumulate(images_per_row, initial=0))
+        first_patch = list(itertools.accumulate((int(t * h * w) for t, h, w in grid.tolist()), initial=0))
+        images = [(first_image[u], first_image[u + 1]) for u in index]
+        data["image_grid_thw"] = torch.cat([grid[a:b] for a, b in images])
+        data["pixel_values"] = torch.cat([out["pixel_values"][first_patch[a] : first_patch[b]] for a, b in images])
+    return type(out)(data)
 
 
 def resolve_model_dir(ref: str, cache_dir: str | Path | None = None) -> str:
@@ -96,6 +146,8 @@ def load_model_and_processor(
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    from components.common.vision_attention import batch_window_attention
+
     src = resolve_model_dir(ref)
     on_gpu = torch.cuda.is_available() if device is None else pick_device(device).startswith("cuda")
     if dtype == "auto":
@@ -106,6 +158,7 @@ def load_model_and_processor(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, **kwargs)
+    batch_window_attention(model)  # one attention call per vision layer instead of one per window
     if device is not None:
         model = model.to(pick_device(device))
     model.eval()
