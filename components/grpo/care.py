@@ -38,6 +38,8 @@ from trl import GRPOTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 from transformers import TrainerCallback
 
+from components.common.vision_attention import is_batched_window_attention
+from components.grpo.adapters import adapters_in_compute_dtype
 from components.grpo.prompt_once import PromptOnceMixin
 from components.grpo.rewards import answer_token_mask, consistency_bonus, ema_alpha, mean_probability
 
@@ -53,6 +55,8 @@ def _strip_forward_patches(module: torch.nn.Module) -> None:
     """Remove per-instance `forward` overrides (TRL's fused LM head, accelerate's autocast wrapper) from a copy, so
     its forward is the model class's own and never calls back into the module it was copied from."""
     for m in module.modules():
+        if is_batched_window_attention(m):  # the copy's own batched vision attention (deepcopy rebinds it)
+            continue
         m.__dict__.pop("forward", None)
         m.__dict__.pop("_original_forward", None)
 
@@ -176,19 +180,20 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
         masks = [answer_token_mask(tok.batch_decode([[t] for t in c])) for c in comps]  # decode([t]) per token
         runs = [(s, n) for s, n in prompt_runs([prompt_key(p) for p in prompts])
                 if any(any(m) for m in masks[s : s + n])]
-        for chunk in _chunks(runs, [max(len(c) for c in comps[s : s + n]) for s, n in runs], self.care_tokens):
-            enc, _ = encode_prompts(self, [prompts[s] for s, _ in chunk], device)
-            prompt = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
-                                                             "image_grid_thw", "mm_token_type_ids")}
-            rows = [r for s, n in chunk for r in range(s, s + n)]
-            group_index = [g for g, (_, n) in enumerate(chunk) for _ in range(n)]
-            ids, cmask = right_pad([comps[r] for r in rows], tok.pad_token_id or 0)
-            ids, cmask = torch.tensor(ids, device=device), torch.tensor(cmask, device=device)
-            keep = torch.tensor(right_pad([masks[r] for r in rows], False)[0], device=device)
-            logps, _ = prompt_once_logps(ema, prompt, group_index, ids, cmask, score_mask=keep)
-            for i, r in enumerate(rows):
-                if any(masks[r]):
-                    out[r] = mean_probability(logps[i][keep[i]].tolist())
+        with adapters_in_compute_dtype(ema):  # the EMA's LoRA adapters in bf16 while it scores
+            for chunk in _chunks(runs, [max(len(c) for c in comps[s : s + n]) for s, n in runs], self.care_tokens):
+                enc, _ = encode_prompts(self, [prompts[s] for s, _ in chunk], device)
+                prompt = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
+                                                                 "image_grid_thw", "mm_token_type_ids")}
+                rows = [r for s, n in chunk for r in range(s, s + n)]
+                group_index = [g for g, (_, n) in enumerate(chunk) for _ in range(n)]
+                ids, cmask = right_pad([comps[r] for r in rows], tok.pad_token_id or 0)
+                ids, cmask = torch.tensor(ids, device=device), torch.tensor(cmask, device=device)
+                keep = torch.tensor(right_pad([masks[r] for r in rows], False)[0], device=device)
+                logps, _ = prompt_once_logps(ema, prompt, group_index, ids, cmask, score_mask=keep)
+                for i, r in enumerate(rows):
+                    if any(masks[r]):
+                        out[r] = mean_probability(logps[i][keep[i]].tolist())
         return torch.tensor(out, dtype=torch.float32, device=device)
 
     @torch.no_grad()

@@ -240,12 +240,63 @@ def add_prompt_once_forward(model, *, temperature: float, cast_lm_head_to_fp32: 
     model.forward = types.MethodType(forward, model)
 
 
+def group_permutation(prompt_ids, generator=None) -> list[int]:
+    """A random order of the rows that keeps each run of consecutive rows with equal prompt tokens together (a
+    prompt's G completions, side by side as TRL's sampler puts them) and shuffles the runs."""
+    import torch
+
+    from components.grpo.rollout import prompt_runs
+
+    runs = prompt_runs([tuple(r) for r in prompt_ids.tolist()])
+    return [i for j in torch.randperm(len(runs), generator=generator).tolist()
+            for i in range(runs[j][0], runs[j][0] + runs[j][1])]
+
+
+def permute_rows(batch: dict, order: list[int]) -> dict:
+    """`batch` (TRL's generation batch: tensors and lists with one entry per row, scalars) in row order `order`."""
+    import torch
+
+    index = torch.tensor(order)
+
+    def permute(v):
+        if v is None or (isinstance(v, torch.Tensor) and v.ndim == 0):
+            return v
+        if isinstance(v, torch.Tensor):
+            return v[index.to(v.device)]
+        return [v[i] for i in order]
+
+    return {k: permute(v) for k, v in batch.items()}
+
+
 class PromptOnceMixin:
     """For a GRPOTrainer subclass: `_get_per_token_logps_and_entropies` through `prompt_once_logps` when
-    `self.prompt_once` (set by `enable_prompt_once`) and the batch is a Qwen2.5-VL image batch; TRL's otherwise."""
+    `self.prompt_once` (set by `enable_prompt_once`) and the batch is a Qwen2.5-VL image batch; TRL's otherwise.
+
+    It also keeps each prompt's completions in one micro-batch: TRL shuffles the rows of a rollout batch before it
+    cuts it into `steps_per_generation` micro-batches, which scatters a group over the micro-batches (with 32
+    prompts x 8 rows cut into 16-row micro-batches, ~12 distinct prompts per micro-batch instead of 2), so there
+    would be little prompt left to compute once. With the prompt-once forward on, `_prepare_inputs` shuffles whole
+    groups instead (`group_permutation`). When a rollout batch serves one optimizer step (the recipes), the summed
+    gradient does not depend on how its rows are dealt into micro-batches; with several optimizer steps per rollout
+    batch, which groups fall into which step is still random."""
 
     prompt_once = False
     prompt_once_why = "off"
+
+    def _prepare_inputs(self, generation_batch):
+        """TRL's `_prepare_inputs` (train mode: generate every `steps_per_generation` micro-steps, shuffle, cut, serve
+        the pieces) with the groups kept whole when the prompt-once forward is on."""
+        if not (self.prompt_once and self.model.training):
+            return super()._prepare_inputs(generation_batch)
+        from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
+
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
+            batch = permute_rows(batch, group_permutation(batch["prompt_ids"]))
+            self._buffered_inputs = [unsplit_pixel_values_by_grid(b)
+                                     for b in split_tensor_dict(batch, self.args.steps_per_generation)]
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
     def enable_prompt_once(self, wanted: bool) -> None:
         model = self.accelerator.unwrap_model(self.model)
@@ -293,6 +344,8 @@ class PromptOnceMixin:
                 image_grid_thw=image_grid_thw, num_images=num_images, **kwargs)
         import torch
 
+        from components.grpo.adapters import adapter_inputs_uncast
+
         mm = kwargs.get("mm_token_type_ids")
         batch_size = batch_size or input_ids.size(0)
         counts = num_images if num_images is not None else [1] * input_ids.size(0)
@@ -305,7 +358,7 @@ class PromptOnceMixin:
             pv = pixel_values[spans[start][0] : spans[end - 1][1]]
             sub_spans = [(a - spans[start][0], b - spans[start][0]) for a, b in spans[start:end]]
             plan = group_rows(input_ids[start:end, :width], attention_mask[start:end, :width], pv, sub_spans)
-            with self.accelerator.autocast():
+            with self.accelerator.autocast(), adapter_inputs_uncast(model, input_ids.device.type):
                 out = model(input_ids=input_ids[start:end], attention_mask=attention_mask[start:end],
                             logits_to_keep=logits_to_keep, pixel_values=pv,
                             image_grid_thw=image_grid_thw[first[start] : first[end]], num_images=counts[start:end],

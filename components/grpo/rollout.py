@@ -177,10 +177,13 @@ class SharedPrefixRollout:
         return shared_prefix_generate(model, dict(enc), **kwargs)
 
     def __call__(self, prompts: list, trainer) -> dict[str, list]:
+        import contextlib
         import time
 
         import torch
         from trl.models import unwrap_model_for_generation
+
+        from components.grpo.adapters import adapters_in_compute_dtype
 
         for name, value, neutral in (("top_k", trainer.top_k, (None, 0)), ("min_p", trainer.min_p, (None, 0.0)),
                                      ("repetition_penalty", trainer.repetition_penalty, (None, 1.0))):
@@ -201,6 +204,7 @@ class SharedPrefixRollout:
         generator = self._generator(trainer, device)
         stats_all = {"rows": 0, "prefill_s": 0.0, "decode_s": 0.0, "sampler_calls": 0}
         with (
+            contextlib.ExitStack() as stack,
             unwrap_model_for_generation(
                 trainer.model_wrapped, trainer.accelerator,
                 gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
@@ -209,8 +213,10 @@ class SharedPrefixRollout:
             torch.no_grad(),
             trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
         ):
-            # A PEFT model's adapters live inside the base model's layers: its forward applies them.
+            # A PEFT model's adapters live inside the base model's layers: its forward applies them (here in the
+            # base weights' dtype, components.grpo.adapters).
             model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            stack.enter_context(adapters_in_compute_dtype(model))
             for n, members in sorted(by_size.items()):
                 per_call = max(1, self.max_rows // n)
                 for c in range(0, len(members), per_call):

@@ -3,6 +3,8 @@ the same per-token log-probabilities and entropies, and the same LoRA gradients,
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 from tests.unit.grpo.test_grpo_rollout import _rows, _trainer, peaked_dir  # noqa: F401  (fixture)
@@ -116,6 +118,44 @@ def test_prompt_once_is_refused_where_it_does_not_apply(peaked_dir, tmp_path):  
     trainer.args.gradient_checkpointing = True  # as on a GPU with the recipe's default
     trainer.enable_prompt_once(True)
     assert not trainer.prompt_once and "gradient checkpointing" in trainer.prompt_once_why
+
+
+def test_group_permutation_keeps_runs_whole():
+    import torch
+
+    from components.grpo.prompt_once import group_permutation, permute_rows
+
+    ids = torch.tensor([[0, 5], [0, 5], [0, 5], [7, 8], [7, 8], [0, 5], [0, 5], [9, 9]])  # a prompt may recur later
+    order = group_permutation(ids, torch.Generator().manual_seed(1))
+    assert sorted(order) == list(range(8))
+    runs = [[0, 1, 2], [3, 4], [5, 6], [7]]
+    pos = [order.index(r[0]) for r in runs]
+    assert all(order[p : p + len(r)] == r for p, r in zip(pos, runs, strict=True))  # each run intact, in order
+    assert order != list(range(8))  # and the runs did move (this seed)
+    batch = {"x": torch.arange(8) * 10, "names": list("abcdefgh"), "n": torch.tensor(3), "none": None}
+    out = permute_rows(batch, order)
+    assert out["x"].tolist() == [10 * i for i in order] and out["names"] == ["abcdefgh"[i] for i in order]
+    assert out["n"].item() == 3 and out["none"] is None
+
+
+@pytest.mark.parametrize("prompt_once", [True, False])
+def test_micro_batches_hold_whole_groups_with_the_prompt_once_forward(peaked_dir, tmp_path, prompt_once):  # noqa: F811
+    # 4 prompts x 3 completions served as 4 micro-batches of 3 rows: with the prompt-once forward each micro-batch is
+    # one prompt's group; TRL's own shuffle (prompt-once off) scatters the groups.
+    import torch
+
+    trainer = _trainer(peaked_dir, tmp_path, rollout="shared_prefix", temperature=0.7, prompts_per_step=1,
+                       gradient_accumulation_steps=4, shared_prompt_forward=prompt_once)
+    trainer.enable_prompt_once(prompt_once)
+    torch.manual_seed(0)
+    rows = [dict(r) for r in _rows(4) for _ in range(3)]
+    first = trainer._prepare_inputs(rows)
+    micro = trainer._buffered_inputs
+    assert len(micro) == 4 and first is micro[0]
+    whole = [bool((m["prompt_ids"] == m["prompt_ids"][0]).all()) for m in micro]
+    assert all(whole) if prompt_once else not all(whole)
+    counts = collections.Counter(tuple(r.tolist()) for m in micro for r in m["prompt_ids"])
+    assert sorted(counts.values()) == [3, 3, 3, 3]  # every row served once: 4 prompts x 3
 
 
 @pytest.mark.parametrize(("aux", "pixels", "kwargs", "why"), [

@@ -1,0 +1,99 @@
+"""LoRA adapters in the base model's dtype for no-gradient passes (components.grpo.adapters)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from components.grpo.adapters import adapters_in_compute_dtype
+
+
+@pytest.fixture
+def bf16_lora(tiny_model_dir):
+    """The tiny model in bf16 with LoRA adapters (PEFT keeps them fp32) whose B is not zero."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def _adapters(model):
+    return {n: p for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_adapters_are_bf16_inside_and_fp32_unchanged_after(bf16_lora):
+    before = {n: (p, p.detach().clone()) for n, p in _adapters(bf16_lora).items()}
+    assert before and all(p.dtype == torch.float32 for p, _ in before.values())
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        ref = bf16_lora(input_ids=ids).logits.float()
+        with adapters_in_compute_dtype(bf16_lora) as n:
+            assert n == len(before)
+            assert all(p.dtype == torch.bfloat16 for p in _adapters(bf16_lora).values())
+            got = bf16_lora(input_ids=ids).logits.float()
+        base_only = None
+        with bf16_lora.disable_adapter():
+            base_only = bf16_lora(input_ids=ids).logits.float()
+    # the adapters still act (the output is not the base model's) and agree with the fp32 ones to bf16 rounding
+    assert (got - base_only).abs().max() > 10 * (got - ref).abs().max()
+    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.05)
+    for n, p in _adapters(bf16_lora).items():
+        assert p is before[n][0] and p.dtype == torch.float32
+        assert torch.equal(p.detach(), before[n][1])  # bit for bit: the copies never touched the real weights
+
+
+def test_gradients_survive_and_grad_mode_is_refused(bf16_lora):
+    ids = torch.tensor([[5, 6, 7]])
+    bf16_lora(input_ids=ids).logits.float().sum().backward()
+    grads = {n: p.grad.clone() for n, p in _adapters(bf16_lora).items() if p.grad is not None}
+    assert grads
+    with pytest.raises(RuntimeError, match="torch.no_grad"):
+        with adapters_in_compute_dtype(bf16_lora):
+            pass
+    with torch.no_grad(), adapters_in_compute_dtype(bf16_lora):
+        bf16_lora(input_ids=ids)
+    for n, p in _adapters(bf16_lora).items():
+        if n in grads:
+            assert p.grad.dtype == torch.float32 and torch.equal(p.grad, grads[n])
+
+
+def test_a_model_without_adapters_is_left_alone(tiny_model_dir):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
+    with torch.no_grad(), adapters_in_compute_dtype(base) as n:
+        assert n == 0
+
+
+def test_uncast_adapter_inputs_change_nothing_under_autocast(bf16_lora):
+    """Logits and LoRA gradients bit for bit equal with and without PEFT's input cast, under (CPU) autocast."""
+    from components.grpo.adapters import adapter_inputs_uncast
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    results = []
+    for uncast in (False, True):
+        bf16_lora.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16), contextlib.ExitStack() as stack:
+            if uncast:
+                stack.enter_context(adapter_inputs_uncast(bf16_lora, "cpu"))
+                assert not any(getattr(m, "cast_input_dtype_enabled", True) for m in bf16_lora.modules()
+                               if hasattr(m, "lora_A"))  # active under autocast
+            logits = bf16_lora(input_ids=ids).logits
+        (logits.float() ** 2).mean().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in _adapters(bf16_lora).items()}))
+    (la, ga), (lb, gb) = results
+    assert torch.equal(la, lb)
+    assert ga.keys() == gb.keys() and all(torch.equal(ga[n], gb[n]) for n in ga)
+    assert any(g.abs().sum() > 0 for g in gb.values())
+    # outside autocast it is inactive: the fp32 adapters still get fp32 inputs (else the matmul would fail)
+    with torch.no_grad(), adapter_inputs_uncast(bf16_lora, "cpu"):
+        bf16_lora(input_ids=ids)
