@@ -25,7 +25,10 @@ settings yet:
   ...+bf16lora                the LoRA adapters cast to the base model's dtype before training (PEFT keeps them in
                               fp32, so every adapter call casts; Adam then updates bf16 adapter weights);
   ...+nocudnn                 the whole run with SDPA's cuDNN backend excluded (flash, memory-efficient or math
-                              instead; cuDNN's attention had the largest host time per call).
+                              instead; cuDNN's attention had the largest host time per call);
+  ...+stockvis                transformers' per-window vision attention (one attention call and one host sync per
+                              window and layer) instead of the batched one every step's model loading now installs
+                              (components/common/vision_attention.py): what batching the windows saves.
 Each run builds a fresh model (same seed, same weights), does --warmup optimizer steps (CUDA-graph capture, allocator
 warm-up) and then --steps timed ones.
 
@@ -67,13 +70,13 @@ sys.path.insert(0, str(ROOT))
 BF16_DENSE_PEAK_TFLOPS = 989.0  # H100 SXM / H200 datasheet, dense bf16
 TARGET_TOKENS_PER_S = 2500.0
 TARGET_SPEEDUP = 6.0
-RUN_OPTIONS = ("nockpt", "fullfwd", "bf16lora", "nocudnn")
+RUN_OPTIONS = ("nockpt", "fullfwd", "bf16lora", "nocudnn", "stockvis")
 ANSWER_SPAN = 4  # tokens CARE's reference scores per completion (a random model writes no <answer>)
 
 
 def parse_run(spec: str) -> dict:
     """`ENGINE:PxG[xA][+OPTION...]` -> {"rollout", "prompts", "generations", "accumulation", "checkpointing",
-    "prompt_once", "bf16_lora", "no_cudnn", "name"}."""
+    "prompt_once", "bf16_lora", "no_cudnn", "stock_vision", "name"}."""
     spec, *opts = spec.split("+")
     if set(opts) - set(RUN_OPTIONS):
         raise SystemExit(f"--runs: unknown option(s) {sorted(set(opts) - set(RUN_OPTIONS))} in {spec!r} "
@@ -89,7 +92,8 @@ def parse_run(spec: str) -> dict:
                          "shared_prefix or vllm)")
     return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum,
             "checkpointing": "nockpt" not in opts, "prompt_once": "fullfwd" not in opts,
-            "bf16_lora": "bf16lora" in opts, "no_cudnn": "nocudnn" in opts, "name": "+".join([spec, *opts])}
+            "bf16_lora": "bf16lora" in opts, "no_cudnn": "nocudnn" in opts, "stock_vision": "stockvis" in opts,
+            "name": "+".join([spec, *opts])}
 
 
 def build_tiny_dir(work: Path, image_size: int) -> Path:
@@ -186,8 +190,11 @@ class StepTimer:
 
     def _timed(self, name, fn):
         def wrapper(*a, **kw):
+            from torch.profiler import record_function
+
             t0 = self._now()
-            out = fn(*a, **kw)
+            with record_function(f"phase:{name}"):  # a row per phase in --profile's tables
+                out = fn(*a, **kw)
             self.cur[name] += self._now() - t0
             if name == "_generate":
                 self.tokens += sum(len(c) for c in out[1])
@@ -256,6 +263,7 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
     from trl import GRPOConfig
 
     from components.common.sampling import suppressed_token_ids
+    from components.common.vision_attention import per_window_attention
     from components.grpo.config import SharpenConfig
     from components.grpo.rollout import require_rollout_backend
     from components.grpo.train import grpo_trainer_args, make_grpo_trainer
@@ -264,6 +272,8 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
 
     cuda = args.device.startswith("cuda")
     model, processor = build_model(tiny_dir, args.tiny, args.device)
+    if spec.get("stock_vision"):
+        per_window_attention(model)  # the policy and its EMA copy (made from it) both
     nums = model_numbers(model)
     cfg = SharpenConfig(
         prompt_format="direct", max_steps=args.warmup + args.steps, rollout=spec["rollout"],
