@@ -10,18 +10,20 @@ grpo_qwen25vl7b_care_lora recipe's adapters, lr 1e-5), bf16 and gradient checkpo
 a GPU. Only the rollout engine, the batch shape and the two speed knobs differ between runs (--runs, comma-separated
 `ENGINE:PROMPTSxGENERATIONS[xACCUMULATION][+OPTION...]`; PROMPTS x GENERATIONS rows per micro-batch,
 ACCUMULATION micro-batches per optimizer step, one on-policy rollout batch per optimizer step):
-  trl:8x8                     TRL's own `model.generate` (CARE's reference: one forward per completion), 8 prompts x
-                              8 completions per optimizer step, gradient checkpointing: the stock path;
+  trl:8x8+stockvis+fullfwd    the stock path: TRL's own `model.generate` (CARE's reference: one forward per
+                              completion) and TRL's forward, transformers' per-window vision attention, 8 prompts x 8
+                              completions per optimizer step, gradient checkpointing;
   shared_prefix:2x8x16+nockpt the project's engine (`rollout: shared_prefix`: one prefill per prompt, the group
                               decoded together with CUDA graphs; CARE's reference: each prompt once, all completions
                               of the batch together), 16-row micro-batches without gradient checkpointing
                               (`gradient_checkpointing: false`) and the policy's forward/backward running each prompt
                               and image once (`shared_prompt_forward`, on by default where it applies), 16
                               micro-batches per step: a 256-row rollout batch (32 prompts x 8);
+  shared_prefix:4x8x8+nockpt  the same with 32-row micro-batches, 8 per step (the fastest shape that fits one H200);
   ...+fullfwd                 the same with TRL's forward (every row runs its prompt and image): what the shared
                               prompt forward saves.
-Two experiments on the host overhead the profile of a step showed (benchmarks/RESULTS.md, GRPO run C), not recipe
-settings yet:
+Experiments, not recipe settings (the first two on the host overhead the profile of run C's step showed,
+benchmarks/RESULTS.md):
   ...+bf16lora                the LoRA adapters cast to the base model's dtype before training (PEFT keeps them in
                               fp32, so every adapter call casts; Adam then updates bf16 adapter weights);
   ...+nocudnn                 the whole run with SDPA's cuDNN backend excluded (flash, memory-efficient or math
@@ -430,7 +432,7 @@ def print_run(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="shared_prefix:2x8x16+nockpt,shared_prefix:4x8x8+nockpt,trl:8x8",
+    p.add_argument("--runs", default="shared_prefix:4x8x8+nockpt,shared_prefix:2x8x16+nockpt,trl:8x8+stockvis+fullfwd",
                    help="comma-separated ENGINE:PROMPTSxGENERATIONS[xACCUMULATION] (see above)")
     p.add_argument("--steps", type=int, default=2, help="timed optimizer steps per run")
     p.add_argument("--warmup", type=int, default=1, help="optimizer steps before timing (graph capture, allocator)")

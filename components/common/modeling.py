@@ -11,6 +11,7 @@ video, and the image-only form avoids the video processor's torchvision dependen
 
 from __future__ import annotations
 
+import collections
 import itertools
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,48 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         out = super().__call__(images=rows, text=[text[u] for u in uniq], **kwargs)
         expanded = _expand_rows(out, index, [len(r) for r in rows])
         return expanded if expanded is not None else super().__call__(images=images, text=text, **kwargs)
+
+
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """Qwen2.5-VL's chat template; a text rendering (`tokenize=False`) of a conversation rendered before comes
+        from a small cache. The text depends on the messages' roles, texts and where images sit, not on the images
+        themselves, and GRPO renders each prompt once per completion (256 renderings of 32 prompts per step)."""
+        key = _template_key(self, conversation, chat_template, kwargs) if kwargs.get("tokenize") is False else None
+        if key is None:
+            return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+        if key not in _RENDERED:
+            _RENDERED[key] = super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+            if len(_RENDERED) > 4096:
+                _RENDERED.popitem(last=False)
+        _RENDERED.move_to_end(key)
+        return _RENDERED[key]
+
+
+_RENDERED: collections.OrderedDict = collections.OrderedDict()  # template key -> rendered text (least recent first)
+
+
+def _template_key(processor, conversation, chat_template, kwargs):
+    """A hashable key of one chat-template rendering (images stand as a marker), or None when the call holds
+    anything else than plain data and images (tools, several conversations: rendered as they come)."""
+
+    def freeze(x):
+        if isinstance(x, dict):
+            return tuple(sorted((k, freeze(v)) for k, v in x.items()))
+        if isinstance(x, (list, tuple)):
+            return tuple(freeze(v) for v in x)
+        if x is None or isinstance(x, (str, int, float, bool)):
+            return x
+        if hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode"):  # a PIL image
+            return ("<image>",)
+        raise TypeError
+
+    if kwargs.get("tools") or not isinstance(conversation, list) or not conversation or \
+            not isinstance(conversation[0], dict):
+        return None
+    try:
+        return (id(processor), chat_template or processor.chat_template, freeze(conversation), freeze(kwargs))
+    except TypeError:
+        return None
 
 
 _ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")

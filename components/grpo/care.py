@@ -23,15 +23,18 @@ Differences from the authors' code (TencentARC/GRPO-CARE, `grpo_trainer_ref_ema.
     same set in their setting and stays correct when TRL spreads one group over several GPUs.
   * Their answer span runs from the `<answer>` token to three tokens before EOS; ours is the tokens overlapping the
     answer text, found from decoded token strings (tokenizer independent).
-  * With LoRA the EMA copy is a deep copy of the PEFT-wrapped policy (base weights frozen, so only adapters move);
-    the authors trained full weights. LoRA together with DeepSpeed ZeRO-3 is refused (no copy of sharded weights).
+  * With LoRA only the adapters move (the base weights are frozen), so the EMA is kept as fp32 copies of the adapters
+    (`components.grpo.adapters.AdapterEMA`) and the reference scores with the policy's own base weights and those
+    adapters swapped in, instead of a second copy of the model; the authors trained full weights. LoRA together with DeepSpeed ZeRO-3 is refused (no copy of sharded weights).
   * Their reference forward uses the policy's vision inputs re-processed with `qwen_vl_utils`; ours re-tokenises the
     prompt with TRL's own `_tokenize_prompts`, so the reference sees exactly the policy's inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 
 import torch
 from trl import GRPOTrainer
@@ -39,7 +42,7 @@ from trl.trainer.callbacks import SyncRefModelCallback
 from transformers import TrainerCallback
 
 from components.common.vision_attention import is_batched_window_attention
-from components.grpo.adapters import adapters_in_compute_dtype
+from components.grpo.adapters import AdapterEMA, adapters_in_compute_dtype
 from components.grpo.prompt_once import PromptOnceMixin
 from components.grpo.rewards import answer_token_mask, consistency_bonus, ema_alpha, mean_probability
 
@@ -71,7 +74,10 @@ class EMAReferenceCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.every > 0 and state.global_step % self.every == 0:
             policy = self.trainer.accelerator.unwrap_model(self.trainer.model)
-            SyncRefModelCallback.sync_target_model(policy, self.trainer.ema_model, self.alpha)
+            if isinstance(self.trainer.ema_model, AdapterEMA):
+                self.trainer.ema_model.update(policy, self.alpha)
+            else:
+                SyncRefModelCallback.sync_target_model(policy, self.trainer.ema_model, self.alpha)
             self.updates += 1
         return control
 
@@ -134,6 +140,10 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
         self.ema_callback = EMAReferenceCallback(self, ema_decay, ema_every)
         self.add_callback(self.ema_callback)
 
+    @property
+    def _shares_policy(self) -> bool:
+        return isinstance(self.ema_model, AdapterEMA)
+
     def _build_ema_model(self):
         from trl.models import prepare_deepspeed
         from trl.trainer.utils import create_model_from_path, get_config_model_id
@@ -149,6 +159,8 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
             # shards itself.
             ema = create_model_from_path(get_config_model_id(policy.config), dtype=policy.dtype, device_map=None)
             ema = prepare_deepspeed(ema, self.accelerator)
+        elif hasattr(policy, "peft_config"):
+            return AdapterEMA(policy)  # only the adapters move: the reference shares the policy's frozen base weights
         else:
             ema = copy.deepcopy(policy)
             _strip_forward_patches(ema)
@@ -156,6 +168,19 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
         for p in ema.parameters():
             p.requires_grad_(False)
         return ema
+
+    @contextlib.contextmanager
+    def _reference(self):
+        """The model CARE's reference scores with, its LoRA adapters in bf16: the policy with the EMA's adapters
+        swapped in (LoRA), or the EMA copy (full weights)."""
+        if self._shares_policy:
+            policy = self.accelerator.unwrap_model(self.model)
+            with self.ema_model.applied(policy):
+                yield policy.get_base_model()
+        else:
+            ema = self.ema_model.get_base_model() if hasattr(self.ema_model, "get_base_model") else self.ema_model
+            with adapters_in_compute_dtype(ema):
+                yield ema
 
     @torch.no_grad()
     def _reference_confidence(self, prompts, completion_ids_list) -> torch.Tensor:
@@ -170,17 +195,16 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
         chunk of groups scored together over copies of their prompt's keys/values, the LM head only at answer
         tokens (`components.grpo.prompt_once.prompt_once_logps`; equal to `_reference_confidence_each`, tested)."""
         from components.grpo.prompt_once import prompt_once_logps
-        from components.grpo.rollout import encode_prompts, prompt_key, prompt_runs, right_pad
+        from components.grpo.rollout import encode_prompts, prompt_keys, prompt_runs, right_pad
 
         tok = self._tokenizer
         device = self.accelerator.device
-        ema = self.ema_model.get_base_model() if hasattr(self.ema_model, "get_base_model") else self.ema_model
         out = [0.0] * len(prompts)
         comps = [list(c) or [tok.pad_token_id or 0] for c in completion_ids_list]
         masks = [answer_token_mask(tok.batch_decode([[t] for t in c])) for c in comps]  # decode([t]) per token
-        runs = [(s, n) for s, n in prompt_runs([prompt_key(p) for p in prompts])
+        runs = [(s, n) for s, n in prompt_runs(prompt_keys(prompts))
                 if any(any(m) for m in masks[s : s + n])]
-        with adapters_in_compute_dtype(ema):  # the EMA's LoRA adapters in bf16 while it scores
+        with self._reference() as ema:
             for chunk in _chunks(runs, [max(len(c) for c in comps[s : s + n]) for s, n in runs], self.care_tokens):
                 enc, _ = encode_prompts(self, [prompts[s] for s, _ in chunk], device)
                 prompt = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
@@ -202,24 +226,27 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
         tok = self._tokenizer
         device = self.accelerator.device
         out = []
-        for prompt, comp_ids in zip(prompts, completion_ids_list, strict=True):
-            comp_ids = list(comp_ids) or [tok.pad_token_id or 0]
-            mask = answer_token_mask([tok.decode([t]) for t in comp_ids])
-            # The forward runs even without an answer to score: under ZeRO-3 every process must call the sharded
-            # reference the same number of times (each call gathers weights from all of them).
-            prompt_ids, _, mm = self._tokenize_prompts([prompt])
-            ids = torch.tensor([list(prompt_ids[0]) + comp_ids], device=device)
-            kwargs = {}
-            for k, v in mm.items():
-                v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
-                if k in ("token_type_ids", "mm_token_type_ids"):
-                    v = torch.cat([v.reshape(1, -1), v.new_zeros((1, len(comp_ids)))], dim=1)
-                kwargs[k] = v.to(device)
-            logits = self.ema_model(
-                input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=len(comp_ids) + 1, **kwargs
-            ).logits[0, :-1].float()
-            logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, -len(comp_ids) :, None]).squeeze(1)
-            out.append(mean_probability([lp for lp, m in zip(logps.tolist(), mask) if m]) if any(mask) else 0.0)
+        with self._reference() as ref:
+            # the class's own forward: the policy's instance carries TRL's and the prompt-once forward patches
+            forward = functools.partial(type(ref).forward, ref) if self._shares_policy else ref
+            for prompt, comp_ids in zip(prompts, completion_ids_list, strict=True):
+                comp_ids = list(comp_ids) or [tok.pad_token_id or 0]
+                mask = answer_token_mask([tok.decode([t]) for t in comp_ids])
+                # The forward runs even without an answer to score: under ZeRO-3 every process must call the sharded
+                # reference the same number of times (each call gathers weights from all of them).
+                prompt_ids, _, mm = self._tokenize_prompts([prompt])
+                ids = torch.tensor([list(prompt_ids[0]) + comp_ids], device=device)
+                kwargs = {}
+                for k, v in mm.items():
+                    v = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
+                    if k in ("token_type_ids", "mm_token_type_ids"):
+                        v = torch.cat([v.reshape(1, -1), v.new_zeros((1, len(comp_ids)))], dim=1)
+                    kwargs[k] = v.to(device)
+                logits = forward(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=len(comp_ids) + 1, **kwargs
+                ).logits[0, :-1].float()
+                logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, -len(comp_ids) :, None]).squeeze(1)
+                out.append(mean_probability([lp for lp, m in zip(logps.tolist(), mask) if m]) if any(mask) else 0.0)
         return torch.tensor(out, dtype=torch.float32, device=device)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -61,20 +61,33 @@ def rollout_trainer_args(rollout: str, *, steps_per_generation: int, vllm_gpu_me
 # --- grouping the generation batch into prompts ----------------------------------------------------------------
 
 
-def _frozen(x: Any) -> Any:
-    """A hashable, content-based stand-in for a chat prompt (PIL images by their pixels)."""
+def _frozen(x: Any, images: dict | None = None) -> Any:
+    """A hashable, content-based stand-in for a chat prompt (PIL images by their pixels; `images` memoises each image
+    object's digest by identity)."""
     if isinstance(x, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in x.items()))
+        return tuple(sorted((k, _frozen(v, images)) for k, v in x.items()))
     if isinstance(x, (list, tuple)):
-        return tuple(_frozen(v) for v in x)
+        return tuple(_frozen(v, images) for v in x)
     if hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode"):  # a PIL image
-        return ("image", x.mode, tuple(x.size), hashlib.sha1(x.tobytes()).hexdigest())
+        if images is not None and id(x) in images:
+            return images[id(x)]
+        key = ("image", x.mode, tuple(x.size), hashlib.sha1(x.tobytes()).hexdigest())
+        if images is not None:
+            images[id(x)] = key
+        return key
     return x
 
 
 def prompt_key(prompt: Any) -> Any:
     """Equal for two prompts with the same messages and the same image pixels."""
     return _frozen(prompt)
+
+
+def prompt_keys(prompts: list) -> list:
+    """`prompt_key` of each prompt, each image object hashed once (a group's G rows share theirs; all of `prompts`
+    stay alive meanwhile, so an object's identity stands for it)."""
+    images: dict = {}
+    return [_frozen(p, images) for p in prompts]
 
 
 def prompt_runs(keys: list) -> list[tuple[int, int]]:
@@ -193,7 +206,7 @@ class SharedPrefixRollout:
         device = trainer.accelerator.device
         if self.use_cuda_graph is None:
             self.use_cuda_graph = device.type == "cuda"
-        runs = prompt_runs([prompt_key(p) for p in prompts])
+        runs = prompt_runs(prompt_keys(prompts))
         by_size: dict[int, list[int]] = {}  # run length -> runs of that length (one sampler call needs one n)
         for j, (_, n) in enumerate(runs):
             by_size.setdefault(n, []).append(j)

@@ -58,3 +58,28 @@ def test_distinct_rows_and_other_tensor_types_take_the_plain_path(proc):
     assert all(torch.equal(got[k], want[k]) for k in want)
     plain = proc(images=[[a], [a]], text=text, padding=True)  # lists, not tensors: no dedup, the processor's own
     assert len(plain["input_ids"]) == 2
+
+
+def test_chat_template_renderings_are_cached_and_equal(proc):
+    from components.common import modeling
+
+    def msg(img, text):
+        return [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": text}]}]
+
+    a, b = _img(0), _img(1)
+    plain = Qwen2_5_VLProcessor.apply_chat_template
+    modeling._RENDERED.clear()
+    first = proc.apply_chat_template(msg(a, "what?"), tokenize=False, add_generation_prompt=True)
+    assert first == plain(proc, msg(a, "what?"), tokenize=False, add_generation_prompt=True)
+    assert len(modeling._RENDERED) == 1
+    # another image, same text: the same rendering, from the cache
+    assert proc.apply_chat_template(msg(b, "what?"), tokenize=False, add_generation_prompt=True) == first
+    assert len(modeling._RENDERED) == 1
+    # other text or other arguments render anew
+    other = proc.apply_chat_template(msg(a, "which?"), tokenize=False, add_generation_prompt=True)
+    assert other != first and other == plain(proc, msg(a, "which?"), tokenize=False, add_generation_prompt=True)
+    no_gen = proc.apply_chat_template(msg(a, "what?"), tokenize=False, add_generation_prompt=False)
+    assert no_gen != first and len(modeling._RENDERED) == 3
+    # tokenised calls are not cached
+    proc.apply_chat_template(msg(a, "what?"), tokenize=True, add_generation_prompt=True)
+    assert len(modeling._RENDERED) == 3

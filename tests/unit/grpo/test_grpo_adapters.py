@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components.grpo.adapters import adapters_in_compute_dtype
+from tests.unit.grpo.test_grpo_rollout import _prompts, _rows, _trainer, peaked_dir  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -97,3 +98,69 @@ def test_uncast_adapter_inputs_change_nothing_under_autocast(bf16_lora):
     # outside autocast it is inactive: the fp32 adapters still get fp32 inputs (else the matmul would fail)
     with torch.no_grad(), adapter_inputs_uncast(bf16_lora, "cpu"):
         bf16_lora(input_ids=ids)
+
+
+def test_adapter_ema_scores_as_a_deep_copy_ema_would(peaked_dir, tmp_path):  # noqa: F811
+    """CARE's LoRA reference (AdapterEMA on the policy's base weights) gives the confidences of the deep-copy EMA it
+    replaces, after the policy moved and both references took an EMA step; the policy is left as it was."""
+    import copy
+
+    from trl.trainer.callbacks import SyncRefModelCallback
+
+    from components.grpo.adapters import AdapterEMA
+    from components.grpo.care import _strip_forward_patches
+
+    trainer = _trainer(peaked_dir, tmp_path, consistency_bonus=0.5, lora=True)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    assert isinstance(trainer.ema_model, AdapterEMA)
+    assert sum(p.numel() for p in trainer.ema_model.parameters()) < 0.2 * sum(p.numel() for p in policy.parameters())
+    deep = copy.deepcopy(policy)  # what the reference was before: a copy of the whole PEFT model
+    _strip_forward_patches(deep)
+    deep.eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the policy trains away from both references
+        for n, p in policy.named_parameters():
+            if "lora_" in n:
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    trainer.ema_model.update(policy, 0.4)
+    SyncRefModelCallback.sync_target_model(policy, deep, 0.4)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_" in n}
+
+    tok = trainer._tokenizer
+    completions = [tok.encode(t) for t in ["<answer>A</answer>", "<think>x</think><answer>B</answer>",
+                                           "<answer>B</answer>"] * 3]
+    prompts = _prompts(_rows(), 3)
+    shared = trainer._reference_confidence_shared(prompts, completions)
+    each = trainer._reference_confidence_each(prompts, completions)
+    adapter_ema = trainer.ema_model
+    trainer.ema_model = deep
+    want = trainer._reference_confidence_shared(prompts, completions)
+    trainer.ema_model = adapter_ema
+    assert (want > 0).all()
+    torch.testing.assert_close(shared, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(each, want, rtol=1e-4, atol=1e-5)
+    # and the policy's own confidences differ (the EMA really is another model)
+    ema_state = {k: v.clone() for k, v in adapter_ema.weights.items()}
+    for k, v in adapter_ema.weights.items():
+        v.data.copy_(dict(policy.named_parameters())[k.replace("__", ".")].detach())
+    assert not torch.allclose(trainer._reference_confidence_shared(prompts, completions), want, atol=1e-4)
+    for k, v in adapter_ema.weights.items():
+        v.data.copy_(ema_state[k])
+    assert policy.training
+    assert all(torch.equal(p.detach(), before[n]) for n, p in policy.named_parameters() if "lora_" in n)
+
+
+def test_adapter_ema_round_trips_through_the_checkpoint_file(peaked_dir, tmp_path):  # noqa: F811
+    from components.common.training import load_module_weights, save_module_weights
+    from components.grpo.adapters import AdapterEMA
+
+    trainer = _trainer(peaked_dir, tmp_path, consistency_bonus=0.5, lora=True)
+    ema = trainer.ema_model
+    with torch.no_grad():
+        for v in ema.parameters():
+            v.add_(1.0)
+    save_module_weights(ema, tmp_path / "ema.safetensors")
+    fresh = AdapterEMA(trainer.accelerator.unwrap_model(trainer.model))
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.parameters(), ema.parameters()))
+    load_module_weights(fresh, tmp_path / "ema.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), ema.parameters()))

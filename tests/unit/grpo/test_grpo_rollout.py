@@ -12,6 +12,7 @@ from components.grpo.rollout import (
     cut_at_eos,
     left_pad,
     prompt_key,
+    prompt_keys,
     prompt_runs,
     require_rollout_backend,
     rollout_trainer_args,
@@ -64,6 +65,10 @@ def test_prompt_key_reads_the_pixels():
     assert prompt_key(msg(Image.fromarray(a))) == prompt_key(msg(Image.fromarray(a.copy())))  # equal content
     assert prompt_key(msg(Image.fromarray(a))) != prompt_key(msg(Image.fromarray(b)))  # one pixel differs
     assert prompt_key(msg(Image.fromarray(a))) != prompt_key(msg(Image.fromarray(a), "other?"))  # other text
+    # the memoised form gives the same keys (one image object shared by rows is hashed once)
+    shared = Image.fromarray(a)
+    batch = [msg(shared), msg(shared), msg(Image.fromarray(b)), msg(shared, "other?")]
+    assert prompt_keys(batch) == [prompt_key(m) for m in batch]
 
 
 @pytest.mark.parametrize(
