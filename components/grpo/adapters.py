@@ -39,15 +39,6 @@ def _adapter_weights(model) -> dict:
     return out
 
 
-def _swapped(weights: dict, values: dict):
-    """Set each weight's data to `values[name]`; returns what to put back."""
-    saved = [(w, w.data) for name, w in weights.items() if name in values]
-    for name, w in weights.items():
-        if name in values:
-            w.data = values[name]
-    return saved
-
-
 def compute_dtype(model):
     """The dtype the base model computes in (its input embeddings')."""
     return model.get_input_embeddings().weight.dtype
@@ -60,10 +51,12 @@ def adapters_in_compute_dtype(model):
     the copies would never reach the real weights."""
     if torch.is_grad_enabled():
         raise RuntimeError("adapters_in_compute_dtype is for passes without gradients: wrap them in torch.no_grad()")
-    dtype = compute_dtype(model)
-    weights = _adapter_weights(model)
-    saved = _swapped(weights, {n: w.data.to(dtype) for n, w in weights.items() if w.dtype != dtype and w.data.numel()})
+    weights = list(_adapter_weights(model).values())  # none: a full-weight model (or a DeepSpeed engine around one)
+    dtype = compute_dtype(model) if weights else None
+    saved = [(w, w.data) for w in weights if w.dtype != dtype and w.data.numel()]
     try:
+        for w, data in saved:
+            w.data = data.to(dtype)
         yield len(saved)
     finally:
         for w, data in saved:
@@ -116,10 +109,11 @@ class AdapterEMA(torch.nn.Module):
         if torch.is_grad_enabled():
             raise RuntimeError("AdapterEMA.applied is for passes without gradients: wrap them in torch.no_grad()")
         dtype = compute_dtype(policy)
-        saved = [(live, live.data) for _, live in self._pairs(policy)]
+        pairs = self._pairs(policy)
+        saved = [(live, live.data) for _, live in pairs]
         training = policy.training
         try:
-            for ema, live in self._pairs(policy):
+            for ema, live in pairs:
                 live.data = ema.detach().to(device=live.device, dtype=dtype)
             policy.eval()
             yield policy

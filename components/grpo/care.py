@@ -25,7 +25,8 @@ Differences from the authors' code (TencentARC/GRPO-CARE, `grpo_trainer_ref_ema.
     answer text, found from decoded token strings (tokenizer independent).
   * With LoRA only the adapters move (the base weights are frozen), so the EMA is kept as fp32 copies of the adapters
     (`components.grpo.adapters.AdapterEMA`) and the reference scores with the policy's own base weights and those
-    adapters swapped in, instead of a second copy of the model; the authors trained full weights. LoRA together with DeepSpeed ZeRO-3 is refused (no copy of sharded weights).
+    adapters swapped in, instead of a second copy of the model; the authors trained full weights. LoRA together with
+    DeepSpeed ZeRO-3 is refused (no copy of sharded weights).
   * Their reference forward uses the policy's vision inputs re-processed with `qwen_vl_utils`; ours re-tokenises the
     prompt with TRL's own `_tokenize_prompts`, so the reference sees exactly the policy's inputs.
 """
@@ -74,7 +75,7 @@ class EMAReferenceCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.every > 0 and state.global_step % self.every == 0:
             policy = self.trainer.accelerator.unwrap_model(self.trainer.model)
-            if isinstance(self.trainer.ema_model, AdapterEMA):
+            if self.trainer._shares_policy:
                 self.trainer.ema_model.update(policy, self.alpha)
             else:
                 SyncRefModelCallback.sync_target_model(policy, self.trainer.ema_model, self.alpha)

@@ -73,6 +73,9 @@ def test_a_model_without_adapters_is_left_alone(tiny_model_dir):
     base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
     with torch.no_grad(), adapters_in_compute_dtype(base) as n:
         assert n == 0
+    # nor a module that is no model at all (under ZeRO-3 the reference is a DeepSpeed engine: no input embeddings)
+    with torch.no_grad(), adapters_in_compute_dtype(torch.nn.Sequential(torch.nn.Linear(2, 2))) as n:
+        assert n == 0
 
 
 def test_uncast_adapter_inputs_change_nothing_under_autocast(bf16_lora):
