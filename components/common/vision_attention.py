@@ -16,6 +16,9 @@ is read to the host once per forward (it is stored on the `cu_seqlens` tensor th
 not once per layer. Flash-attention (which takes `cu_seqlens` itself) and eager are left as they are.
 
 Tested on CPU against the stock forward (outputs and gradients, equal and unequal windows, several images).
+The probe step's `components.probe.fast_tower` goes further for its special case (every image on one patch grid:
+the whole tower as a few dense calls, planned once per grid); this module is the general case, any mix of image
+sizes, one attention module at a time, for every other step.
 """
 
 from __future__ import annotations
