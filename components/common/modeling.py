@@ -41,7 +41,6 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         expanded = _expand_rows(out, index, [len(r) for r in rows])
         return expanded if expanded is not None else super().__call__(images=images, text=text, **kwargs)
 
-
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
         """Qwen2.5-VL's chat template; a text rendering (`tokenize=False`) of a conversation rendered before comes
         from a small cache. The text depends on the messages' roles, texts and where images sit, not on the images

@@ -277,8 +277,9 @@ class PromptOnceMixin:
     prompts x 8 rows cut into 16-row micro-batches, ~12 distinct prompts per micro-batch instead of 2), so there
     would be little prompt left to compute once. With the prompt-once forward on, `_prepare_inputs` shuffles whole
     groups instead (`group_permutation`). When a rollout batch serves one optimizer step (the recipes), the summed
-    gradient does not depend on how its rows are dealt into micro-batches; with several optimizer steps per rollout
-    batch, which groups fall into which step is still random."""
+    gradient does not depend on how its rows are dealt into micro-batches (TRL's default `dapo` loss divides by the
+    whole rollout batch's token count; `bnpo` would divide by each micro-batch's); with several optimizer steps per
+    rollout batch, which groups fall into which step is still random."""
 
     prompt_once = False
     prompt_once_why = "off"
