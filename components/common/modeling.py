@@ -62,25 +62,22 @@ _RENDERED: collections.OrderedDict = collections.OrderedDict()  # template key -
 def _template_key(processor, conversation, chat_template, kwargs):
     """A hashable key of one chat-template rendering (images stand as a marker), or None when the call holds
     anything else than plain data and images (tools, several conversations: rendered as they come)."""
+    from components.common.prompts import frozen_messages
 
-    def freeze(x):
-        if isinstance(x, dict):
-            return tuple(sorted((k, freeze(v)) for k, v in x.items()))
-        if isinstance(x, (list, tuple)):
-            return tuple(freeze(v) for v in x)
-        if x is None or isinstance(x, (str, int, float, bool)):
-            return x
-        if hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode"):  # a PIL image
-            return ("<image>",)
-        raise TypeError
-
-    if kwargs.get("tools") or not isinstance(conversation, list) or not conversation or \
-            not isinstance(conversation[0], dict):
+    one_conversation = isinstance(conversation, list) and conversation and isinstance(conversation[0], dict)
+    if kwargs.get("tools") or not one_conversation:
         return None
+    key = (id(processor), chat_template or processor.chat_template, frozen_messages(conversation, _image_marker),
+           frozen_messages(kwargs, _image_marker))
     try:
-        return (id(processor), chat_template or processor.chat_template, freeze(conversation), freeze(kwargs))
+        hash(key)
     except TypeError:
         return None
+    return key
+
+
+def _image_marker(img) -> tuple:
+    return ("<image>",)
 
 
 _ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")

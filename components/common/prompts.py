@@ -79,3 +79,15 @@ def build_open_messages(question: str, has_image: bool, fmt: str = "think") -> l
     content: list[dict] = [{"type": "image"}] if has_image else []
     content.append({"type": "text", "text": f"{OPEN_INSTRUCTIONS[check_prompt_format(fmt)]}\n\nQuestion: {question}"})
     return [{"role": "user", "content": content}]
+
+
+def frozen_messages(x, image):
+    """A hashable stand-in for chat messages (nested dicts, lists and plain values): dicts as sorted item tuples,
+    lists as tuples, each PIL image as `image(img)`, anything else as it is."""
+    if isinstance(x, dict):
+        return tuple(sorted((k, frozen_messages(v, image)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(frozen_messages(v, image) for v in x)
+    if hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode"):  # a PIL image
+        return image(x)
+    return x

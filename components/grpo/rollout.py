@@ -25,6 +25,8 @@ import hashlib
 import logging
 from typing import Any
 
+from components.common.prompts import frozen_messages
+
 ROLLOUTS = ("trl", "shared_prefix", "vllm")
 
 log = logging.getLogger(__name__)
@@ -61,33 +63,26 @@ def rollout_trainer_args(rollout: str, *, steps_per_generation: int, vllm_gpu_me
 # --- grouping the generation batch into prompts ----------------------------------------------------------------
 
 
-def _frozen(x: Any, images: dict | None = None) -> Any:
-    """A hashable, content-based stand-in for a chat prompt (PIL images by their pixels; `images` memoises each image
-    object's digest by identity)."""
-    if isinstance(x, dict):
-        return tuple(sorted((k, _frozen(v, images)) for k, v in x.items()))
-    if isinstance(x, (list, tuple)):
-        return tuple(_frozen(v, images) for v in x)
-    if hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode"):  # a PIL image
-        if images is not None and id(x) in images:
-            return images[id(x)]
-        key = ("image", x.mode, tuple(x.size), hashlib.sha1(x.tobytes()).hexdigest())
-        if images is not None:
-            images[id(x)] = key
-        return key
-    return x
+def _image_digest(img) -> tuple:
+    return ("image", img.mode, tuple(img.size), hashlib.sha1(img.tobytes()).hexdigest())
 
 
 def prompt_key(prompt: Any) -> Any:
     """Equal for two prompts with the same messages and the same image pixels."""
-    return _frozen(prompt)
+    return frozen_messages(prompt, _image_digest)
 
 
 def prompt_keys(prompts: list) -> list:
     """`prompt_key` of each prompt, each image object hashed once (a group's G rows share theirs; all of `prompts`
     stay alive meanwhile, so an object's identity stands for it)."""
-    images: dict = {}
-    return [_frozen(p, images) for p in prompts]
+    digests: dict = {}
+
+    def digest(img):
+        if id(img) not in digests:
+            digests[id(img)] = _image_digest(img)
+        return digests[id(img)]
+
+    return [frozen_messages(p, digest) for p in prompts]
 
 
 def prompt_runs(keys: list) -> list[tuple[int, int]]:
