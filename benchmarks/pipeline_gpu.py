@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phases", default="pipeline,timing", help="comma-separated: pipeline, timing")
     p.add_argument("--train-steps", type=int, default=2, help="optimizer steps of each training step")
     p.add_argument("--prompt-format", default="direct", help="the run's prompt format (think: teacher rationales)")
-    p.add_argument("--timing-questions", default="128,32", help="questions measured at 256 and at 2,048 tokens (0: skip that length)")
+    p.add_argument("--timing-questions", default="128,32",
+                   help="questions measured at 256 and at 2,048 tokens (0: skip that length)")
     p.add_argument("--timing-batch", default="64,16", help="prompts per sampler call at 256 and at 2,048 tokens")
     p.add_argument("--image-size", type=int, default=448, help="timing: image side in pixels")
     p.add_argument("--benchmarks", default="", help="benchmarks curate keeps out and evaluate scores ('' = the demo "

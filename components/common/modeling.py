@@ -80,6 +80,25 @@ def _image_marker(img) -> tuple:
     return ("<image>",)
 
 
+def image_starts(counts: list[int]) -> list[int]:
+    """Index of each row's first image in `image_grid_thw` (and, last, the number of images)."""
+    return list(itertools.accumulate(counts, initial=0))
+
+
+def pixel_row_spans(image_grid_thw, num_images: list[int] | None, rows: int) -> list[tuple[int, int]]:
+    """(start, end) of each row's patch rows in `pixel_values` (Qwen2-VL layout: one row per patch)."""
+    per_image = [int(t) * int(h) * int(w) for t, h, w in image_grid_thw.tolist()]
+    counts = num_images if num_images is not None else [1] * rows
+    if len(counts) != rows or sum(counts) != len(per_image):
+        raise ValueError(f"{len(per_image)} images do not match {rows} rows with num_images={counts}")
+    spans, img, pos = [], 0, 0
+    for c in counts:
+        n = sum(per_image[img : img + c])
+        spans.append((pos, pos + n))
+        img, pos = img + c, pos + n
+    return spans
+
+
 _ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
@@ -108,11 +127,10 @@ def _expand_rows(out, index: list[int], images_per_row: list[int]):
     grid = out.get("image_grid_thw")
     data = {k: out[k][torch.tensor(index)] for k in _ROW_KEYS if k in out}
     if grid is not None:
-        first_image = list(itertools.accumulate(images_per_row, initial=0))
-        first_patch = list(itertools.accumulate((int(t * h * w) for t, h, w in grid.tolist()), initial=0))
-        images = [(first_image[u], first_image[u + 1]) for u in index]
-        data["image_grid_thw"] = torch.cat([grid[a:b] for a, b in images])
-        data["pixel_values"] = torch.cat([out["pixel_values"][first_patch[a] : first_patch[b]] for a, b in images])
+        first = image_starts(images_per_row)
+        spans = pixel_row_spans(grid, images_per_row, len(images_per_row))
+        data["image_grid_thw"] = torch.cat([grid[first[u] : first[u + 1]] for u in index])
+        data["pixel_values"] = torch.cat([out["pixel_values"][spans[u][0] : spans[u][1]] for u in index])
     return type(out)(data)
 
 

@@ -54,9 +54,9 @@ def runtime_args(
     gradient_checkpointing: bool = True,
 ) -> dict[str, Any]:
     """TrainingArguments both trainers use: bf16 + gradient checkpointing on GPU (fp32 without on CPU, where both
-    only cost time; `gradient_checkpointing=False` turns recomputation off on GPU too), optional DeepSpeed ZeRO-3 (optimizer state in CPU memory with `offload_optimizer`), a log line
-    per step, a checkpoint every `save_steps` optimizer steps
-    (0 = only when asked, e.g. on SIGTERM; MedBridge decides which to keep), seeded."""
+    only cost time; `gradient_checkpointing=False` turns recomputation off on GPU too), optional DeepSpeed ZeRO-3
+    (optimizer state in CPU memory with `offload_optimizer`), a log line per step, a checkpoint every `save_steps`
+    optimizer steps (0 = only when asked, e.g. on SIGTERM; MedBridge decides which to keep), seeded."""
     ds = None
     if deepspeed:
         from components.common.deepspeed import zero3_config

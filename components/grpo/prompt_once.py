@@ -21,10 +21,11 @@ trainer falls back to TRL's forward otherwise, and for text-only or non-Qwen2.5-
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import types
 from dataclasses import dataclass
+
+from components.common.modeling import image_starts, pixel_row_spans
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +40,6 @@ class PromptGroups:
     @property
     def n_groups(self) -> int:
         return len(self.reps)
-
-
-def image_starts(counts: list[int]) -> list[int]:
-    """Index of each row's first image in `image_grid_thw` (and, last, the number of images)."""
-    return list(itertools.accumulate(counts, initial=0))
-
-
-def pixel_row_spans(image_grid_thw, num_images: list[int] | None, rows: int) -> list[tuple[int, int]]:
-    """(start, end) of each row's patch rows in `pixel_values` (Qwen2-VL layout: one row per patch)."""
-    per_image = [int(t) * int(h) * int(w) for t, h, w in image_grid_thw.tolist()]
-    counts = num_images if num_images is not None else [1] * rows
-    if len(counts) != rows or sum(counts) != len(per_image):
-        raise ValueError(f"{len(per_image)} images do not match {rows} rows with num_images={counts}")
-    spans, img, pos = [], 0, 0
-    for c in counts:
-        n = sum(per_image[img : img + c])
-        spans.append((pos, pos + n))
-        img, pos = img + c, pos + n
-    return spans
 
 
 def group_rows(prompt_ids, prompt_mask, pixel_values=None, spans: list[tuple[int, int]] | None = None) -> PromptGroups:
