@@ -359,7 +359,8 @@ def sdpa_without_cudnn():
 
 def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25) -> None:
     """torch.profiler around the whole optimizer step `at_step` (0-based; rollout, scoring, forward/backward,
-    optimizer): prints the ops with the most device time, then the most host time."""
+    optimizer): prints the ops with the most device time, then the most host time, then how busy the GPU was inside
+    each phase and its device time by kind of kernel (`benchmarks.gpu_profile`)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
     from transformers import TrainerCallback
@@ -386,6 +387,14 @@ def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25)
             print(ka.table(sort_by=key, row_limit=top, max_name_column_width=70), flush=True)
             print(f"[grpo-profile] {name}: top {top} ops by cpu_time_total", flush=True)
             print(ka.table(sort_by="cpu_time_total", row_limit=top, max_name_column_width=70), flush=True)
+            if cuda:
+                from benchmarks.gpu_profile import busy_by_range, format_busy, kernel_time_by_category
+
+                print(f"[grpo-profile] {name}: GPU busy inside each phase (wall >> busy: bound by the host)\n"
+                      + format_busy(busy_by_range(prof, "phase:")), flush=True)
+                cats = kernel_time_by_category(prof)
+                print(f"[grpo-profile] {name}: device seconds by kernel kind: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in cats.items()), flush=True)
 
     trainer.add_callback(Profile())
 

@@ -21,7 +21,9 @@ the compute bound is the larger.
 
 `--profile-rows R` first times the parts of a decode step at R rows with CUDA events: the top-p sampler against the
 previous sort-based one on the same logits, and decode attention with and without a padding mask; the shared-prefix
-runs also report their per-step time split into model forward and sampling.
+runs also report their per-step time split into model forward and sampling. `--kernel-profile P` profiles the
+decode of P prompts x (K + 1) rows (the diagnosis's shape: K samples and the greedy row) and prints the device time
+of a step by kind of kernel, which says what the step is bound by.
 """
 
 from __future__ import annotations
@@ -198,6 +200,28 @@ def profile_parts(model, rows: int, prompt_len: int, new_tokens: int) -> dict:
     return res
 
 
+def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32) -> dict:
+    """Device milliseconds per decode step by kind of kernel (`benchmarks.gpu_profile`) at `prompts` x (k + 1) rows,
+    eager and with CUDA graphs: one profiled call decoding `steps` tokens minus one that only prefills."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks.gpu_profile import kernel_time_by_category
+
+    def categories(new_tokens: int, graphs: bool) -> dict:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run_shared(model, ids, pix, grid, k, new_tokens, prompts, prompts, greedy_row=True, cuda_graph=graphs)
+            torch.cuda.synchronize()
+        return kernel_time_by_category(prof)
+
+    out = {"rows": prompts * (k + 1), "steps": steps}
+    for graphs in (False, True):
+        run_shared(model, ids, pix, grid, k, steps + 1, prompts, prompts, greedy_row=True, cuda_graph=graphs)  # warm
+        full, prefill = categories(steps + 1, graphs), categories(1, graphs)
+        out["graphs" if graphs else "eager"] = {c: 1e3 * (full[c] - prefill[c]) / steps for c in full}
+    return out
+
+
 def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):
     import torch
 
@@ -284,6 +308,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="4-layer model, short run: correctness and smoke speed")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     p.add_argument("--profile-rows", type=int, default=0, help="first time the parts of a decode step at this many rows")
+    p.add_argument("--kernel-profile", type=int, default=0, help="first profile the decode of this many prompts x "
+                   "(k + 1) rows: device ms per step by kind of kernel (GEMM, attention, ...), eager and CUDA graphs")
     p.add_argument("--skip-naive", action="store_true", help="skip the naive baseline (profiling runs only)")
     a = p.parse_args(argv)
 
@@ -323,6 +349,10 @@ def main(argv=None) -> int:
     if a.profile_rows:
         res["profile"] = profile_parts(model, a.profile_rows, a.prompt_len, a.new_tokens)
         print("decode-step parts (CUDA events, ms): " + json.dumps(res["profile"]), flush=True)
+        torch.cuda.empty_cache()
+    if a.kernel_profile:
+        res["kernel_profile"] = kernel_profile(model, ids, pix, grid, a.k, a.kernel_profile)
+        print("decode step, device ms by kind of kernel: " + json.dumps(res["kernel_profile"]), flush=True)
         torch.cuda.empty_cache()
     if a.skip_naive:
         res["naive"] = {"tok_s": float("nan")}

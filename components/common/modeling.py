@@ -12,6 +12,7 @@ video, and the image-only form avoids the video processor's torchvision dependen
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,58 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         out = super().__call__(images=rows, text=[text[u] for u in uniq], **kwargs)
         expanded = _expand_rows(out, index, [len(r) for r in rows])
         return expanded if expanded is not None else super().__call__(images=images, text=text, **kwargs)
+
+    @contextlib.contextmanager
+    def reusing_images(self):
+        """Within the block, an image whose pixels this processor prepared before is not prepared again: its pixel
+        rows and grid come from a memo keyed by the image's content (mode, size, SHA-1 of the pixels), equal to
+        preparing it anew (tested). A GRPO step prepares its prompts' images three times (the rollout, CARE's
+        reference, TRL's forward inputs; TRL hands the rollout deep copies). The memo is dropped when the outermost
+        block ends."""
+        outer = self._image_memo is None
+        if outer:
+            self._image_memo = {}
+        try:
+            yield self
+        finally:
+            if outer:
+                self._image_memo = None
+
+    _image_memo: dict | None = None  # (image digest, setting) -> (pixel rows, grid row) inside `reusing_images`
+
+    def _process_images(self, images, **kwargs):
+        """transformers' `_process_images` (images -> processor outputs and each image's placeholder text), with the
+        images prepared before in a `reusing_images` block taken from its memo (kept as torch tensors, handed out as
+        the call asks: torch for "pt", numpy otherwise, as the image processor itself does)."""
+        from transformers.image_utils import make_flat_list_of_images
+
+        from components.common.prompts import image_digest, is_pil_image
+
+        want = kwargs.get("return_tensors")
+        flat = make_flat_list_of_images(images) if self._image_memo is not None else []
+        if not flat or want not in (None, "pt", "np") or not all(is_pil_image(img) for img in flat):
+            return super()._process_images(images, **kwargs)
+        import torch
+        from transformers.feature_extraction_utils import BatchFeature
+
+        setting = repr(sorted((k, v) for k, v in kwargs.items() if k != "return_tensors"))
+        digests: dict[int, tuple] = {}  # each object hashed once per call
+        for img in flat:
+            if id(img) not in digests:
+                digests[id(img)] = image_digest(img)
+        keys = [(digests[id(img)], setting) for img in flat]
+        todo = list({k: img for k, img in zip(keys, flat) if k not in self._image_memo}.items())
+        if todo:
+            fresh = self.image_processor([img for _, img in todo], **{**kwargs, "return_tensors": "pt"})
+            if set(fresh) != {"pixel_values", "image_grid_thw"}:
+                return super()._process_images(images, **kwargs)  # an output this memo does not know: as it comes
+            grid = fresh["image_grid_thw"]
+            for i, ((key, _), (a, b)) in enumerate(zip(todo, pixel_row_spans(grid, None, len(todo)))):
+                self._image_memo[key] = (fresh["pixel_values"][a:b], grid[i : i + 1])
+        memo = [self._image_memo[k] for k in keys]
+        out = {"pixel_values": torch.cat([m[0] for m in memo]), "image_grid_thw": torch.cat([m[1] for m in memo])}
+        processed = BatchFeature(out if want == "pt" else {k: v.numpy() for k, v in out.items()})
+        return processed, [self.replace_image_token(processed, image_idx=i, **kwargs) for i in range(len(flat))]
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
         """Qwen2.5-VL's chat template; a text rendering (`tokenize=False`) of a conversation rendered before comes

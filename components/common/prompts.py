@@ -81,6 +81,17 @@ def build_open_messages(question: str, has_image: bool, fmt: str = "think") -> l
     return [{"role": "user", "content": content}]
 
 
+def is_pil_image(x) -> bool:
+    return hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode")
+
+
+def image_digest(img) -> tuple:
+    """A PIL image's content key: mode, size and a SHA-1 of its pixels (equal pixels, equal key)."""
+    import hashlib
+
+    return ("image", img.mode, tuple(img.size), hashlib.sha1(img.tobytes()).hexdigest())
+
+
 def frozen_messages(x, image):
     """A hashable stand-in for chat messages (nested dicts, lists and plain values): dicts as sorted item tuples,
     lists as tuples, each PIL image as `image(img)`, anything else as it is."""
@@ -88,6 +99,6 @@ def frozen_messages(x, image):
         return tuple(sorted((k, frozen_messages(v, image)) for k, v in x.items()))
     if isinstance(x, (list, tuple)):
         return tuple(frozen_messages(v, image) for v in x)
-    if hasattr(x, "tobytes") and hasattr(x, "size") and hasattr(x, "mode"):  # a PIL image
+    if is_pil_image(x):
         return image(x)
     return x

@@ -3,6 +3,8 @@ CARE's EMA reference kept as adapters on the policy's own base weights.
 
     with adapters_in_compute_dtype(model):      # under torch.no_grad()
         ...sample or score...
+    with adapters_merged(model):                # under torch.no_grad(): W + scale·B·A in one bf16 weight
+        ...sample...
     ema = AdapterEMA(policy)                     # fp32 copies of the policy's adapters
     ema.update(policy, alpha)                    # ema <- (1 - alpha) ema + alpha policy
     with ema.applied(policy):                    # under torch.no_grad(): the policy computes as the EMA reference
@@ -61,6 +63,45 @@ def adapters_in_compute_dtype(model):
     finally:
         for w, data in saved:
             w.data = data
+
+
+def _mergeable(layer) -> bool:
+    """A plain LoRA `Linear` over a float `nn.Linear`, whose active adapters are vanilla LoRA without a bias (DoRA and
+    other variants, LoRA biases and quantised base layers keep computing the adapters beside the base weights)."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if type(layer) is not LoraLinear or layer.merged or layer.disable_adapters:
+        return False
+    base = layer.get_base_layer()
+    if type(base) is not torch.nn.Linear or not base.weight.dtype.is_floating_point:
+        return False
+    active = [a for a in layer.active_adapters if a in layer.lora_A]
+    return bool(active) and not any(a in layer.lora_variant or layer.lora_bias.get(a) for a in active)
+
+
+@contextmanager
+def adapters_merged(model):
+    """For the block's duration (no gradients), every mergeable LoRA layer of `model` computes with one weight,
+    W + scale·B·A rounded once to W's dtype, instead of the base projection plus two adapter matmuls: what a serving
+    engine (vLLM, TRL's weight sync to it) computes with. The merge goes into a fresh copy of W, so the frozen base
+    weights are put back bit for bit afterwards, with no drift from merging and unmerging in bf16. Yields how many
+    layers were merged; layers PEFT cannot merge exactly (`_mergeable`) keep their adapters. Costs a copy of the
+    merged weights while it lasts (~13 GB for a 7B model's language projections)."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("adapters_merged is for passes without gradients: wrap them in torch.no_grad()")
+    layers = [m for m in model.modules() if hasattr(m, "lora_A") and _mergeable(m)]
+    saved = []
+    try:
+        for layer in layers:
+            weight = layer.get_base_layer().weight
+            saved.append((layer, weight, weight.data))
+            weight.data = weight.data.clone()
+            layer.merge()  # PEFT's own merge (fp32 delta added into the copy), marks the layer merged
+        yield len(saved)
+    finally:
+        for layer, weight, data in saved:
+            weight.data = data
+            layer.merged_adapters.clear()
 
 
 @contextmanager

@@ -43,7 +43,7 @@ from trl.trainer.callbacks import SyncRefModelCallback
 from transformers import TrainerCallback
 
 from components.common.vision_attention import is_batched_window_attention
-from components.grpo.adapters import AdapterEMA, adapters_in_compute_dtype
+from components.grpo.adapters import AdapterEMA, adapters_in_compute_dtype, adapters_merged
 from components.grpo.prompt_once import PromptOnceMixin
 from components.grpo.rewards import answer_token_mask, consistency_bonus, ema_alpha, mean_probability
 
@@ -100,7 +100,14 @@ def _chunks(runs: list[tuple[int, int]], lengths: list[int], budget: int) -> lis
 
 class MedBridgeGRPOTrainer(PromptOnceMixin, GRPOTrainer):
     """TRL's GRPOTrainer whose policy forward computes each group's prompt once when it can
-    (`components.grpo.prompt_once`; `enable_prompt_once` after construction)."""
+    (`components.grpo.prompt_once`; `enable_prompt_once` after construction), and whose rollout batch prepares each
+    image once (`ImageQwenVLProcessor.reusing_images`: the rollout, CARE's reference and TRL's forward inputs all
+    prepare the same image objects)."""
+
+    def _generate_and_score_completions(self, inputs):
+        reuse = getattr(self.processing_class, "reusing_images", None)
+        with reuse() if reuse is not None else contextlib.nullcontext():
+            return super()._generate_and_score_completions(inputs)
 
 
 class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
@@ -172,11 +179,12 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
 
     @contextlib.contextmanager
     def _reference(self):
-        """The model CARE's reference scores with, its LoRA adapters in bf16: the policy with the EMA's adapters
-        swapped in (LoRA), or the EMA copy (full weights)."""
+        """The model CARE's reference scores with: the policy with the EMA's adapters swapped in and merged into a
+        copy of its base weights (LoRA), or the EMA copy (full weights, any adapters of its own in bf16)."""
         if self._shares_policy:
             policy = self.accelerator.unwrap_model(self.model)
-            with self.ema_model.applied(policy):
+            merged = contextlib.nullcontext() if self.is_fsdp_enabled else adapters_merged(policy)
+            with self.ema_model.applied(policy), merged:
                 yield policy.get_base_model()
         else:
             ema = self.ema_model.get_base_model() if hasattr(self.ema_model, "get_base_model") else self.ema_model

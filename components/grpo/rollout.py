@@ -21,11 +21,10 @@ TRL's forward pass.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
-from components.common.prompts import frozen_messages
+from components.common.prompts import frozen_messages, image_digest
 
 ROLLOUTS = ("trl", "shared_prefix", "vllm")
 
@@ -63,13 +62,9 @@ def rollout_trainer_args(rollout: str, *, steps_per_generation: int, vllm_gpu_me
 # --- grouping the generation batch into prompts ----------------------------------------------------------------
 
 
-def _image_digest(img) -> tuple:
-    return ("image", img.mode, tuple(img.size), hashlib.sha1(img.tobytes()).hexdigest())
-
-
 def prompt_key(prompt: Any) -> Any:
     """Equal for two prompts with the same messages and the same image pixels."""
-    return frozen_messages(prompt, _image_digest)
+    return frozen_messages(prompt, image_digest)
 
 
 def prompt_keys(prompts: list) -> list:
@@ -79,7 +74,7 @@ def prompt_keys(prompts: list) -> list:
 
     def digest(img):
         if id(img) not in digests:
-            digests[id(img)] = _image_digest(img)
+            digests[id(img)] = image_digest(img)
         return digests[id(img)]
 
     return [frozen_messages(p, digest) for p in prompts]
@@ -191,7 +186,7 @@ class SharedPrefixRollout:
         import torch
         from trl.models import unwrap_model_for_generation
 
-        from components.grpo.adapters import adapters_in_compute_dtype
+        from components.grpo.adapters import adapters_in_compute_dtype, adapters_merged
 
         for name, value, neutral in (("top_k", trainer.top_k, (None, 0)), ("min_p", trainer.min_p, (None, 0.0)),
                                      ("repetition_penalty", trainer.repetition_penalty, (None, 1.0))):
@@ -221,9 +216,12 @@ class SharedPrefixRollout:
             torch.no_grad(),
             trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
         ):
-            # A PEFT model's adapters live inside the base model's layers: its forward applies them (here in the
-            # base weights' dtype, components.grpo.adapters).
+            # A PEFT model's adapters live inside the base model's layers. Without sharding they are merged into a
+            # copy of the base weights for the rollout (one matmul per projection, what a vLLM engine samples with);
+            # whatever cannot be merged computes its adapters in the base weights' dtype (components.grpo.adapters).
             model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+                stack.enter_context(adapters_merged(model))
             stack.enter_context(adapters_in_compute_dtype(model))
             for n, members in sorted(by_size.items()):
                 per_call = max(1, self.max_rows // n)

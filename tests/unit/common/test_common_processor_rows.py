@@ -83,3 +83,38 @@ def test_chat_template_renderings_are_cached_and_equal(proc):
     # tokenised calls are not cached
     proc.apply_chat_template(msg(a, "what?"), tokenize=True, add_generation_prompt=True)
     assert len(modeling._RENDERED) == 3
+
+
+def test_reused_images_equal_preparing_them_anew_and_are_prepared_once(proc, monkeypatch):
+    a, b, c = _img(0), _img(1, (112, 56)), _img(2, (84, 84))
+    text = ["<|vision_start|><|image_pad|><|vision_end|> q"] * 2
+    prepared = []
+    image_processor_call = type(proc.image_processor).__call__
+
+    def counting(self, images, *args, **kwargs):
+        prepared.extend(images if isinstance(images, list) else [images])
+        return image_processor_call(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(type(proc.image_processor), "__call__", counting)
+    calls = [([[a], [b]], text), ([[b], [c]], text), ([[c, a]], ["<|vision_start|><|image_pad|><|vision_end|>" * 2])]
+    want = [Qwen2_5_VLProcessor.__call__(proc, images=i, text=t, padding=True, return_tensors="pt") for i, t in calls]
+    prepared.clear()
+    with proc.reusing_images():
+        with proc.reusing_images():  # nested: the outer block's memo
+            got = [proc(images=i, text=t, padding=True, return_tensors="pt") for i, t in calls]
+        assert proc._image_memo  # still held by the outer block
+        again = proc(images=[[a.copy()], [b]], text=text, padding=True, return_tensors="pt")
+        assert len(prepared) == 3  # each image once, in whichever call met it first; a copy is the same pixels
+        edited = a.copy()
+        edited.putpixel((0, 0), (1, 2, 3))
+        proc(images=[[edited]], text=text[:1], padding=True, return_tensors="pt")
+        assert len(prepared) == 4  # other pixels: prepared
+        # another image setting is another preparation
+        smaller = proc(images=[[a], [b]], text=text, padding=True, return_tensors="pt",
+                       size={"shortest_edge": 28 * 28, "longest_edge": 28 * 28})
+        assert len(prepared) == 6 and smaller["pixel_values"].shape[0] < again["pixel_values"].shape[0]
+    assert proc._image_memo is None  # dropped with the outermost block
+    for g, w in zip([*got, again], [*want, want[0]], strict=True):
+        assert set(g) == set(w) and all(torch.equal(g[k], w[k]) for k in w)
+    proc(images=[[a], [b]], text=text, padding=True, return_tensors="pt")
+    assert len(prepared) == 8  # outside the block every call prepares its images

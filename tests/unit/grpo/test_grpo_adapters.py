@@ -167,3 +167,71 @@ def test_adapter_ema_round_trips_through_the_checkpoint_file(peaked_dir, tmp_pat
     assert not all(torch.equal(a, b) for a, b in zip(fresh.parameters(), ema.parameters()))
     load_module_weights(fresh, tmp_path / "ema.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), ema.parameters()))
+
+
+def _lora(tiny_model_dir, dtype, **config):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=dtype)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            **config))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def _base_weights(model):
+    return {n: p for n, p in model.named_parameters() if "base_layer.weight" in n}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merged_adapters_compute_as_the_adapters_and_the_base_comes_back_bit_for_bit(tiny_model_dir, dtype):
+    from components.grpo.adapters import adapters_merged
+
+    model = _lora(tiny_model_dir, dtype)
+    base = {n: (p, p.data, p.detach().clone()) for n, p in _base_weights(model).items()}
+    layers = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "merged")]
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits.float()
+        with model.disable_adapter():
+            base_only = model(input_ids=ids).logits.float()
+        with adapters_merged(model) as n:
+            assert n == len(layers) == len(base)
+            assert all(m.merged for m in layers)  # the forward skips the adapters: one matmul per projection
+            assert all(not torch.equal(p.detach(), before) for p, _, before in base.values())
+            got = model(input_ids=ids).logits.float()
+    tol = 1e-4 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+    assert (got - base_only).abs().max() > 10 * (got - ref).abs().max()  # the adapters really act
+    assert not any(m.merged for m in layers)
+    for n, p in _base_weights(model).items():
+        param, data, before = base[n]
+        assert p is param and p.data.data_ptr() == data.data_ptr()  # the very tensor, not a copy
+        assert torch.equal(p.detach(), before)  # bit for bit: no merge/unmerge drift
+    # training goes on as before: gradients reach the adapters, and the model outside the block is the unmerged one
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits.float(), ref, rtol=0, atol=0)
+    model(input_ids=ids).logits.float().sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
+
+
+def test_merging_is_refused_with_gradients_and_skips_what_peft_cannot_merge_exactly(tiny_model_dir):
+    from components.grpo.adapters import adapters_merged
+
+    model = _lora(tiny_model_dir, torch.float32, use_dora=True)
+    with pytest.raises(RuntimeError, match="torch.no_grad"):
+        with adapters_merged(model):
+            pass
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        with adapters_merged(model) as n:
+            assert n == 0  # DoRA layers keep computing their adapters
+            torch.testing.assert_close(model(input_ids=ids).logits, ref, rtol=0, atol=0)
+        with model.disable_adapter(), adapters_merged(model) as n:
+            assert n == 0  # nothing is active: nothing to merge

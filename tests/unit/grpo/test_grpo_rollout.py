@@ -217,15 +217,34 @@ def test_rollout_samples_what_trl_generate_samples(peaked_dir, tmp_path):
     assert set(fast) <= nucleus
 
 
-def test_rollout_logprobs_equal_trls_forward(peaked_dir, tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_rollout_logprobs_equal_trls_forward(peaked_dir, tmp_path, lora):
     # The whole of TRL's scoring path with the engine plugged in: `_generate_and_score_completions` pads the returned
     # ids, processes the images for the forward and keeps the returned log-probabilities as the sampling
-    # log-probabilities; TRL's own forward of the policy on the same batch gives the same numbers.
+    # log-probabilities; TRL's own forward of the policy on the same batch gives the same numbers. With LoRA the
+    # rollout samples from the adapters merged into a copy of the base weights; the training forward runs them apart.
     import torch
 
-    trainer = _trainer(peaked_dir, tmp_path, rollout="shared_prefix", temperature=0.7, top_p=0.9)
+    trainer = _trainer(peaked_dir, tmp_path, rollout="shared_prefix", temperature=0.7, top_p=0.9, lora=lora)
+    merged_during = []
+    if lora:
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        layers = [m for m in trainer.model.modules() if hasattr(m, "lora_A") and hasattr(m, "merged")]
+        sample = trainer.rollout_func._sample
+
+        def spy(*a, **kw):
+            merged_during.append(all(m.merged for m in layers))
+            return sample(*a, **kw)
+
+        trainer.rollout_func._sample = spy
     rows = [dict(r) for r in _rows() for _ in range(3)]
     out = trainer._generate_and_score_completions(rows)
+    if lora:
+        assert merged_during and all(merged_during) and not any(m.merged for m in layers)
     mask = out["completion_mask"].bool()
     assert mask.sum() > 10
     with torch.no_grad():
@@ -255,3 +274,22 @@ def test_care_shared_prefix_scoring_equals_the_per_completion_loop(peaked_dir, t
     assert shared[2] == 0 and shared[8] == 0  # nothing to score: confidence 0 in both
     assert (shared > 0).sum() == 7
     assert torch.allclose(shared, each, atol=1e-5), (shared - each).abs().max()
+
+
+def test_a_rollout_batch_prepares_each_image_once(peaked_dir, tmp_path, monkeypatch):
+    # The rollout, CARE's reference and TRL's forward inputs all prepare the batch's images; inside one
+    # `_generate_and_score_completions` each image object is prepared once.
+    trainer = _trainer(peaked_dir, tmp_path, rollout="shared_prefix", consistency_bonus=0.5)
+    proc = trainer.processing_class
+    prepared = []
+    call = type(proc.image_processor).__call__
+
+    def counting(self, images, *args, **kwargs):
+        prepared.extend(images if isinstance(images, list) else [images])
+        return call(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(type(proc.image_processor), "__call__", counting)
+    rows = [dict(r) for r in _rows() for _ in range(3)]
+    out = trainer._generate_and_score_completions(rows)
+    assert len(prepared) == 3 and out["pixel_values"].shape[0] > 0
+    assert proc._image_memo is None
