@@ -241,7 +241,7 @@ def step_bounds(nums: dict, *, prompts: int, rows: int, prompt_len: int, new_tok
     decode = 0.0
     for t in range(new_tokens):
         flops = rows * (2 * n + 4 * layers * d * (prompt_len + t))
-        bytes_ = nums["weight_bytes"] + rows * (prompt_len + t) * nums["kv_bytes_per_token"]
+        bytes_ = nums["weight_bytes"] + (prompts * prompt_len + rows * t) * nums["kv_bytes_per_token"]  # prompt once
         decode += max(flops / (tflops * 1e12), bytes_ / bandwidth)
     length = prompt_len + new_tokens
     seq_fwd = 2 * n * length + 2 * layers * d * length**2  # one row, text only

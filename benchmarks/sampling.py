@@ -116,15 +116,17 @@ def measure_bandwidth(gib: float = 4.0) -> float:
     return bw
 
 
-def decode_bytes(model, rows: int, prompt_len: int, steps: int) -> tuple[float, float]:
-    """(bytes of text weights read per step, KV bytes read over all steps)."""
+def decode_bytes(model, rows: int, prompt_len: int, steps: int, prompts: int | None = None) -> tuple[float, float]:
+    """(bytes of text weights read per step, KV bytes read over all steps). With `prompts` (the sampler reads each
+    prompt's keys/values once for all its rows) the prompt part counts once per prompt, else once per row."""
     tc = model.config.text_config
     lm = model.model.language_model
     w = sum(p.numel() * p.element_size() for p in lm.parameters()) + model.lm_head.weight.numel() * 2
     w -= lm.embed_tokens.weight.numel() * 2  # embedding rows are gathered, not streamed
     head_dim = tc.hidden_size // tc.num_attention_heads
     per_tok = tc.num_hidden_layers * 2 * tc.num_key_value_heads * head_dim * 2
-    kv = sum(rows * (prompt_len + t + 1) * per_tok for t in range(steps - 1))
+    prompt_reads = prompts if prompts is not None else rows
+    kv = sum((prompt_reads * prompt_len + rows * (t + 1)) * per_tok for t in range(steps - 1))
     return w, kv
 
 
@@ -381,7 +383,7 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
             continue
         rows = b * a.k
-        w, kv = decode_bytes(model, rows, a.prompt_len, a.new_tokens)
+        w, kv = decode_bytes(model, rows, a.prompt_len, a.new_tokens, prompts=b)
         n_batches = len(stats)
         n_steps = n_batches * (a.new_tokens - 1)
         bytes_total = n_batches * ((a.new_tokens - 1) * w + kv)

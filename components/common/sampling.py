@@ -13,11 +13,12 @@ same way in every backend (the paper's code: 1280·28·28 and 16384·28·28).
 
 Backends
 - `transformers` (embedded default, CPU and GPU fallback): `shared_prefix_generate` encodes each prompt and image
-  ONCE (one prefill of the batch, vision tower included), copies the prompt's KV cache into K (+1 greedy) rows of a
-  preallocated cache and decodes all B×(K+1) rows together: no K-fold prefill, no cache re-concatenation per step,
-  and grouped-query attention without repeating the KV heads. Positions follow Qwen2.5-VL's multimodal RoPE
-  (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes, the cache
-  read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`).
+  ONCE (one prefill of the batch, vision tower included) and decodes all B×(K+1) rows together: no K-fold prefill,
+  and no K-fold copy of the prompt's keys/values either: the decode attention reads each prompt's cache once for all
+  its rows and each row's own new tokens from a preallocated suffix (`cascade_attention`, two softmax parts joined
+  exactly), grouped-query attention without repeating the KV heads. Positions follow Qwen2.5-VL's multimodal RoPE
+  (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes, the new
+  tokens read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`).
 - `vllm` (production): `SamplingParams(n=K)` with prefix caching and tensor parallelism; requests are built by the
   pure function `build_vllm_requests` (testable without vLLM installed); vLLM is imported only when used.
 """
@@ -120,47 +121,72 @@ class SamplingBackend(Protocol):
 
 
 class _PrefixCache:
-    """A preallocated KV cache for R = B×rows sequences that share their prompt's prefill.
+    """The KV cache of R = B×rows sequences that share their prompt's prefill: each prompt's keys/values held ONCE
+    (the prefill's own tensors) and each row's new tokens in a preallocated suffix buffer.
 
-    `update` writes the new token's keys/values at the current position and returns views up to it, so attention
-    reads only the filled part and nothing is re-concatenated per step. Implements what the text model calls."""
+    `update` writes the new token's keys/values into the suffix; the decode attention (`cascade_attention`, routed in
+    by `_decode_attention`) reads the prompt part once per prompt and the suffix part per row. Implements what the
+    text model calls. Dynamic mode: the suffix is read up to the tokens written so far. Static mode (CUDA graphs,
+    `write_pos` set): the write position is a device tensor and every call reads `view_len` suffix positions, the
+    ones not yet written masked out."""
 
     is_compileable = False
 
-    def __init__(self, prefill_cache, rows: int, max_new_tokens: int):
-        self.keys: list = []
+    def __init__(self, prefill_cache, prompt_mask, rows: int, max_new_tokens: int):
+        import torch
+
+        self.prompt_keys: list = []
+        self.prompt_values: list = []
+        self.keys: list = []  # per layer (R, Hkv, max_new_tokens, D): the rows' new tokens
         self.values: list = []
         for k, v in _cache_tensors(prefill_cache):
             b, h, length, d = k.shape
-            kk = k.new_empty((b * rows, h, length + max_new_tokens, d))
-            vv = v.new_empty((b * rows, h, length + max_new_tokens, v.shape[-1]))
-            kk[:, :, :length] = k.repeat_interleave(rows, dim=0)
-            vv[:, :, :length] = v.repeat_interleave(rows, dim=0)
-            self.keys.append(kk)
-            self.values.append(vv)
-        self.length = length
-
-        self.write_pos = None  # static mode (CUDA graphs): a device tensor holding the write position
-        self.view_len = 0  # static mode: every call returns this many positions (later ones masked out)
+            self.prompt_keys.append(k)
+            self.prompt_values.append(v)
+            # zeros: masked-out positions get weight 0 and must hold no NaN garbage
+            self.keys.append(k.new_zeros((b * rows, h, max_new_tokens, d)))
+            self.values.append(v.new_zeros((b * rows, h, max_new_tokens, v.shape[-1])))
+        self.length, self.rows = length, rows
+        self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=torch.float32, device=prompt_mask.device)
+        self.prompt_bias.masked_fill_(~prompt_mask.bool(), float("-inf"))  # (B, L): left padding never attended
+        self.written = 0  # dynamic mode: new tokens in the suffix
+        self.attend = 0  # dynamic mode: suffix positions this step's attention reads
+        self.write_pos = None  # static mode: a device tensor holding the write position among the new tokens
+        self.view_len = 0  # static mode: suffix positions every call reads (later ones masked out)
+        self.suffix_bias = None  # static mode: (view_len,) 0 / -inf
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        import torch
+
         if self.write_pos is not None:  # static shapes: no host-side position, fixed-length views
             self.keys[layer_idx].index_copy_(2, self.write_pos, key_states)
             self.values[layer_idx].index_copy_(2, self.write_pos, value_states)
-            return self.keys[layer_idx][:, :, : self.view_len], self.values[layer_idx][:, :, : self.view_len]
-        pos = self.length
+            if layer_idx == 0:
+                pos = torch.arange(self.view_len, device=key_states.device)
+                self.suffix_bias = torch.zeros(self.view_len, dtype=torch.float32, device=key_states.device)
+                self.suffix_bias.masked_fill_(pos > self.write_pos, float("-inf"))
+            return key_states, value_states
         n = key_states.shape[-2]
-        self.keys[layer_idx][:, :, pos : pos + n] = key_states
-        self.values[layer_idx][:, :, pos : pos + n] = value_states
+        if n != 1:
+            raise ValueError(f"the shared-prefix cache decodes one token per row and step, got {n}")
+        self.keys[layer_idx][:, :, self.written] = key_states[:, :, 0]
+        self.values[layer_idx][:, :, self.written] = value_states[:, :, 0]
+        self.attend = self.written + 1
         if layer_idx == len(self.keys) - 1:
-            self.length += n
-        return self.keys[layer_idx][:, :, : pos + n], self.values[layer_idx][:, :, : pos + n]
+            self.written += 1
+        return key_states, value_states
+
+    def suffix(self, layer_idx: int):
+        """(keys, values, bias or None) of the rows' new tokens that this step's attention reads."""
+        n = self.view_len if self.write_pos is not None else self.attend
+        return self.keys[layer_idx][:, :, :n], self.values[layer_idx][:, :, :n], self.suffix_bias
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.length
+        return self.length + self.written
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        tensors = self.prompt_keys + self.prompt_values + self.keys + self.values
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _cache_tensors(cache) -> list[tuple[Any, Any]]:
@@ -176,39 +202,31 @@ GRAPH_BUCKET = 64  # new positions per CUDA graph of the static-shape decode
 class _GraphDecode:
     """The decode forward (token in, logits out) with static shapes, captured as CUDA graphs and replayed.
 
-    The cache is read in buckets of `bucket` new positions (one graph per bucket, captured on first use) with a bool
-    mask that hides padding and the not-yet-written positions, so a replay needs no host-side shape or position: the
-    step index lives in a device tensor. On a device without CUDA the same static-shape step runs eagerly (that is
-    what the CPU tests check)."""
+    The rows' new tokens are read in buckets of `bucket` positions (one graph per bucket, captured on first use)
+    with a bias that hides the not-yet-written ones, so a replay needs no host-side shape or position: the step
+    index lives in a device tensor. On a device without CUDA the same static-shape step runs eagerly (that is what
+    the CPU tests check)."""
 
-    def __init__(self, model, text_model, cache, prompt_mask, next_pos, max_new_tokens: int, bucket: int | None = None):
+    def __init__(self, model, text_model, cache, next_pos, max_new_tokens: int, bucket: int | None = None):
         import torch
 
-        r, length = prompt_mask.shape
-        dev = prompt_mask.device
+        r = next_pos.shape[0]
+        dev = next_pos.device
         self.model, self.text_model, self.cache = model, text_model, cache
-        self.length, self.max_new, self.bucket = length, max_new_tokens, bucket or GRAPH_BUCKET
+        self.max_new, self.bucket = max_new_tokens, bucket or GRAPH_BUCKET
         self.tok = torch.zeros(r, dtype=torch.long, device=dev)
         self.step = torch.zeros(1, dtype=torch.long, device=dev)
         self.next_pos = next_pos.clone()
-        self.mask = torch.zeros((r, 1, 1, length + max_new_tokens), dtype=torch.bool, device=dev)
-        self.mask[:, 0, 0, :length] = prompt_mask
-        for kk, vv in zip(cache.keys, cache.values):  # masked-out slots get weight 0: they must hold no NaN garbage
-            kk[:, :, length:].zero_()
-            vv[:, :, length:].zero_()
         self.use_graphs = dev.type == "cuda"
         self.graphs: dict = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
 
     def _body(self, view: int):
-        wpos = self.step + self.length
-        self.mask.index_fill_(-1, wpos, True)
-        self.cache.write_pos, self.cache.view_len = wpos, view
-        mask = self.mask[..., :view]
+        self.cache.write_pos, self.cache.view_len = self.step, view
         r = self.tok.shape[0]
         h = self.text_model(
             input_ids=self.tok[:, None],
-            attention_mask={"full_attention": mask, "sliding_attention": mask},
+            attention_mask={"full_attention": None, "sliding_attention": None},
             position_ids=(self.next_pos + self.step).view(1, r, 1).expand(3, -1, -1),
             past_key_values=self.cache,
             use_cache=True,
@@ -220,7 +238,7 @@ class _GraphDecode:
 
         self.tok.copy_(tok)
         self.step.fill_(t)
-        view = self.length + min((t // self.bucket + 1) * self.bucket, self.max_new)
+        view = min((t // self.bucket + 1) * self.bucket, self.max_new)
         if not self.use_graphs:
             return self._body(view)
         if view not in self.graphs:
@@ -238,34 +256,86 @@ class _GraphDecode:
         return out
 
 
-def _gqa_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention for one query token per sequence without repeating KV heads: the q heads sharing a KV head are
-    laid out as that head's query rows. `attention_mask` is a bool (R, 1, 1, S) mask, True = attend, or None (no
-    padding: every cached key is attended, and sdpa may take its flash kernel)."""
-    import torch.nn.functional as F
+_FP32_SCORES_BMM: bool | None = None  # whether this torch's CUDA bmm takes out_dtype (bf16 in, fp32 out)
 
+
+def _scores(q, k_t):
+    """Batched q @ k_t with fp32 results (attention scores keep fp32 precision, as flash attention's do)."""
+    global _FP32_SCORES_BMM
+    import torch
+
+    if q.is_cuda and q.dtype != torch.float32 and _FP32_SCORES_BMM is not False:
+        try:
+            out = torch.bmm(q, k_t, out_dtype=torch.float32)
+            _FP32_SCORES_BMM = True
+            return out
+        except (RuntimeError, TypeError):
+            _FP32_SCORES_BMM = False
+    return torch.bmm(q.float(), k_t.float())
+
+
+def cascade_attention(q, prompt_k, prompt_v, prompt_bias, suffix_k, suffix_v, suffix_bias, scale: float):
+    """Decode attention of R = B×rows sequences (one new token each) whose keys are their prompt's, held ONCE per
+    prompt, followed by their own new tokens': the prompt part is read once per prompt for all its rows (every row
+    and every query head of a KV head are that KV head's query rows: one batched matmul per prompt and KV head), the
+    suffix part per row, and the two softmax parts are joined exactly through their common maximum.
+
+    q (R, Hq, D); prompt_k/v (B, Hkv, L, D); prompt_bias (B, L) float, 0 or -inf (padding); suffix_k/v (R, Hkv, S, D);
+    suffix_bias (S,) float 0 / -inf or None. Scores and the softmax in fp32; returns (R, Hq, D) in q's dtype. Reads
+    the prompt's keys B times per layer instead of R times: the 17 rows of a diagnosis question (16 samples + greedy)
+    or the 8 of a GRPO group share one read."""
+    import torch
+
+    r, hq, d = q.shape
+    b, hkv, length, _ = prompt_k.shape
+    rows, g, s = r // b, hq // hkv, suffix_k.shape[2]
+    qp = q.reshape(b, rows, hkv, g, d).permute(0, 2, 1, 3, 4).reshape(b * hkv, rows * g, d)
+    sp = _scores(qp, prompt_k.reshape(b * hkv, length, d).transpose(1, 2)).view(b, hkv, rows * g, length)
+    sp = sp * scale + prompt_bias[:, None, None, :]
+    ss = _scores(q.reshape(r * hkv, g, d), suffix_k.reshape(r * hkv, s, d).transpose(1, 2)) * scale  # (R*Hkv, G, S)
+    if suffix_bias is not None:
+        ss = ss + suffix_bias
+    # the joint maximum of each query row over both parts, in the prompt layout (B, Hkv, rows, G)
+    m = torch.maximum(sp.amax(-1).view(b, hkv, rows, g), ss.amax(-1).view(b, rows, hkv, g).permute(0, 2, 1, 3))
+    ep = torch.exp(sp - m.reshape(b, hkv, rows * g, 1))
+    es = torch.exp(ss - m.permute(0, 2, 1, 3).reshape(r * hkv, g, 1))
+
+    def to_rows(x):  # (B*Hkv, rows*G, ...) -> (R*Hkv, G, ...)
+        return x.reshape(b, hkv, rows, g, *x.shape[2:]).transpose(1, 2).reshape(r * hkv, g, *x.shape[2:])
+
+    denom = to_rows(ep.sum(-1).reshape(b * hkv, rows * g)) + es.sum(-1)
+    op = torch.bmm(ep.reshape(b * hkv, rows * g, length).to(prompt_v.dtype), prompt_v.reshape(b * hkv, length, d))
+    os_ = torch.bmm(es.to(suffix_v.dtype), suffix_v.reshape(r * hkv, s, d))
+    out = (to_rows(op).float() + os_.float()) / denom[..., None]
+    return out.reshape(r, hq, d).to(q.dtype)
+
+
+def _cascade_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, *, cache,
+                              **kwargs):
+    """The text model's attention while decoding from a `_PrefixCache` (`cascade_attention` over its layer)."""
     r, hq, lq, d = query.shape
-    hkv = key.shape[1]
-    if lq == 1 and hq != hkv:
-        q = query.reshape(r, hkv, hq // hkv, d)
-        out = F.scaled_dot_product_attention(q, key, value, attn_mask=attention_mask, scale=scaling)
-        return out.reshape(r, hq, 1, d).transpose(1, 2), None
-    if hq != hkv:  # several query tokens: plain repeat (not the decode hot path)
-        key = key.repeat_interleave(hq // hkv, dim=1)
-        value = value.repeat_interleave(hq // hkv, dim=1)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling)
-    return out.transpose(1, 2).contiguous(), None
+    if lq != 1:
+        raise ValueError(f"shared-prefix decoding attends one new token per row, got {lq}")
+    layer = module.layer_idx
+    suffix_k, suffix_v, suffix_bias = cache.suffix(layer)
+    scale = scaling if scaling is not None else d**-0.5
+    out = cascade_attention(query.reshape(r, hq, d), cache.prompt_keys[layer], cache.prompt_values[layer],
+                            cache.prompt_bias, suffix_k, suffix_v, suffix_bias, scale)
+    return out.reshape(r, 1, hq, d), None
 
 
-_ATTN_NAME = "medbridge_gqa_decode"
+_ATTN_NAME = "medbridge_cascade_decode"
 
 
 @contextlib.contextmanager
-def _decode_attention(text_config):
-    """Route the text model's attention through `_gqa_decode_attention` while decoding (prefill keeps its own)."""
+def _decode_attention(text_config, cache):
+    """Route the text model's attention through `cascade_attention` over `cache` while decoding (the prefill keeps
+    its own)."""
+    import functools
+
     from transformers import AttentionInterface
 
-    AttentionInterface.register(_ATTN_NAME, _gqa_decode_attention)
+    AttentionInterface.register(_ATTN_NAME, functools.partial(_cascade_decode_attention, cache=cache))
     old = text_config._attn_implementation
     text_config._attn_implementation = _ATTN_NAME
     try:
@@ -343,13 +413,14 @@ def shared_prefix_generate(
     """Sample `n` continuations (plus one greedy row first when `greedy_row`) of each prompt in `enc`.
 
     `enc` holds the processor's tensors for B left-padded prompts (input_ids, attention_mask, and pixel_values +
-    image_grid_thw for images). The batch is prefilled ONCE; its KV cache is copied into rows = n (+1) per prompt
-    and all B×rows sequences decode together. Returns a LongTensor (B, rows, T) of new tokens, `pad_id` after a
-    sequence's end (eos included, then padding). With no eos ids every row runs to `max_new_tokens`.
-    A batch without left padding decodes with no attention mask at all (sdpa then takes its flash kernel).
+    image_grid_thw for images). The batch is prefilled ONCE and all B×rows sequences, rows = n (+1) per prompt,
+    decode together; each prompt's keys/values stay one copy that its rows' attention reads together
+    (`cascade_attention`), and each row's new tokens go to a preallocated suffix. Returns a LongTensor (B, rows, T)
+    of new tokens, `pad_id` after a sequence's end (eos included, then padding). With no eos ids every row runs to
+    `max_new_tokens`.
     `profile` (CUDA): CUDA-event time of the model forward and of sampling per step, added to `stats`.
     `cuda_graph`: decode with static shapes, replaying CUDA graphs of the forward (`_GraphDecode`) instead of running
-    the model's Python per layer and step; attention then reads the cache in 64-position buckets through a mask.
+    the model's Python per layer and step; attention then reads the new tokens in 64-position buckets.
     `logprobs`: also return a float (B, rows, T) tensor of each new token's log-probability under the model's
     temperature-scaled distribution, log_softmax(logits / temperature), before suppression and top-p (what a trainer's
     forward pass computes for the same token; 0 after a sequence's end).
@@ -389,7 +460,7 @@ def shared_prefix_generate(
             )
             deltas = torch.zeros(bsz, dtype=torch.long, device=dev)
         first_logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
-        cache = _PrefixCache(out.past_key_values, rows, max_new_tokens)
+        cache = _PrefixCache(out.past_key_values, mask2d, rows, max_new_tokens)
         del out
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -398,14 +469,7 @@ def shared_prefix_generate(
         # 2. Decode B×rows sequences. Position of the t-th new token: prompt length (unpadded) + rope delta + t.
         r_all = bsz * rows
         next_pos = (mask2d.sum(-1) + deltas).repeat_interleave(rows)
-        padded = not bool(mask2d.all())  # no left padding: every key is attended, no mask needed
-        attn = None
-        graph = None
-        if cuda_graph:
-            graph = _GraphDecode(model, text_model, cache, mask2d.repeat_interleave(rows, dim=0), next_pos, max_new_tokens)
-        elif padded:
-            attn = torch.zeros((r_all, 1, 1, length + max_new_tokens), dtype=torch.bool, device=dev)
-            attn[:, 0, 0, :length] = mask2d.repeat_interleave(rows, dim=0)
+        graph = _GraphDecode(model, text_model, cache, next_pos, max_new_tokens) if cuda_graph else None
         is_greedy = torch.zeros(r_all, dtype=torch.bool, device=dev)
         if greedy_row:
             is_greedy[::rows] = True
@@ -419,7 +483,7 @@ def shared_prefix_generate(
         steps = 0
         timed = profile and dev.type == "cuda"
         events: list = []  # (start, after sampling, after forward) per step
-        with _decode_attention(text_model.config):
+        with _decode_attention(text_model.config, cache):
             for t in range(max_new_tokens):
                 if timed:
                     events.append([torch.cuda.Event(enable_timing=True) for _ in range(3)])
@@ -451,14 +515,9 @@ def shared_prefix_generate(
                     if timed:
                         events[-1][2].record()
                     continue
-                if padded:
-                    attn[:, 0, 0, length + t] = True
-                    mask = attn[..., : length + t + 1]
-                else:
-                    mask = None
                 h = text_model(
                     input_ids=tok[:, None],
-                    attention_mask={"full_attention": mask, "sliding_attention": mask},
+                    attention_mask={"full_attention": None, "sliding_attention": None},
                     position_ids=(next_pos + t).view(1, r_all, 1).expand(3, -1, -1),
                     past_key_values=cache,
                     use_cache=True,

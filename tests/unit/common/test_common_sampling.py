@@ -169,3 +169,52 @@ def test_pixel_bounds_resize_images_and_truncation_is_flagged(tiny_model_dir):
     assert grids[(0, 0)] == [[1, 4, 4]] and grids[(112 * 112, 112 * 112)] == [[1, 8, 8]]  # 56 px default vs 112 px
     samples, greedy = backend.sample_and_greedy([prompt], 2)
     assert greedy[0].truncated and all(s.truncated for s in samples[0])  # 3 tokens never reach the end of a turn
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cascade_attention_equals_attention_over_each_rows_full_keys(dtype):
+    # Each row's attention over [its prompt's keys (left padding masked), its own new tokens (the unwritten masked)],
+    # computed with SDPA on explicit per-row copies, equals the cascade's one read of each prompt.
+    import torch.nn.functional as F
+
+    from components.common.sampling import cascade_attention
+
+    g = torch.Generator().manual_seed(0)
+    b, rows, hkv, grp, d, length, s = 3, 4, 2, 3, 16, 7, 5
+    r, hq = b * rows, hkv * grp
+    q = torch.randn(r, hq, d, generator=g).to(dtype)
+    pk, pv = (torch.randn(b, hkv, length, d, generator=g).to(dtype) for _ in range(2))
+    sk, sv = (torch.randn(r, hkv, s, d, generator=g).to(dtype) for _ in range(2))
+    pmask = torch.ones(b, length, dtype=torch.bool)
+    pmask[0, :3] = False  # left padding of different lengths
+    pmask[2, :1] = False
+    pbias = torch.zeros(b, length).masked_fill(~pmask, float("-inf"))
+    written = 3  # suffix positions 3, 4 not written yet: masked (and holding values that must not leak in)
+    sbias = torch.zeros(s).masked_fill(torch.arange(s) >= written, float("-inf"))
+    got = cascade_attention(q, pk, pv, pbias, sk, sv, sbias, d**-0.5)
+
+    keys = torch.cat([pk.repeat_interleave(rows, 0), sk], 2).repeat_interleave(grp, 1).float()  # (R, Hq, L+S, D)
+    values = torch.cat([pv.repeat_interleave(rows, 0), sv], 2).repeat_interleave(grp, 1).float()
+    mask = torch.cat([pmask.repeat_interleave(rows, 0), (torch.arange(s) < written).expand(r, s)], 1)
+    want = F.scaled_dot_product_attention(q.float()[:, :, None], keys, values, attn_mask=mask[:, None, None, :])[:, :, 0]
+    assert got.dtype == dtype and got.shape == (r, hq, d)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    # the unwritten positions really are excluded, and the padding too
+    leaked = cascade_attention(q, pk, pv, pbias, sk, sv, None, d**-0.5)
+    assert (leaked.float() - want).abs().max() > 10 * tol
+    unpadded = cascade_attention(q, pk, pv, torch.zeros(b, length), sk, sv, sbias, d**-0.5)
+    assert (unpadded.float() - want)[:rows].abs().max() > 10 * tol
+
+
+def test_the_decode_cache_holds_each_prompt_once(peaked):
+    model, _ = peaked
+    be = _backend(peaked)
+    enc = dict(be._encode(_prompts()[:3]))
+    stats = {}
+    shared_prefix_generate(model, enc, n=16, greedy_row=True, max_new_tokens=4, pad_id=be.pad_id,
+                           generator=torch.Generator().manual_seed(0), stats=stats)
+    tc = model.config.text_config
+    per_token = tc.num_hidden_layers * 2 * tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads) * 4
+    b, length = enc["input_ids"].shape
+    assert stats["kv_bytes_allocated"] == per_token * (b * length + b * 17 * 4)  # prompts once + each row's 4 new
