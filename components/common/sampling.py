@@ -289,16 +289,17 @@ def cascade_attention(q, prompt_k, prompt_v, prompt_bias, suffix_k, suffix_v, su
     r, hq, d = q.shape
     b, hkv, length, _ = prompt_k.shape
     rows, g, s = r // b, hq // hkv, suffix_k.shape[2]
+    q = q * scale  # the scale folded into the (small) queries instead of a pass over the scores
     qp = q.reshape(b, rows, hkv, g, d).permute(0, 2, 1, 3, 4).reshape(b * hkv, rows * g, d)
     sp = _scores(qp, prompt_k.reshape(b * hkv, length, d).transpose(1, 2)).view(b, hkv, rows * g, length)
-    sp = sp * scale + prompt_bias[:, None, None, :]
-    ss = _scores(q.reshape(r * hkv, g, d), suffix_k.reshape(r * hkv, s, d).transpose(1, 2)) * scale  # (R*Hkv, G, S)
+    sp.add_(prompt_bias[:, None, None, :])
+    ss = _scores(q.reshape(r * hkv, g, d), suffix_k.reshape(r * hkv, s, d).transpose(1, 2))  # (R*Hkv, G, S)
     if suffix_bias is not None:
-        ss = ss + suffix_bias
+        ss.add_(suffix_bias)
     # the joint maximum of each query row over both parts, in the prompt layout (B, Hkv, rows, G)
     m = torch.maximum(sp.amax(-1).view(b, hkv, rows, g), ss.amax(-1).view(b, rows, hkv, g).permute(0, 2, 1, 3))
-    ep = torch.exp(sp - m.reshape(b, hkv, rows * g, 1))
-    es = torch.exp(ss - m.permute(0, 2, 1, 3).reshape(r * hkv, g, 1))
+    ep = sp.sub_(m.reshape(b, hkv, rows * g, 1)).exp_()  # in place: the scores become the unnormalised weights
+    es = ss.sub_(m.permute(0, 2, 1, 3).reshape(r * hkv, g, 1)).exp_()
 
     def to_rows(x):  # (B*Hkv, rows*G, ...) -> (R*Hkv, G, ...)
         return x.reshape(b, hkv, rows, g, *x.shape[2:]).transpose(1, 2).reshape(r * hkv, g, *x.shape[2:])
