@@ -381,13 +381,7 @@ def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25)
             if cuda:
                 torch.cuda.synchronize()
             prof.__exit__(None, None, None)
-            ka = prof.key_averages()
-            key = "self_device_time_total" if cuda else "self_cpu_time_total"
-            print(f"[grpo-profile] {name}, step {at_step}: top {top} ops by {key}", flush=True)
-            print(ka.table(sort_by=key, row_limit=top, max_name_column_width=70), flush=True)
-            print(f"[grpo-profile] {name}: top {top} ops by cpu_time_total", flush=True)
-            print(ka.table(sort_by="cpu_time_total", row_limit=top, max_name_column_width=70), flush=True)
-            if cuda:
+            if cuda:  # first the short summaries (the op tables of a whole step take minutes to build)
                 from benchmarks.gpu_profile import busy_by_range, format_busy, kernel_time_by_category
 
                 print(f"[grpo-profile] {name}: GPU busy inside each phase (wall >> busy: bound by the host)\n"
@@ -395,6 +389,12 @@ def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25)
                 cats = kernel_time_by_category(prof)
                 print(f"[grpo-profile] {name}: device seconds by kernel kind: "
                       + ", ".join(f"{k} {v:.2f}" for k, v in cats.items()), flush=True)
+            ka = prof.key_averages()
+            key = "self_device_time_total" if cuda else "self_cpu_time_total"
+            print(f"[grpo-profile] {name}, step {at_step}: top {top} ops by {key}", flush=True)
+            print(ka.table(sort_by=key, row_limit=top, max_name_column_width=70), flush=True)
+            print(f"[grpo-profile] {name}: top {top} ops by cpu_time_total", flush=True)
+            print(ka.table(sort_by="cpu_time_total", row_limit=top, max_name_column_width=70), flush=True)
 
     trainer.add_callback(Profile())
 
