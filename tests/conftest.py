@@ -64,6 +64,25 @@ def write_medmnist_npz(root: Path, flag: str, n_per_class: int = 6, size: int = 
 
 
 @pytest.fixture
+def prepared_images(monkeypatch):
+    """`prepared_images(processor)` -> a list that records every image the processor's image processor prepares from
+    then on (for tests of what is prepared once)."""
+
+    def watch(processor) -> list:
+        seen: list = []
+        call = type(processor.image_processor).__call__
+
+        def counting(self, images, *args, **kwargs):
+            seen.extend(images if isinstance(images, list) else [images])
+            return call(self, images, *args, **kwargs)
+
+        monkeypatch.setattr(type(processor.image_processor), "__call__", counting)
+        return seen
+
+    return watch
+
+
+@pytest.fixture
 def npz_writer():
     return write_medmnist_npz
 

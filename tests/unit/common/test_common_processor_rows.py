@@ -85,17 +85,10 @@ def test_chat_template_renderings_are_cached_and_equal(proc):
     assert len(modeling._RENDERED) == 3
 
 
-def test_reused_images_equal_preparing_them_anew_and_are_prepared_once(proc, monkeypatch):
+def test_reused_images_equal_preparing_them_anew_and_are_prepared_once(proc, prepared_images):
     a, b, c = _img(0), _img(1, (112, 56)), _img(2, (84, 84))
     text = ["<|vision_start|><|image_pad|><|vision_end|> q"] * 2
-    prepared = []
-    image_processor_call = type(proc.image_processor).__call__
-
-    def counting(self, images, *args, **kwargs):
-        prepared.extend(images if isinstance(images, list) else [images])
-        return image_processor_call(self, images, *args, **kwargs)
-
-    monkeypatch.setattr(type(proc.image_processor), "__call__", counting)
+    prepared = prepared_images(proc)
     calls = [([[a], [b]], text), ([[b], [c]], text), ([[c, a]], ["<|vision_start|><|image_pad|><|vision_end|>" * 2])]
     want = [Qwen2_5_VLProcessor.__call__(proc, images=i, text=t, padding=True, return_tensors="pt") for i, t in calls]
     prepared.clear()

@@ -11,20 +11,24 @@ from components.grpo.adapters import adapters_in_compute_dtype
 from tests.unit.grpo.test_grpo_rollout import _prompts, _rows, _trainer, peaked_dir  # noqa: F401  (fixture)
 
 
-@pytest.fixture
-def bf16_lora(tiny_model_dir):
-    """The tiny model in bf16 with LoRA adapters (PEFT keeps them fp32) whose B is not zero."""
+def _lora(tiny_model_dir, dtype, targets=("q_proj", "v_proj", "down_proj"), seed=1, **config):
+    """The tiny model in `dtype` with LoRA adapters (PEFT keeps them fp32) whose B is not zero."""
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(0)
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=dtype)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), **config))
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     return model
+
+
+@pytest.fixture
+def bf16_lora(tiny_model_dir):
+    return _lora(tiny_model_dir, torch.bfloat16, targets=("q_proj", "v_proj"), seed=0)
 
 
 def _adapters(model):
@@ -168,20 +172,6 @@ def test_adapter_ema_round_trips_through_the_checkpoint_file(peaked_dir, tmp_pat
     load_module_weights(fresh, tmp_path / "ema.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), ema.parameters()))
 
-
-def _lora(tiny_model_dir, dtype, **config):
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_model_dir), dtype=dtype)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                                            **config))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return model
 
 
 def _base_weights(model):

@@ -276,19 +276,12 @@ def test_care_shared_prefix_scoring_equals_the_per_completion_loop(peaked_dir, t
     assert torch.allclose(shared, each, atol=1e-5), (shared - each).abs().max()
 
 
-def test_a_rollout_batch_prepares_each_image_once(peaked_dir, tmp_path, monkeypatch):
-    # The rollout, CARE's reference and TRL's forward inputs all prepare the batch's images; inside one
-    # `_generate_and_score_completions` each image object is prepared once.
+def test_a_rollout_batch_prepares_each_image_once(peaked_dir, tmp_path, prepared_images):
+    # The rollout, CARE's reference and TRL's forward inputs all prepare the batch's images (TRL hands the rollout
+    # deep copies); inside one `_generate_and_score_completions` each image is prepared once.
     trainer = _trainer(peaked_dir, tmp_path, rollout="shared_prefix", consistency_bonus=0.5)
     proc = trainer.processing_class
-    prepared = []
-    call = type(proc.image_processor).__call__
-
-    def counting(self, images, *args, **kwargs):
-        prepared.extend(images if isinstance(images, list) else [images])
-        return call(self, images, *args, **kwargs)
-
-    monkeypatch.setattr(type(proc.image_processor), "__call__", counting)
+    prepared = prepared_images(proc)
     rows = [dict(r) for r in _rows() for _ in range(3)]
     out = trainer._generate_and_score_completions(rows)
     assert len(prepared) == 3 and out["pixel_values"].shape[0] > 0
