@@ -52,7 +52,8 @@ logging, callbacks), peak GPU memory, and the fraction of the relevant bound: pe
 KV cache bytes) / measured bandwidth and its FLOPs / measured bf16 matmul rate; prefills, CARE scoring and the
 training forward/backward at the measured matmul rate (model FLOPs: 2 x parameters x tokens + causal attention;
 backward of a frozen base (LoRA) = 1 forward, of full weights 2; recomputation not counted). Also as a fraction of
-the bf16 dense datasheet peak (989 TFLOP/s). Then one SUMMARY line: best fast-path tokens/s, the stock path's, the
+the bf16 dense datasheet peak (989 TFLOP/s), and the garbage collector's pauses of the host per step by the phase
+they hit (`gc.callbacks`). Then one SUMMARY line: best fast-path tokens/s, the stock path's, the
 speed-up in the same run, and whether the targets (>= 2,500 tokens/s per GPU, >= 6x stock) are met.
 """
 
@@ -148,7 +149,13 @@ class StepTimer:
     def __init__(self, trainer, cuda: bool):
         from transformers import TrainerCallback
 
+        import gc
+
         self.cuda, self.steps, self.cur = cuda, [], self._fresh()
+        self.active: list[str] = []  # the phases now running, innermost last
+        self.gc: dict[str, float] = {}  # garbage-collector pauses of the current step, by phase
+        self._gc_t0 = 0.0
+        gc.callbacks.append(self._gc_pause)
         self.tokens = 0
         self.rows = 0
         for name in ("_generate", "_calculate_rewards", "_prepare_inputs", "training_step"):
@@ -167,8 +174,9 @@ class StepTimer:
 
             def on_step_end(self, args, state, control, **kw):
                 now = timer._now()
-                step = dict(timer.cur, wall=now - timer.t_last, completion_tokens=timer.tokens, rows=timer.rows)
-                timer.t_last, timer.cur, timer.tokens, timer.rows = now, timer._fresh(), 0, 0
+                step = dict(timer.cur, wall=now - timer.t_last, completion_tokens=timer.tokens, rows=timer.rows,
+                            gc_pauses=timer.gc)
+                timer.t_last, timer.cur, timer.tokens, timer.rows, timer.gc = now, timer._fresh(), 0, 0, {}
                 if timer.cuda:
                     import torch
 
@@ -190,13 +198,31 @@ class StepTimer:
             torch.cuda.synchronize()
         return time.perf_counter()
 
+    def _gc_pause(self, phase: str, info: dict) -> None:
+        """gc.callbacks hook: the time the garbage collector stops the host, by the innermost phase it hit."""
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        where = self.active[-1] if self.active else "rest"
+        self.gc[where] = self.gc.get(where, 0.0) + time.perf_counter() - self._gc_t0
+
+    def close(self) -> None:
+        import gc
+
+        if self._gc_pause in gc.callbacks:
+            gc.callbacks.remove(self._gc_pause)
+
     def _timed(self, name, fn):
         def wrapper(*a, **kw):
             from torch.profiler import record_function
 
             t0 = self._now()
-            with record_function(f"phase:{name}"):  # a row per phase in --profile's tables
-                out = fn(*a, **kw)
+            self.active.append(name)
+            try:
+                with record_function(f"phase:{name}"):  # a row per phase in --profile's tables
+                    out = fn(*a, **kw)
+            finally:
+                self.active.pop()
             self.cur[name] += self._now() - t0
             if name == "_generate":
                 self.tokens += sum(len(c) for c in out[1])
@@ -316,6 +342,8 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
         "care_scoring": "shared_prefix" if getattr(trainer, "shared_prefix_scoring", False) else "per_completion",
         "policy_forward": "prompt once" if trainer.prompt_once else f"TRL's ({trainer.prompt_once_why})",
         "policy_forward_calls": dict(getattr(trainer, "prompt_once_calls", {})),  # which path each forward took
+        "gc_pause_s": {k: sum(s["gc_pauses"].get(k, 0.0) for s in timed) / len(timed)
+                       for k in sorted({k for s in timed for k in s["gc_pauses"]})},  # host stops, per step
     }
     if hw.get("tflops"):
         prompt_len = _prompt_len(trainer, rows_all[0])
@@ -332,6 +360,7 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
             model_tflops_per_s=flops / step_s / 1e12, mfu_vs_peak=flops / step_s / 1e12 / BF16_DENSE_PEAK_TFLOPS,
             train_mfu_vs_peak=bounds["flops"]["train"] / split["forward_backward"] / 1e12 / BF16_DENSE_PEAK_TFLOPS,
         )
+    timer.close()
     del trainer, model, timer
     gc.collect()
     if cuda:
@@ -432,6 +461,9 @@ def print_run(r: dict) -> None:
           f"({r['rows_per_step']} rows, {r['completion_tokens_per_step']:,.0f} tokens), CARE scoring "
           f"{r['care_scoring']}, policy forward {r['policy_forward']} (calls {r['policy_forward_calls']}); "
           f"split: {parts}", flush=True)
+    if r.get("gc_pause_s"):
+        print("[grpo]   garbage-collector pauses per step (inside the split's phases): "
+              + ", ".join(f"{k} {v:.3f}s" for k, v in r["gc_pause_s"].items()), flush=True)
     if "step_bound_fraction" in r:
         pf = ", ".join(f"{k} {v:.0%}" for k, v in r["phase_bound_fraction"].items())
         print(f"[grpo]   of the bound: step {r['step_bound_fraction']:.0%} ({pf}); "
