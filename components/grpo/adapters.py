@@ -104,6 +104,15 @@ def adapters_merged(model):
             layer.merged_adapters.clear()
 
 
+def merged_unless_sharded(trainer, model):
+    """`adapters_merged(model)` for a trainer whose weights are whole on each process; under DeepSpeed or FSDP
+    (sharded, or gathered only for the pass) nothing is merged and the adapters run as they are."""
+    import contextlib
+
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    return contextlib.nullcontext(0) if sharded else adapters_merged(model)
+
+
 @contextmanager
 def adapter_inputs_uncast(model, device_type: str):
     """Under autocast: PEFT's LoRA layers pass their (bf16) input on as it is instead of casting it to the fp32

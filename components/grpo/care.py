@@ -43,7 +43,7 @@ from trl.trainer.callbacks import SyncRefModelCallback
 from transformers import TrainerCallback
 
 from components.common.vision_attention import is_batched_window_attention
-from components.grpo.adapters import AdapterEMA, adapters_in_compute_dtype, adapters_merged
+from components.grpo.adapters import AdapterEMA, adapters_in_compute_dtype, merged_unless_sharded
 from components.grpo.prompt_once import PromptOnceMixin
 from components.grpo.rewards import answer_token_mask, consistency_bonus, ema_alpha, mean_probability
 
@@ -102,7 +102,7 @@ class MedBridgeGRPOTrainer(PromptOnceMixin, GRPOTrainer):
     """TRL's GRPOTrainer whose policy forward computes each group's prompt once when it can
     (`components.grpo.prompt_once`; `enable_prompt_once` after construction), and whose rollout batch prepares each
     image once (`ImageQwenVLProcessor.reusing_images`: the rollout, CARE's reference and TRL's forward inputs all
-    prepare the same image objects)."""
+    prepare the same images)."""
 
     def _generate_and_score_completions(self, inputs):
         reuse = getattr(self.processing_class, "reusing_images", None)
@@ -183,8 +183,7 @@ class ConsistencyGRPOTrainer(MedBridgeGRPOTrainer):
         copy of its base weights (LoRA), or the EMA copy (full weights, any adapters of its own in bf16)."""
         if self._shares_policy:
             policy = self.accelerator.unwrap_model(self.model)
-            merged = contextlib.nullcontext() if self.is_fsdp_enabled else adapters_merged(policy)
-            with self.ema_model.applied(policy), merged:
+            with self.ema_model.applied(policy), merged_unless_sharded(self, policy):
                 yield policy.get_base_model()
         else:
             ema = self.ema_model.get_base_model() if hasattr(self.ema_model, "get_base_model") else self.ema_model

@@ -186,7 +186,7 @@ class SharedPrefixRollout:
         import torch
         from trl.models import unwrap_model_for_generation
 
-        from components.grpo.adapters import adapters_in_compute_dtype, adapters_merged
+        from components.grpo.adapters import adapters_in_compute_dtype, merged_unless_sharded
 
         for name, value, neutral in (("top_k", trainer.top_k, (None, 0)), ("min_p", trainer.min_p, (None, 0.0)),
                                      ("repetition_penalty", trainer.repetition_penalty, (None, 1.0))):
@@ -220,8 +220,7 @@ class SharedPrefixRollout:
             # copy of the base weights for the rollout (one matmul per projection, what a vLLM engine samples with);
             # whatever cannot be merged computes its adapters in the base weights' dtype (components.grpo.adapters).
             model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-            if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-                stack.enter_context(adapters_merged(model))
+            stack.enter_context(merged_unless_sharded(trainer, model))
             stack.enter_context(adapters_in_compute_dtype(model))
             for n, members in sorted(by_size.items()):
                 per_call = max(1, self.max_rows // n)

@@ -332,15 +332,12 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
         load_module_weights(ema, Path(resume) / EMA_FILE)
 
     def measure() -> dict[str, Any]:
-        import contextlib
-
         import torch
 
-        from components.grpo.adapters import adapters_merged
+        from components.grpo.adapters import merged_unless_sharded
 
-        sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
         with (unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=True) as m,
-              torch.no_grad(), contextlib.nullcontext() if sharded else adapters_merged(m)):  # sample as served
+              torch.no_grad(), merged_unless_sharded(trainer, m)):  # sample as served
             outcomes = measure_support(
                 m, processor, watch, watch_set_dir, k=cfg.k, fmt=cfg.prompt_format,
                 max_new_tokens=cfg.watch_max_new_tokens, seed=cfg.seed,
