@@ -225,3 +225,17 @@ def test_merging_is_refused_with_gradients_and_skips_what_peft_cannot_merge_exac
             torch.testing.assert_close(model(input_ids=ids).logits, ref, rtol=0, atol=0)
         with model.disable_adapter(), adapters_merged(model) as n:
             assert n == 0  # nothing is active: nothing to merge
+
+
+@pytest.mark.parametrize("deepspeed, fsdp, merges", [(False, False, True), (True, False, False), (False, True, False)])
+def test_merging_only_where_each_process_holds_whole_weights(tiny_model_dir, deepspeed, fsdp, merges):
+    from types import SimpleNamespace
+
+    from components.grpo.adapters import merged_unless_sharded
+
+    model = _lora(tiny_model_dir, torch.float32)
+    trainer = SimpleNamespace(is_deepspeed_enabled=deepspeed, is_fsdp_enabled=fsdp)
+    layers = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "merged")]
+    with torch.no_grad(), merged_unless_sharded(trainer, model) as n:
+        assert (n > 0) == merges and all(m.merged == merges for m in layers)
+    assert not any(m.merged for m in layers)
