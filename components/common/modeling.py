@@ -43,22 +43,27 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         return expanded if expanded is not None else super().__call__(images=images, text=text, **kwargs)
 
     @contextlib.contextmanager
-    def reusing_images(self):
+    def reusing_images(self, device=None):
         """Within the block, an image whose pixels this processor prepared before is not prepared again: its pixel
         rows and grid come from a memo keyed by the image's content (mode, size, SHA-1 of the pixels), equal to
         preparing it anew (tested). A GRPO step prepares its prompts' images three times (the rollout, CARE's
         reference, TRL's forward inputs; TRL hands the rollout deep copies). The memo is dropped when the outermost
-        block ends."""
+        block ends.
+
+        `device` (e.g. the trainer's GPU): the memo keeps each image's pixel rows there, moved once, and the block's
+        torch outputs ("pt") carry pixel values and grids on it, so a prompt repeated for its G completions is laid
+        out G times on the device instead of in host memory and copied over (numpy outputs come back to the host)."""
         outer = self._image_memo is None
         if outer:
-            self._image_memo = {}
+            self._image_memo, self._image_device = {}, device
         try:
             yield self
         finally:
             if outer:
-                self._image_memo = None
+                self._image_memo, self._image_device = None, None
 
     _image_memo: dict | None = None  # (image digest, setting) -> (pixel rows, grid row) inside `reusing_images`
+    _image_device = None  # where the memo keeps them
 
     def _process_images(self, images, **kwargs):
         """transformers' `_process_images` (images -> processor outputs and each image's placeholder text), with the
@@ -86,12 +91,15 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
             fresh = self.image_processor([img for _, img in todo], **{**kwargs, "return_tensors": "pt"})
             if set(fresh) != {"pixel_values", "image_grid_thw"}:
                 return super()._process_images(images, **kwargs)  # an output this memo does not know: as it comes
-            grid = fresh["image_grid_thw"]
-            for i, ((key, _), (a, b)) in enumerate(zip(todo, pixel_row_spans(grid, None, len(todo)))):
-                self._image_memo[key] = (fresh["pixel_values"][a:b], grid[i : i + 1])
+            grid, pixels = fresh["image_grid_thw"], fresh["pixel_values"]
+            spans = pixel_row_spans(grid, None, len(todo))
+            if self._image_device is not None:
+                grid, pixels = grid.to(self._image_device), pixels.to(self._image_device)
+            for i, ((key, _), (a, b)) in enumerate(zip(todo, spans)):
+                self._image_memo[key] = (pixels[a:b], grid[i : i + 1])
         memo = [self._image_memo[k] for k in keys]
         out = {"pixel_values": torch.cat([m[0] for m in memo]), "image_grid_thw": torch.cat([m[1] for m in memo])}
-        processed = BatchFeature(out if want == "pt" else {k: v.numpy() for k, v in out.items()})
+        processed = BatchFeature(out if want == "pt" else {k: v.cpu().numpy() for k, v in out.items()})
         return processed, [self.replace_image_token(processed, image_idx=i, **kwargs) for i in range(len(flat))]
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):

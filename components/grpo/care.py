@@ -102,11 +102,11 @@ class MedBridgeGRPOTrainer(PromptOnceMixin, GRPOTrainer):
     """TRL's GRPOTrainer whose policy forward computes each group's prompt once when it can
     (`components.grpo.prompt_once`; `enable_prompt_once` after construction), and whose rollout batch prepares each
     image once (`ImageQwenVLProcessor.reusing_images`: the rollout, CARE's reference and TRL's forward inputs all
-    prepare the same images)."""
+    prepare the same images), kept on the trainer's device so that a prompt's G copies are laid out there."""
 
     def _generate_and_score_completions(self, inputs):
         reuse = getattr(self.processing_class, "reusing_images", None)
-        with reuse() if reuse is not None else contextlib.nullcontext():
+        with reuse(device=self.accelerator.device) if reuse is not None else contextlib.nullcontext():
             return super()._generate_and_score_completions(inputs)
 
 

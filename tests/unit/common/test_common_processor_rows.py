@@ -106,8 +106,22 @@ def test_reused_images_equal_preparing_them_anew_and_are_prepared_once(proc, pre
         smaller = proc(images=[[a], [b]], text=text, padding=True, return_tensors="pt",
                        size={"shortest_edge": 28 * 28, "longest_edge": 28 * 28})
         assert len(prepared) == 6 and smaller["pixel_values"].shape[0] < again["pixel_values"].shape[0]
-    assert proc._image_memo is None  # dropped with the outermost block
+    assert proc._image_memo is None and proc._image_device is None  # dropped with the outermost block
     for g, w in zip([*got, again], [*want, want[0]], strict=True):
         assert set(g) == set(w) and all(torch.equal(g[k], w[k]) for k in w)
     proc(images=[[a], [b]], text=text, padding=True, return_tensors="pt")
     assert len(prepared) == 8  # outside the block every call prepares its images
+
+
+def test_reused_images_kept_on_a_device_come_back_equal(proc):
+    a, b = _img(0), _img(1, (112, 56))
+    text = ["<|vision_start|><|image_pad|><|vision_end|> q"] * 4
+    images = [[a], [a], [b], [b]]
+    want = Qwen2_5_VLProcessor.__call__(proc, images=images, text=text, padding=True, return_tensors="pt")
+    with proc.reusing_images(device=torch.device("cpu")):
+        got = proc(images=images, text=text, padding=True, return_tensors="pt")
+        as_numpy = proc(images=[[b]], text=text[:1], padding=True)  # numpy outputs come back to the host
+        assert all(m[0].device.type == "cpu" for m in proc._image_memo.values())
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    fresh_b = Qwen2_5_VLProcessor.__call__(proc, images=[[b]], text=text[:1], padding=True, return_tensors="pt")
+    assert np.array_equal(np.asarray(as_numpy["pixel_values"]), fresh_b["pixel_values"].numpy())
