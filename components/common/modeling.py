@@ -51,8 +51,9 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         block ends.
 
         `device` (e.g. the trainer's GPU): the memo keeps each image's pixel rows there, moved once, and the block's
-        torch outputs ("pt") carry pixel values and grids on it, so a prompt repeated for its G completions is laid
-        out G times on the device instead of in host memory and copied over (numpy outputs come back to the host)."""
+        torch outputs ("pt") carry their pixel values on it, so a prompt repeated for its G completions is laid out
+        G times on the device instead of in host memory and copied over (numpy outputs come back to the host; grids
+        and token ids stay on the host)."""
         outer = self._image_memo is None
         if outer:
             self._image_memo, self._image_device = {}, device
@@ -91,11 +92,10 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
             fresh = self.image_processor([img for _, img in todo], **{**kwargs, "return_tensors": "pt"})
             if set(fresh) != {"pixel_values", "image_grid_thw"}:
                 return super()._process_images(images, **kwargs)  # an output this memo does not know: as it comes
-            grid, pixels = fresh["image_grid_thw"], fresh["pixel_values"]
-            spans = pixel_row_spans(grid, None, len(todo))
+            grid, pixels = fresh["image_grid_thw"], fresh["pixel_values"]  # the grid stays on the host (small)
             if self._image_device is not None:
-                grid, pixels = grid.to(self._image_device), pixels.to(self._image_device)
-            for i, ((key, _), (a, b)) in enumerate(zip(todo, spans)):
+                pixels = pixels.to(self._image_device)
+            for i, ((key, _), (a, b)) in enumerate(zip(todo, pixel_row_spans(grid, None, len(todo)))):
                 self._image_memo[key] = (pixels[a:b], grid[i : i + 1])
         memo = [self._image_memo[k] for k in keys]
         out = {"pixel_values": torch.cat([m[0] for m in memo]), "image_grid_thw": torch.cat([m[1] for m in memo])}
