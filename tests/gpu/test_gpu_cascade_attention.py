@@ -21,7 +21,8 @@ def test_cascade_attention_on_gpu_equals_sdpa_over_each_rows_keys():
     def rand(*shape):
         return torch.randn(*shape, generator=g, device="cuda").to(torch.bfloat16)
 
-    q, pk, pv, sk, sv = rand(r, hq, d), rand(b, hkv, length, d), rand(b, hkv, length, d), rand(r, hkv, s, d), rand(r, hkv, s, d)
+    q, pk, pv = rand(r, hq, d), rand(b, hkv, length, d), rand(b, hkv, length, d)
+    sk, sv = rand(r, hkv, s, d), rand(r, hkv, s, d)
     pmask = torch.ones(b, length, dtype=torch.bool, device="cuda")
     pmask[1, :40] = False
     pbias = torch.zeros(b, length, device="cuda").masked_fill(~pmask, float("-inf"))
