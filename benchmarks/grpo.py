@@ -323,8 +323,11 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    with sdpa_without_cudnn() if spec.get("no_cudnn") else contextlib.nullcontext():
-        trainer.train()
+    try:
+        with sdpa_without_cudnn() if spec.get("no_cudnn") else contextlib.nullcontext():
+            trainer.train()
+    finally:
+        timer.close()  # the gc hook goes with the run, also when it runs out of memory
     wall = time.perf_counter() - t0
     timed = timer.steps[args.warmup:]
     tokens = sum(s["completion_tokens"] for s in timed)
@@ -360,7 +363,6 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
             model_tflops_per_s=flops / step_s / 1e12, mfu_vs_peak=flops / step_s / 1e12 / BF16_DENSE_PEAK_TFLOPS,
             train_mfu_vs_peak=bounds["flops"]["train"] / split["forward_backward"] / 1e12 / BF16_DENSE_PEAK_TFLOPS,
         )
-    timer.close()
     del trainer, model, timer
     gc.collect()
     if cuda:
@@ -388,8 +390,8 @@ def sdpa_without_cudnn():
 
 def profile_step(trainer, *, at_step: int, cuda: bool, name: str, top: int = 25) -> None:
     """torch.profiler around the whole optimizer step `at_step` (0-based; rollout, scoring, forward/backward,
-    optimizer): prints the ops with the most device time, then the most host time, then how busy the GPU was inside
-    each phase and its device time by kind of kernel (`benchmarks.gpu_profile`)."""
+    optimizer): prints how busy the GPU was inside each phase and its device time by kind of kernel
+    (`benchmarks.gpu_profile`), then the ops with the most device time, then the most host time."""
     import torch
     from torch.profiler import ProfilerActivity, profile
     from transformers import TrainerCallback

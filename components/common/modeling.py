@@ -72,7 +72,7 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         the call asks: torch for "pt", numpy otherwise, as the image processor itself does)."""
         from transformers.image_utils import make_flat_list_of_images
 
-        from components.common.prompts import image_digest, is_pil_image
+        from components.common.prompts import digest_once, is_pil_image
 
         want = kwargs.get("return_tensors")
         flat = make_flat_list_of_images(images) if self._image_memo is not None else []
@@ -82,11 +82,8 @@ class ImageQwenVLProcessor(Qwen2_5_VLProcessor):
         from transformers.feature_extraction_utils import BatchFeature
 
         setting = repr(sorted((k, v) for k, v in kwargs.items() if k != "return_tensors"))
-        digests: dict[int, tuple] = {}  # each object hashed once per call
-        for img in flat:
-            if id(img) not in digests:
-                digests[id(img)] = image_digest(img)
-        keys = [(digests[id(img)], setting) for img in flat]
+        digest = digest_once()
+        keys = [(digest(img), setting) for img in flat]
         todo = list({k: img for k, img in zip(keys, flat) if k not in self._image_memo}.items())
         if todo:
             fresh = self.image_processor([img for _, img in todo], **{**kwargs, "return_tensors": "pt"})

@@ -92,6 +92,19 @@ def image_digest(img) -> tuple:
     return ("image", img.mode, tuple(img.size), hashlib.sha1(img.tobytes()).hexdigest())
 
 
+def digest_once():
+    """`image_digest` that hashes each image object once (for one batch whose images all stay alive meanwhile, so
+    an object's identity stands for it: a prompt's G copies share their image object)."""
+    digests: dict[int, tuple] = {}
+
+    def digest(img) -> tuple:
+        if id(img) not in digests:
+            digests[id(img)] = image_digest(img)
+        return digests[id(img)]
+
+    return digest
+
+
 def frozen_messages(x, image):
     """A hashable stand-in for chat messages (nested dicts, lists and plain values): dicts as sorted item tuples,
     lists as tuples, each PIL image as `image(img)`, anything else as it is."""

@@ -146,7 +146,7 @@ class _PrefixCache:
             # zeros: masked-out positions get weight 0 and must hold no NaN garbage
             self.keys.append(k.new_zeros((b * rows, h, max_new_tokens, d)))
             self.values.append(v.new_zeros((b * rows, h, max_new_tokens, v.shape[-1])))
-        self.length, self.rows = length, rows
+        self.length = length
         self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=torch.float32, device=prompt_mask.device)
         self.prompt_bias.masked_fill_(~prompt_mask.bool(), float("-inf"))  # (B, L): left padding never attended
         self.written = 0  # dynamic mode: new tokens in the suffix

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from components.common.prompts import frozen_messages, image_digest
+from components.common.prompts import digest_once, frozen_messages, image_digest
 
 ROLLOUTS = ("trl", "shared_prefix", "vllm")
 
@@ -68,15 +68,8 @@ def prompt_key(prompt: Any) -> Any:
 
 
 def prompt_keys(prompts: list) -> list:
-    """`prompt_key` of each prompt, each image object hashed once (a group's G rows share theirs; all of `prompts`
-    stay alive meanwhile, so an object's identity stands for it)."""
-    digests: dict = {}
-
-    def digest(img):
-        if id(img) not in digests:
-            digests[id(img)] = image_digest(img)
-        return digests[id(img)]
-
+    """`prompt_key` of each prompt, each image object hashed once (a group's G rows share theirs)."""
+    digest = digest_once()
     return [frozen_messages(p, digest) for p in prompts]
 
 
