@@ -29,6 +29,7 @@ of a step by kind of kernel, which says what the step is bound by.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -224,6 +225,21 @@ def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32)
     return out
 
 
+@contextlib.contextmanager
+def decode_layout(layout: str):
+    """`auto`: the sampler's own choice of decode-cache layout; `padded`: the padded layout and the batched-matmul
+    cascade attention even where FlashAttention's variable-length kernel runs (the comparison)."""
+    from components.common import sampling
+
+    chosen = sampling._varlen_kernel
+    if layout == "padded":
+        sampling._varlen_kernel = lambda device, dtype: None
+    try:
+        yield
+    finally:
+        sampling._varlen_kernel = chosen
+
+
 def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):
     import torch
 
@@ -313,7 +329,13 @@ def main(argv=None) -> int:
     p.add_argument("--kernel-profile", type=int, default=0, help="first profile the decode of this many prompts x "
                    "(k + 1) rows: device ms per step by kind of kernel (GEMM, attention, ...), eager and CUDA graphs")
     p.add_argument("--skip-naive", action="store_true", help="skip the naive baseline (profiling runs only)")
+    p.add_argument("--decode-layouts", default="auto", help="comma-separated decode-cache layouts to run the kernel "
+                   "profile and the shared-prefix batches with: auto (packed + FlashAttention where the GPU runs it) "
+                   "and/or padded (batched-matmul cascade attention)")
     a = p.parse_args(argv)
+    layouts = a.decode_layouts.split(",")
+    if set(layouts) - {"auto", "padded"}:
+        raise SystemExit(f"--decode-layouts: {a.decode_layouts!r}; choose from auto, padded")
 
     import torch
 
@@ -352,10 +374,13 @@ def main(argv=None) -> int:
         res["profile"] = profile_parts(model, a.profile_rows, a.prompt_len, a.new_tokens)
         print("decode-step parts (CUDA events, ms): " + json.dumps(res["profile"]), flush=True)
         torch.cuda.empty_cache()
-    if a.kernel_profile:
-        res["kernel_profile"] = kernel_profile(model, ids, pix, grid, a.k, a.kernel_profile)
-        print("decode step, device ms by kind of kernel: " + json.dumps(res["kernel_profile"]), flush=True)
-        torch.cuda.empty_cache()
+    for layout in layouts:
+        if a.kernel_profile:
+            with decode_layout(layout):
+                kp = kernel_profile(model, ids, pix, grid, a.k, a.kernel_profile)
+            res.setdefault("kernel_profile", {})[layout] = kp
+            print(f"decode step ({layout} layout), device ms by kind of kernel: " + json.dumps(kp), flush=True)
+            torch.cuda.empty_cache()
     if a.skip_naive:
         res["naive"] = {"tok_s": float("nan")}
     else:
@@ -366,7 +391,7 @@ def main(argv=None) -> int:
     torch.cuda.empty_cache()
 
     res["shared"] = []
-    for spec in a.batches.split(","):
+    for layout, spec in ((lay, spec) for lay in layouts for spec in a.batches.split(",")):
         graphs = spec.endswith("g")
         b = int(spec.rstrip("g"))
         free = torch.cuda.mem_get_info()[0]
@@ -376,8 +401,9 @@ def main(argv=None) -> int:
             print(f"shared-prefix, {spec} prompts/batch: skipped (KV cache {kv_need / 2**30:.1f} GiB > 80% of free {free / 2**30:.1f} GiB)")
             continue
         try:
-            tok, dt, pre, dec, stats, peak = run_shared(model, ids, pix, grid, a.k, a.new_tokens, a.questions, b,
-                                                        profile=True, cuda_graph=graphs)
+            with decode_layout(layout):
+                tok, dt, pre, dec, stats, peak = run_shared(model, ids, pix, grid, a.k, a.new_tokens, a.questions, b,
+                                                            profile=True, cuda_graph=graphs)
         except Exception as e:
             print(f"shared-prefix, {spec} prompts/batch: failed: {type(e).__name__}: {e}", flush=True)
             torch.cuda.empty_cache()
@@ -391,7 +417,7 @@ def main(argv=None) -> int:
         flops = n_batches * decode_flops(model, rows, a.prompt_len, a.new_tokens)
         compute_bound = flops / peak_flops if peak_flops else 0.0
         roofline = max(bound, compute_bound)
-        r = {"prompts_per_batch": b, "cuda_graph": graphs, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
+        r = {"prompts_per_batch": b, "cuda_graph": graphs, "layout": layout, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
              "prefill_s": pre, "decode_s": dec, "ms_per_step": 1e3 * dec / (n_batches * (a.new_tokens - 1)),
              "bound_s_measured_bw": bound, "fraction_of_bound": bound / dec,
              "fraction_of_nominal_bound": (bytes_total / nominal) / dec if nominal else None,
@@ -401,7 +427,7 @@ def main(argv=None) -> int:
              "forward_ms_per_step": 1e3 * sum(s["forward_s"] for s in stats) / n_steps,
              "sample_ms_per_step": 1e3 * sum(s["sample_s"] for s in stats) / (n_steps + n_batches)}
         res["shared"].append(r)
-        print(f"shared-prefix{' + CUDA graphs' if graphs else ''}, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
+        print(f"shared-prefix ({layout} layout){' + CUDA graphs' if graphs else ''}, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
               f"({r['speedup_vs_naive']:.2f}x naive); prefill {pre:.1f}s decode {dec:.1f}s, {r['ms_per_step']:.1f} ms/step; "
               f"bandwidth bound {bound:.1f}s = {r['fraction_of_bound']:.0%} of bound (measured BW)"
               + (f", {r['fraction_of_nominal_bound']:.0%} (nominal)" if nominal else "")

@@ -124,44 +124,72 @@ class _PrefixCache:
     """The KV cache of R = B×rows sequences that share their prompt's prefill: each prompt's keys/values held ONCE
     (the prefill's own tensors) and each row's new tokens in a preallocated suffix buffer.
 
-    `update` writes the new token's keys/values into the suffix; the decode attention (`cascade_attention`, routed in
-    by `_decode_attention`) reads the prompt part once per prompt and the suffix part per row. Implements what the
-    text model calls. Dynamic mode: the suffix is read up to the tokens written so far. Static mode (CUDA graphs,
+    `update` writes the new token's keys/values into the suffix; the decode attention (routed in by
+    `_decode_attention`) reads the prompt part once per prompt and the suffix part per row. Implements what the text
+    model calls. Dynamic mode: the suffix is read up to the tokens written so far. Static mode (CUDA graphs,
     `write_pos` set): the write position is a device tensor and every call reads `view_len` suffix positions, the
-    ones not yet written masked out."""
+    ones not yet written masked out.
+
+    Two layouts, one per attention kernel:
+    - padded (`varlen=None`; CPU, fp32, GPUs without FlashAttention): the prefill's (B, Hkv, L, D) tensors with a
+      0/-inf bias over the left padding, suffix (R, Hkv, S, D); read by `cascade_attention` (batched matmuls).
+    - packed (`varlen` = a variable-length attention kernel, `_varlen_kernel`): each prompt's unpadded keys packed
+      into (total, Hkv, D) with cumulative offsets, suffix (R, S, Hkv, D); read by `varlen_cascade_attention`
+      (FlashAttention's variable-length kernel, two calls per layer)."""
 
     is_compileable = False
 
-    def __init__(self, prefill_cache, prompt_mask, rows: int, max_new_tokens: int):
+    def __init__(self, prefill_cache, prompt_mask, rows: int, max_new_tokens: int, varlen=None):
         import torch
 
+        self.varlen = varlen
         self.prompt_keys: list = []
         self.prompt_values: list = []
-        self.keys: list = []  # per layer (R, Hkv, max_new_tokens, D): the rows' new tokens
+        self.keys: list = []  # per layer: the rows' new tokens, (R, Hkv, S, D) padded / (R, S, Hkv, D) packed
         self.values: list = []
+        mask = prompt_mask.bool()
         for k, v in _cache_tensors(prefill_cache):
             b, h, length, d = k.shape
-            self.prompt_keys.append(k)
-            self.prompt_values.append(v)
+            if varlen is None:
+                self.prompt_keys.append(k)
+                self.prompt_values.append(v)
+                suffix = (b * rows, h, max_new_tokens)
+            else:  # (B, Hkv, L, D) -> the unpadded positions of every prompt, packed: (total, Hkv, D)
+                self.prompt_keys.append(k.transpose(1, 2)[mask])
+                self.prompt_values.append(v.transpose(1, 2)[mask])
+                suffix = (b * rows, max_new_tokens, h)
             # zeros: masked-out positions get weight 0 and must hold no NaN garbage
-            self.keys.append(k.new_zeros((b * rows, h, max_new_tokens, d)))
-            self.values.append(v.new_zeros((b * rows, h, max_new_tokens, v.shape[-1])))
+            self.keys.append(k.new_zeros((*suffix, d)))
+            self.values.append(v.new_zeros((*suffix, v.shape[-1])))
         self.length = length
+        self.rows, self.max_new = rows, max_new_tokens
         self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=torch.float32, device=prompt_mask.device)
-        self.prompt_bias.masked_fill_(~prompt_mask.bool(), float("-inf"))  # (B, L): left padding never attended
+        self.prompt_bias.masked_fill_(~mask, float("-inf"))  # (B, L): left padding never attended
+        if varlen is not None:
+            lens = mask.sum(-1)
+            self.prompt_offsets = torch.nn.functional.pad(lens.cumsum(0), (1, 0)).int()  # (B+1,)
+            self.prompt_max = int(lens.max())
+            self.suffix_used = torch.zeros(b * rows, dtype=torch.int32, device=prompt_mask.device)
+            self.offsets: dict = {}  # query heads per KV head -> the kernel's fixed offset tensors
         self.written = 0  # dynamic mode: new tokens in the suffix
         self.attend = 0  # dynamic mode: suffix positions this step's attention reads
         self.write_pos = None  # static mode: a device tensor holding the write position among the new tokens
         self.view_len = 0  # static mode: suffix positions every call reads (later ones masked out)
-        self.suffix_bias = None  # static mode: (view_len,) 0 / -inf
+        self.suffix_bias = None  # static mode, padded layout: (view_len,) 0 / -inf
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         import torch
 
+        pos_dim = 2 if self.varlen is None else 1
         if self.write_pos is not None:  # static shapes: no host-side position, fixed-length views
-            self.keys[layer_idx].index_copy_(2, self.write_pos, key_states)
-            self.values[layer_idx].index_copy_(2, self.write_pos, value_states)
-            if layer_idx == 0:
+            new_k, new_v = key_states, value_states
+            if self.varlen is not None:  # (R, Hkv, 1, D) -> (R, 1, Hkv, D)
+                new_k, new_v = key_states.transpose(1, 2), value_states.transpose(1, 2)
+            self.keys[layer_idx].index_copy_(pos_dim, self.write_pos, new_k)
+            self.values[layer_idx].index_copy_(pos_dim, self.write_pos, new_v)
+            if layer_idx == 0 and self.varlen is not None:
+                self.suffix_used.copy_((self.write_pos + 1).expand_as(self.suffix_used))
+            elif layer_idx == 0:
                 pos = torch.arange(self.view_len, device=key_states.device)
                 self.suffix_bias = torch.zeros(self.view_len, dtype=torch.float32, device=key_states.device)
                 self.suffix_bias.masked_fill_(pos > self.write_pos, float("-inf"))
@@ -169,15 +197,17 @@ class _PrefixCache:
         n = key_states.shape[-2]
         if n != 1:
             raise ValueError(f"the shared-prefix cache decodes one token per row and step, got {n}")
-        self.keys[layer_idx][:, :, self.written] = key_states[:, :, 0]
-        self.values[layer_idx][:, :, self.written] = value_states[:, :, 0]
+        self.keys[layer_idx].select(pos_dim, self.written).copy_(key_states[:, :, 0])
+        self.values[layer_idx].select(pos_dim, self.written).copy_(value_states[:, :, 0])
         self.attend = self.written + 1
+        if layer_idx == 0 and self.varlen is not None:
+            self.suffix_used.fill_(self.attend)
         if layer_idx == len(self.keys) - 1:
             self.written += 1
         return key_states, value_states
 
     def suffix(self, layer_idx: int):
-        """(keys, values, bias or None) of the rows' new tokens that this step's attention reads."""
+        """(keys, values, bias or None) of the rows' new tokens that this step's attention reads (padded layout)."""
         n = self.view_len if self.write_pos is not None else self.attend
         return self.keys[layer_idx][:, :, :n], self.values[layer_idx][:, :, :n], self.suffix_bias
 
@@ -311,15 +341,110 @@ def cascade_attention(q, prompt_k, prompt_v, prompt_bias, suffix_k, suffix_v, su
     return out.reshape(r, hq, d).to(q.dtype)
 
 
+def varlen_attention_reference(q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: float, used_k=None):
+    """What `_flash_varlen` computes, in plain torch (any device and dtype): attention of packed variable-length
+    sequences. q (Tq, H, D), k/v (Tk, Hkv, D); sequence i's queries are q[cu_q[i]:cu_q[i+1]] and its keys
+    k[cu_k[i]:cu_k[i] + n_i], n_i = used_k[i] if given else cu_k[i+1] - cu_k[i]; query head h reads key head
+    h // (H / Hkv); no causal mask. Returns (out (Tq, H, D) in q's dtype, logsumexp (Tq, H) fp32). The CPU tests run
+    the packed cache layout through it."""
+    import torch
+
+    out = torch.empty_like(q)
+    lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
+    g = q.shape[1] // k.shape[1]
+    for i in range(len(cu_q) - 1):
+        q0, q1, k0 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i])
+        k1 = k0 + int(used_k[i]) if used_k is not None else int(cu_k[i + 1])
+        ki = k[k0:k1].float().repeat_interleave(g, 1)  # (n, H, D)
+        vi = v[k0:k1].float().repeat_interleave(g, 1)
+        scores = torch.einsum("qhd,khd->hqk", q[q0:q1].float() * scale, ki)
+        lse[q0:q1] = torch.logsumexp(scores, -1).T
+        out[q0:q1] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), vi).to(q.dtype)
+    return out, lse
+
+
+def _flash_varlen(q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: float, used_k=None):
+    """torch's own FlashAttention-2 variable-length kernel (the one SDPA's flash backend runs), returning the
+    logsumexp too; the interface of `varlen_attention_reference`."""
+    import torch
+
+    out, lse, *_ = torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_q, cu_k, max_q, max_k, 0.0, False, False, scale=scale, seqused_k=used_k)
+    return out, lse.T  # the varlen kernel's logsumexp is (H, Tq)
+
+
+_FLASH_VARLEN_OK: dict = {}  # device -> whether `_flash_varlen` ran there
+
+
+def _varlen_kernel(device, dtype):
+    """The variable-length attention kernel for the packed decode layout on this device, or None (the padded layout
+    and `cascade_attention`): FlashAttention on CUDA GPUs that run it (sm80+, bf16/fp16; probed once per device)."""
+    import torch
+
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    if device not in _FLASH_VARLEN_OK:
+        try:
+            x = torch.zeros(4, 2, 64, dtype=dtype, device=device)
+            cu = torch.tensor([0, 4], dtype=torch.int32, device=device)
+            _flash_varlen(x, x[:, :1], x[:, :1], cu, cu, 4, 4, 1.0, used_k=cu[1:])
+            _FLASH_VARLEN_OK[device] = True
+        except (RuntimeError, NotImplementedError, AttributeError):
+            _FLASH_VARLEN_OK[device] = False
+    return _flash_varlen if _FLASH_VARLEN_OK[device] else None
+
+
+def merge_attention_parts(out_a, lse_a, out_b, lse_b):
+    """Exact softmax attention over the union of two disjoint key sets, from each part's normalised output and
+    logsumexp: weights sigmoid(lse_a - lse_b) and its complement, in fp32. out (..., D), lse (...)."""
+    import torch
+
+    w = torch.sigmoid(lse_a - lse_b)[..., None]
+    return (out_b.float() + (out_a.float() - out_b.float()) * w).to(out_a.dtype)
+
+
+def varlen_cascade_attention(q, cache: _PrefixCache, layer: int, scale: float):
+    """`cascade_attention` over the packed layout: two calls of the cache's variable-length kernel per layer, joined
+    through their logsumexps (`merge_attention_parts`).
+
+    The G query heads of a KV head are folded into query positions, so each KV head's keys are read once per prompt
+    for all its rows × G heads (prompt part: sequence b = prompt b, rows·G queries, its unpadded keys) and once per
+    row for its G heads (suffix part: sequence i = row i, G queries, its written new tokens: `suffix_used`, a device
+    tensor, so a CUDA graph replays it at any step). q (R, Hq, D) -> (R, Hq, D)."""
+    import torch
+
+    r, hq, d = q.shape
+    _, s, hkv, _ = cache.keys[layer].shape
+    g, rows = hq // hkv, cache.rows
+    if g not in cache.offsets:  # query offsets of the two parts, and the suffix's key offsets: fixed per cache
+        dev = q.device
+        cache.offsets[g] = (torch.arange(0, r * g + 1, rows * g, dtype=torch.int32, device=dev),
+                            torch.arange(0, r * g + 1, g, dtype=torch.int32, device=dev),
+                            torch.arange(0, r * s + 1, s, dtype=torch.int32, device=dev))
+    cu_prompt, cu_rows, cu_suffix = cache.offsets[g]
+    qf = q.reshape(r, hkv, g, d).transpose(1, 2).reshape(r * g, hkv, d)  # query position (row, g), head = KV head
+    out_p, lse_p = cache.varlen(qf, cache.prompt_keys[layer], cache.prompt_values[layer], cu_prompt,
+                                cache.prompt_offsets, rows * g, cache.prompt_max, scale)
+    view = cache.view_len if cache.write_pos is not None else cache.attend
+    out_s, lse_s = cache.varlen(qf, cache.keys[layer].view(r * s, hkv, d), cache.values[layer].view(r * s, hkv, d),
+                                cu_rows, cu_suffix, g, view, scale, used_k=cache.suffix_used)
+    out = merge_attention_parts(out_p, lse_p, out_s, lse_s)  # (R·G, Hkv, D)
+    return out.reshape(r, g, hkv, d).transpose(1, 2).reshape(r, hq, d)
+
+
 def _cascade_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, *, cache,
                               **kwargs):
-    """The text model's attention while decoding from a `_PrefixCache` (`cascade_attention` over its layer)."""
+    """The text model's attention while decoding from a `_PrefixCache` (`cascade_attention` over its padded layout,
+    `varlen_cascade_attention` over its packed one)."""
     r, hq, lq, d = query.shape
     if lq != 1:
         raise ValueError(f"shared-prefix decoding attends one new token per row, got {lq}")
     layer = module.layer_idx
-    suffix_k, suffix_v, suffix_bias = cache.suffix(layer)
     scale = scaling if scaling is not None else d**-0.5
+    if cache.varlen is not None:
+        out = varlen_cascade_attention(query.reshape(r, hq, d), cache, layer, scale)
+        return out.reshape(r, 1, hq, d), None
+    suffix_k, suffix_v, suffix_bias = cache.suffix(layer)
     out = cascade_attention(query.reshape(r, hq, d), cache.prompt_keys[layer], cache.prompt_values[layer],
                             cache.prompt_bias, suffix_k, suffix_v, suffix_bias, scale)
     return out.reshape(r, 1, hq, d), None
@@ -461,7 +586,8 @@ def shared_prefix_generate(
             )
             deltas = torch.zeros(bsz, dtype=torch.long, device=dev)
         first_logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
-        cache = _PrefixCache(out.past_key_values, mask2d, rows, max_new_tokens)
+        cache = _PrefixCache(out.past_key_values, mask2d, rows, max_new_tokens,
+                             varlen=_varlen_kernel(dev, _cache_tensors(out.past_key_values)[0][0].dtype))
         del out
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

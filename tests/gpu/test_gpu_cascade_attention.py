@@ -37,3 +37,48 @@ def test_cascade_attention_on_gpu_equals_sdpa_over_each_rows_keys():
                                           attn_mask=mask[:, None, None, :])[:, :, 0]
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("static", [False, True])
+def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static):
+    # The packed layout through torch's FlashAttention variable-length kernel (what every sampler on this GPU runs),
+    # left padding and unwritten positions holding garbage; the count of written positions lives on the device.
+    import torch
+    import torch.nn.functional as F
+
+    from components.common.sampling import (
+        _PrefixCache,
+        _varlen_kernel,
+        varlen_cascade_attention,
+    )
+
+    dev = torch.device("cuda")
+    kernel = _varlen_kernel(dev, torch.bfloat16)
+    assert kernel is not None, "FlashAttention's variable-length kernel did not run on this GPU"
+    g = torch.Generator(device="cuda").manual_seed(0)
+    b, rows, hkv, grp, d, length, s, written = 4, 17, 4, 7, 128, 300, 64, 37
+    r, hq = b * rows, hkv * grp
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, device="cuda").to(torch.bfloat16)
+
+    q, pk, pv, sk, sv = rand(r, hq, d), rand(b, hkv, length, d), rand(b, hkv, length, d), rand(r, hkv, s, d), rand(r, hkv, s, d)
+    pmask = torch.ones(b, length, dtype=torch.bool, device="cuda")
+    pmask[1, :40] = False
+    pmask[3, :299] = False  # a one-token prompt
+    cache = _PrefixCache([(pk, pv)], pmask, rows, s, varlen=kernel)
+    for t in range(written):
+        if static:
+            cache.write_pos, cache.view_len = torch.tensor([t], device="cuda"), s
+        cache.update(sk[:, :, t : t + 1], sv[:, :, t : t + 1], 0)
+    cache.keys[0][:, written:] = sk.transpose(1, 2)[:, written:]
+    cache.values[0][:, written:] = sv.transpose(1, 2)[:, written:]
+    got = varlen_cascade_attention(q, cache, 0, d**-0.5)
+    keys = torch.cat([pk.repeat_interleave(rows, 0), sk], 2).repeat_interleave(grp, 1)
+    values = torch.cat([pv.repeat_interleave(rows, 0), sv], 2).repeat_interleave(grp, 1)
+    mask = torch.cat([pmask.repeat_interleave(rows, 0), (torch.arange(s, device="cuda") < written).expand(r, s)], 1)
+    want = F.scaled_dot_product_attention(q.float()[:, :, None], keys.float(), values.float(),
+                                          attn_mask=mask[:, None, None, :])[:, :, 0]
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)

@@ -41,6 +41,17 @@ def _prompts():
     return ps
 
 
+@pytest.fixture(params=["padded", "packed"])
+def layout(request, monkeypatch):
+    """Both decode-cache layouts: padded (`cascade_attention`, what CPUs run) and packed (`varlen_cascade_attention`,
+    what FlashAttention GPUs run), the packed one here through `varlen_attention_reference` on the CPU."""
+    from components.common import sampling
+
+    if request.param == "packed":
+        monkeypatch.setattr(sampling, "_varlen_kernel", lambda device, dtype: sampling.varlen_attention_reference)
+    return request.param
+
+
 def _backend(peaked, **kw):
     model, proc = peaked
     return TransformersBackend("", SamplingConfig(max_new_tokens=12, batch_size=4, **kw), model, proc)
@@ -56,7 +67,7 @@ def test_shapes_and_seeded_determinism(peaked):
     assert len({x for row in s for x in row}) > 5  # the K samples differ from each other
 
 
-def test_greedy_row_equals_generate(peaked):
+def test_greedy_row_equals_generate(peaked, layout):
     model, _ = peaked
     be = _backend(peaked)
     ps = _prompts()
@@ -72,7 +83,7 @@ def test_greedy_row_equals_generate(peaked):
 
 
 @pytest.mark.parametrize("batch", [slice(0, 3), slice(3, 4)])  # left-padded prompts with images; one text-only prompt
-def test_static_shape_decode_equals_dynamic(peaked, monkeypatch, batch):
+def test_static_shape_decode_equals_dynamic(peaked, monkeypatch, batch, layout):
     # The CUDA-graph decode's static-shape step (run eagerly on CPU): bucketed cache views through a mask, device-side
     # positions. Bucket 5 with 12 new tokens crosses two bucket edges. Same tokens as the dynamic path.
     from components.common import sampling
@@ -207,7 +218,75 @@ def test_cascade_attention_equals_attention_over_each_rows_full_keys(dtype):
     assert (unpadded.float() - want)[:rows].abs().max() > 10 * tol
 
 
-def test_the_decode_cache_holds_each_prompt_once(peaked):
+def _cascade_case(dtype):
+    """Random decode-attention inputs: 3 prompts (two left-padded) × 4 rows, GQA 2×3 heads, 3 of 5 new tokens
+    written (the other 2 hold values that must not leak in); and the expected output, SDPA over each row's explicit
+    keys."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    b, rows, hkv, grp, d, length, s = 3, 4, 2, 3, 16, 7, 5
+    r, hq = b * rows, hkv * grp
+    q = torch.randn(r, hq, d, generator=g).to(dtype)
+    pk, pv = (torch.randn(b, hkv, length, d, generator=g).to(dtype) for _ in range(2))
+    sk, sv = (torch.randn(r, hkv, s, d, generator=g).to(dtype) for _ in range(2))
+    pmask = torch.ones(b, length, dtype=torch.bool)
+    pmask[0, :3] = False
+    pmask[2, :1] = False
+    written = 3
+    keys = torch.cat([pk.repeat_interleave(rows, 0), sk], 2).repeat_interleave(grp, 1).float()
+    values = torch.cat([pv.repeat_interleave(rows, 0), sv], 2).repeat_interleave(grp, 1).float()
+    mask = torch.cat([pmask.repeat_interleave(rows, 0), (torch.arange(s) < written).expand(r, s)], 1)
+    want = F.scaled_dot_product_attention(q.float()[:, :, None], keys, values, attn_mask=mask[:, None, None, :])[:, :, 0]
+    return (q, pk, pv, pmask, sk, sv, rows, written), want
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_cascade_equals_attention_over_each_rows_full_keys(dtype, static):
+    # The packed layout (unpadded prompt keys, per-row suffixes read up to the written count held in a device tensor)
+    # through the variable-length kernel's interface, in the dynamic and the static (CUDA-graph) modes.
+    from components.common.sampling import (
+        _PrefixCache,
+        varlen_attention_reference,
+        varlen_cascade_attention,
+    )
+
+    (q, pk, pv, pmask, sk, sv, rows, written), want = _cascade_case(dtype)
+    s, d = sk.shape[2], q.shape[-1]
+    cache = _PrefixCache([(pk, pv)], pmask, rows, s, varlen=varlen_attention_reference)
+    assert cache.prompt_keys[0].shape[0] == int(pmask.sum())  # the left padding is not held
+    for t in range(written):
+        if static:
+            cache.write_pos, cache.view_len = torch.tensor([t]), s
+        cache.update(sk[:, :, t : t + 1], sv[:, :, t : t + 1], 0)
+    cache.keys[0][:, written:] = sk.transpose(1, 2)[:, written:]  # garbage beyond the written positions
+    cache.values[0][:, written:] = sv.transpose(1, 2)[:, written:]
+    got = varlen_cascade_attention(q, cache, 0, d**-0.5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert got.dtype == dtype and got.shape == q.shape
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    cache.suffix_used.fill_(s)  # reading the unwritten positions changes the result: the count is what masks them
+    assert (varlen_cascade_attention(q, cache, 0, d**-0.5).float() - want).abs().max() > 10 * tol
+
+
+def test_merge_attention_parts_is_attention_over_the_union():
+    import torch.nn.functional as F
+
+    from components.common.sampling import merge_attention_parts
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(5, 8, generator=g), torch.randn(9, 8, generator=g) * 3, torch.randn(9, 8, generator=g)
+
+    def part(ks, vs):
+        scores = q @ ks.T
+        return scores.softmax(-1) @ vs, torch.logsumexp(scores, -1)
+
+    got = merge_attention_parts(*part(k[:4], v[:4]), *part(k[4:], v[4:]))
+    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v, scale=1.0), rtol=1e-5, atol=1e-5)
+
+
+def test_the_decode_cache_holds_each_prompt_once(peaked, layout):
     model, _ = peaked
     be = _backend(peaked)
     enc = dict(be._encode(_prompts()[:3]))
@@ -217,4 +296,6 @@ def test_the_decode_cache_holds_each_prompt_once(peaked):
     tc = model.config.text_config
     per_token = tc.num_hidden_layers * 2 * tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads) * 4
     b, length = enc["input_ids"].shape
-    assert stats["kv_bytes_allocated"] == per_token * (b * length + b * 17 * 4)  # prompts once + each row's 4 new
+    held = b * length if layout == "padded" else int(enc["attention_mask"].sum())  # packed: no left padding
+    assert held < b * length or layout == "padded"  # the batch is left-padded
+    assert stats["kv_bytes_allocated"] == per_token * (held + b * 17 * 4)  # prompts once + each row's 4 new
