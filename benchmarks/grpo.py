@@ -31,6 +31,8 @@ benchmarks/RESULTS.md):
   ...+stockvis                transformers' per-window vision attention (one attention call and one host sync per
                               window and layer) instead of the batched one every step's model loading now installs
                               (components/common/vision_attention.py): what batching the windows saves.
+  ...+liger                   the recipe's liger_kernels: true (Liger's RMSNorm / SwiGLU / multimodal-RoPE kernels
+                              in the policy's training passes, rollout and CARE scoring; needs liger-kernel and CUDA)
 Each run builds a fresh model (same seed, same weights), does --warmup optimizer steps (CUDA-graph capture, allocator
 warm-up) and then --steps timed ones.
 
@@ -73,7 +75,7 @@ sys.path.insert(0, str(ROOT))
 BF16_DENSE_PEAK_TFLOPS = 989.0  # H100 SXM / H200 datasheet, dense bf16
 TARGET_TOKENS_PER_S = 2500.0
 TARGET_SPEEDUP = 6.0
-RUN_OPTIONS = ("nockpt", "fullfwd", "bf16lora", "nocudnn", "stockvis")
+RUN_OPTIONS = ("nockpt", "fullfwd", "bf16lora", "nocudnn", "stockvis", "liger")
 ANSWER_SPAN = 4  # tokens CARE's reference scores per completion (a random model writes no <answer>)
 
 
@@ -96,6 +98,7 @@ def parse_run(spec: str) -> dict:
     return {"rollout": engine, "prompts": prompts, "generations": gens, "accumulation": accum,
             "checkpointing": "nockpt" not in opts, "prompt_once": "fullfwd" not in opts,
             "bf16_lora": "bf16lora" in opts, "no_cudnn": "nocudnn" in opts, "stock_vision": "stockvis" in opts,
+            "liger": "liger" in opts,
             "name": "+".join([spec, *opts])}
 
 
@@ -309,6 +312,7 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
         gradient_accumulation_steps=spec["accumulation"], max_new_tokens=args.max_new_tokens,
         lora=not args.full_weights, consistency_bonus=0.5, ema_every=10, seed=0,
         gradient_checkpointing=spec.get("checkpointing", True), shared_prompt_forward=spec.get("prompt_once", True),
+        liger_kernels=spec.get("liger", False),
     )
     targs = grpo_trainer_args(cfg, max_steps=cfg.max_steps, on_cuda=cuda, output_dir=str(args.work / "trl"),
                               suppress=suppressed_token_ids(processor.tokenizer))
@@ -324,7 +328,7 @@ def run_one(spec: dict, args, tiny_dir: Path, rows_all: list[dict], hw: dict) ->
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
-        with sdpa_without_cudnn() if spec.get("no_cudnn") else contextlib.nullcontext():
+        with (sdpa_without_cudnn() if spec.get("no_cudnn") else contextlib.nullcontext()), liger_contained():
             trainer.train()
     finally:
         timer.close()  # the gc hook goes with the run, also when it runs out of memory
@@ -379,6 +383,20 @@ def cast_adapters(model) -> int:
             p.data = p.data.to(frozen)
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def liger_contained():
+    """Liger swaps Qwen2.5-VL's rotary function and layer classes module-wide; put them back after a `+liger` run so
+    that the runs after it in this process measure the stock kernels."""
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as module
+
+    saved = dict(vars(module))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 def sdpa_without_cudnn():

@@ -265,7 +265,8 @@ def run_timing(work: Path, args) -> list[dict]:
 
     tiny_dir = build_tiny_dir(work, args.image_size)
     model, processor = build_model(tiny_dir, args.tiny, args.device, full_vocab=True)  # the real LM head
-    backend = TransformersBackend("", SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=256), model, processor)
+    backend = TransformersBackend("", SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=256,
+                                                     liger_kernels=args.liger), model, processor)
     out = []
     for new_tokens, n, batch in ((256, args.timing_questions[0], args.timing_batch[0]),
                                  (2048 if not args.tiny else 32, args.timing_questions[1], args.timing_batch[1])):
@@ -296,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="questions measured at 256 and at 2,048 tokens (0: skip that length)")
     p.add_argument("--timing-batch", default="64,16", help="prompts per sampler call at 256 and at 2,048 tokens")
     p.add_argument("--image-size", type=int, default=448, help="timing: image side in pixels")
+    p.add_argument("--liger", action="store_true", help="timing: the sampler with liger_kernels (Liger's fused "
+                   "RMSNorm / SwiGLU / rotary kernels; needs liger-kernel and CUDA)")
     p.add_argument("--benchmarks", default="", help="benchmarks curate keeps out and evaluate scores ('' = the demo "
                    "profile's six)")
     p.add_argument("--eval-questions", type=int, default=24, help="evaluate: questions per benchmark")

@@ -332,6 +332,8 @@ def main(argv=None) -> int:
     p.add_argument("--decode-layouts", default="auto", help="comma-separated decode-cache layouts to run the kernel "
                    "profile and the shared-prefix batches with: auto (packed + FlashAttention where the GPU runs it) "
                    "and/or padded (batched-matmul cascade attention)")
+    p.add_argument("--liger", action="store_true", help="Liger's fused RMSNorm / SwiGLU / rotary kernels in the model "
+                   "(liger_kernels: true; needs liger-kernel)")
     a = p.parse_args(argv)
     layouts = a.decode_layouts.split(",")
     if set(layouts) - {"auto", "padded"}:
@@ -352,11 +354,15 @@ def main(argv=None) -> int:
     print(f"measured copy bandwidth {bw / 1e12:.2f} TB/s; nominal {nominal and nominal / 1e12} TB/s", flush=True)
     t = time.perf_counter()
     model = build_model(small=a.quick)
+    if a.liger:
+        from components.common.modeling import apply_liger_kernels
+
+        apply_liger_kernels(model)
     print(f"model built in {time.perf_counter() - t:.1f}s, {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params", flush=True)
     ids, pix, grid = make_prompts(a.questions, a.prompt_len)
     res: dict = {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
                  "workload": dict(questions=a.questions, k=a.k, new_tokens=a.new_tokens, prompt_len=a.prompt_len),
-                 "bandwidth_measured": bw, "bandwidth_nominal": nominal}
+                 "bandwidth_measured": bw, "bandwidth_nominal": nominal, "liger_kernels": a.liger}
 
     match, first_diff, graph_match = check_greedy(model, ids, pix, grid, 32)
     print(f"greedy row vs generate(do_sample=False), 32 tokens x 2 prompts: {match:.2%} equal, first diff at {first_diff}; "

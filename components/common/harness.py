@@ -85,6 +85,7 @@ class HarnessConfig:
     device: str = field(default="auto", metadata={"help": "transformers: auto, cpu, cuda, cuda:N"})
     min_pixels: int = field(default=0, metadata={"help": "smallest image area after resizing, in pixels (the paper's code: 1280*28*28 = 1003520); 0 = the processor's own"})
     max_pixels: int = field(default=0, metadata={"help": "largest image area after resizing, in pixels (the paper's code: 16384*28*28 = 12845056); 0 = the processor's own"})
+    liger_kernels: bool = field(default=False, metadata={"help": "transformers backend on a GPU: Liger's fused RMSNorm / SwiGLU / rotary kernels in the sampler (needs the liger-kernel package; other kernels, other rounding: recorded)"})
     judge_model: str = field(default="", metadata={"help": "LLM judge (e.g. Qwen/Qwen2.5-VL-32B-Instruct, as the paper); empty = the parser alone"})
     judge_mode: str = field(default="unreadable", metadata={"help": f"{' | '.join(JUDGE_MODES)}: judge only answers the parser cannot read, or every answer (the paper)"})
     chance_ceiling: float = field(default=0.5, metadata={"help": "chance correction: the k used per question is the largest whose guessing pass@k stays <= this (0.5: k = 1 for yes/no, 2 for 4 options)"})
@@ -122,6 +123,7 @@ class HarnessConfig:
                 min_pixels=self.min_pixels,
                 max_pixels=self.max_pixels,
                 max_model_len=self.max_model_len(),
+                liger_kernels=self.liger_kernels,
             )
         except ValueError as e:
             raise ValueError(f"{e} (--{str(e).split('=')[0].replace('_', '-')})") from None

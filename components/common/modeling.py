@@ -245,6 +245,34 @@ def pick_device(device: str = "auto") -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
+def require_liger(enabled: bool, setting: str = "liger_kernels", *, on_cuda: bool | None = None) -> None:
+    """Bad input found before any model loads: Liger's kernels asked for where the liger-kernel package is absent,
+    or (`on_cuda=False`) where no CUDA GPU runs them."""
+    import importlib.util
+
+    if not enabled:
+        return
+    if on_cuda is False:
+        raise ValueError(f"{setting}=True: Liger's kernels are Triton kernels for CUDA GPUs, and this run has none; "
+                         f"set {setting}: false for CPU runs")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ValueError(
+            f"{setting}=True needs the liger-kernel package (pip install liger-kernel; GPUs only), which this "
+            f"image lacks: set {setting}: false"
+        )
+
+
+def apply_liger_kernels(model) -> None:
+    """Liger's fused Triton kernels in place of Qwen2.5-VL's RMSNorm, SwiGLU MLP and multimodal rotary embedding, for
+    a model that samples or scores (transformers' own Liger integration, the one `use_liger_kernel` training runs;
+    Liger's fused LM-head loss stays off: sampling needs the logits). Triton kernels: CUDA only. Note that Liger
+    swaps the rotary function module-wide, as its own entry point does."""
+    from transformers.integrations.liger import apply_liger_kernel
+
+    require_liger(True, on_cuda=next(model.parameters()).device.type == "cuda")
+    apply_liger_kernel(model, {"fused_linear_cross_entropy": False, "cross_entropy": False})
+
+
 def load_model_and_processor(
     ref: str,
     *,
@@ -253,11 +281,14 @@ def load_model_and_processor(
     attn_implementation: str | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    liger_kernels: bool = False,
 ):
     """Open a Qwen2.5-VL-family checkpoint and its processor. `dtype` "auto" is bf16 on GPU, fp32 on CPU.
 
     `device=None` leaves the weights where loading put them: what training under DeepSpeed ZeRO-3 needs (the
-    weights are partitioned over the ranks as they load; the trainer places everything else)."""
+    weights are partitioned over the ranks as they load; the trainer places everything else).
+    `liger_kernels`: Liger's fused RMSNorm / SwiGLU / rotary kernels (`apply_liger_kernels`; GPU only) for a model
+    that samples or scores; trainers apply them through their own `use_liger_kernel` instead."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -277,4 +308,6 @@ def load_model_and_processor(
     if device is not None:
         model = model.to(pick_device(device))
     model.eval()
+    if liger_kernels:
+        apply_liger_kernels(model)
     return model, load_processor(src, min_pixels=min_pixels, max_pixels=max_pixels)

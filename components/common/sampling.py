@@ -76,10 +76,15 @@ class SamplingConfig:
     max_model_len: int = field(default=8192, metadata={"help": "vllm: longest prompt + completion, in tokens"})
     min_pixels: int = field(default=0, metadata={"help": "smallest image area in pixels after resizing (0 = the processor's own)"})
     max_pixels: int = field(default=0, metadata={"help": "largest image area in pixels after resizing (0 = the processor's own)"})
+    liger_kernels: bool = field(default=False, metadata={"help": "transformers backend on a GPU: Liger's fused RMSNorm / "
+                                                         "SwiGLU / rotary kernels (needs the liger-kernel package)"})
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r} is not known; choose one of {', '.join(BACKENDS)}")
+        if self.liger_kernels and self.backend != "transformers":
+            raise ValueError(f"liger_kernels=True applies to the transformers backend; backend={self.backend!r} runs its "
+                             "own fused kernels: set liger_kernels: false")
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 for sampling; Acc@1 uses greedy decoding")
         if not 0 < self.top_p <= 1:
@@ -680,9 +685,14 @@ class TransformersBackend:
     def __init__(self, model_ref: str, cfg: SamplingConfig, model=None, processor=None):
         self.cfg = cfg
         if model is None:
-            from components.common.modeling import load_model_and_processor
+            from components.common.modeling import load_model_and_processor, require_liger
 
-            model, processor = load_model_and_processor(model_ref, device=cfg.device)
+            require_liger(cfg.liger_kernels)
+            model, processor = load_model_and_processor(model_ref, device=cfg.device, liger_kernels=cfg.liger_kernels)
+        elif cfg.liger_kernels:
+            from components.common.modeling import apply_liger_kernels
+
+            apply_liger_kernels(model)
         self.model, self.processor = model, processor
         tok = processor.tokenizer
         self.suppress_ids = suppressed_token_ids(tok)

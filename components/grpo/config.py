@@ -112,6 +112,12 @@ class SharpenConfig:
         metadata={"help": "recompute activations in the backward pass (GPU only; less memory, ~1/3 more compute). "
                           "false trains faster where a micro-batch's activations fit (LoRA on one GPU)"},
     )
+    liger_kernels: bool = field(
+        default=False,
+        metadata={"help": "Liger's fused Triton kernels for Qwen2.5-VL's RMSNorm, SwiGLU and multimodal RoPE in the "
+                          "policy (training forward/backward, rollout, CARE scoring, support watch; CUDA only, needs "
+                          "the liger-kernel package). TRL's own fused LM head stays on either way"},
+    )
     shared_prompt_forward: bool = field(
         default=True,
         metadata={"help": "compute each group's prompt (and image) once in the policy's forward and backward instead "

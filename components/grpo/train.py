@@ -135,6 +135,7 @@ def grpo_trainer_args(
             max_grad_norm=cfg.max_grad_norm, offload_optimizer=cfg.offload_optimizer,
             gradient_checkpointing=cfg.gradient_checkpointing,
         ),
+        use_liger_kernel=cfg.liger_kernels,
     )
 
 
@@ -264,7 +265,7 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
         resume_point,
     )
     from components.common.launch import dist_info
-    from components.common.modeling import load_model_and_processor, load_processor
+    from components.common.modeling import load_model_and_processor, load_processor, require_liger
     from components.common.sampling import suppressed_token_ids
     from components.common.training import (
         barrier,
@@ -299,10 +300,11 @@ def train_grpo(cfg: SharpenConfig, io: SharpenIO) -> dict[str, Any]:
         raise ValueError(f"{watch_set_dir}: watch set is empty; pass the diagnosis MCQ set")
 
     require_rollout_backend(cfg.rollout)
+    on_cuda = torch.cuda.is_available()
+    require_liger(cfg.liger_kernels, on_cuda=on_cuda)
     n_processes = dist_info().world_size
     root = Path(io.checkpoint_dir) if io.checkpoint_dir else task_checkpoint_dir(cfg, io, n_processes)
     max_steps, steps_rule = grpo_max_steps(cfg, len(with_image), n_processes)
-    on_cuda = torch.cuda.is_available()
     max_pixels = cfg.max_pixels or None
     processor = load_processor(start, max_pixels=max_pixels)
     # Before the model loads: under ZeRO-3 these arguments make from_pretrained partition the weights.

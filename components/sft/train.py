@@ -96,13 +96,11 @@ def sft_trainer_args(cfg: SFTConfig, *, max_steps: int, on_cuda: bool, output_di
 
 def require_speed_packages(cfg: SFTConfig) -> None:
     """Bad input found before any model loads: `liger_kernels: true` without the liger-kernel package."""
-    import importlib.util
+    import torch
 
-    if cfg.liger_kernels and importlib.util.find_spec("liger_kernel") is None:
-        raise ValueError(
-            "liger_kernels=True needs the liger-kernel package (pip install liger-kernel; GPUs only), which this "
-            "image lacks: set liger_kernels: false"
-        )
+    from components.common.modeling import require_liger
+
+    require_liger(cfg.liger_kernels, on_cuda=torch.cuda.is_available())
 
 
 def make_sft_trainer(cfg: SFTConfig, *, model, processor, args, rows: list[dict[str, Any]]):

@@ -46,6 +46,7 @@ def test_run_options_parse():
     assert (r["prompts"], r["generations"], r["accumulation"]) == (2, 8, 16)
     assert not r["checkpointing"] and r["prompt_once"] and r["bf16_lora"] and r["no_cudnn"]
     assert parse_run("trl:8x8")["checkpointing"] and not parse_run("trl:8x8")["bf16_lora"]
+    assert parse_run("shared_prefix:4x8x8+liger")["liger"] and not parse_run("trl:8x8")["liger"]
 
 
 def test_cast_adapters_casts_only_the_trainable_lora_weights():

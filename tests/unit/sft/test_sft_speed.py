@@ -74,13 +74,19 @@ def test_speed_knobs_reach_trl(knobs, on_cuda, expected):
     assert {k: got[k] for k in expected} == expected
 
 
-def test_liger_without_its_package_is_refused():
+def test_liger_where_it_cannot_run_is_refused(monkeypatch):
+    import torch
+
     from components.sft.train import require_speed_packages
 
     require_speed_packages(SFTConfig())  # nothing needed by default
-    if importlib.util.find_spec("liger_kernel") is None:
-        with pytest.raises(ValueError, match="liger_kernels=True needs the liger-kernel package"):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="liger_kernels=True: Liger's kernels are Triton kernels for CUDA GPUs"):
             require_speed_packages(SFTConfig(liger_kernels=True))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node whose image lacks the package
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ValueError, match="liger_kernels=True needs the liger-kernel package"):
+        require_speed_packages(SFTConfig(liger_kernels=True))
 
 
 def test_length_grouped_batches_pad_less_and_train(tiny_model_dir, tmp_path):
