@@ -123,7 +123,7 @@ def step_argv(step: str, mode: str, model: Path, data: Path, diagnosis: Path, ou
     if mode == "zero3-offload":
         common += ["--offload-optimizer", "true"]
     if args.tiny and not args.gpu:
-        common += ["--deepspeed", "false", "--offload-optimizer", "false"]
+        common += ["--deepspeed", "false", "--offload-optimizer", "false", "--liger-kernels", "false"]
     if step == "grpo":
         return [*common, "--rl-set", str(data), "--watch-set", str(data), "--max-new-tokens", str(args.max_new_tokens),
                 "--watch-size", "4", "--k", "4", "--watch-max-new-tokens", "32", "--watch-every-steps", "0"]

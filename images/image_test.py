@@ -204,7 +204,7 @@ def run_image_test(args) -> int:
           OFFLINE_TEST="1")
 
     t0 = step("serve image dependencies resolve under images/constraints/serve.txt (dry run)")
-    _sh([sys.executable, str(ROOT / "images" / "install_deps.py"), "--image", "serve", "--extras", "distributed,serve",
+    _sh([sys.executable, str(ROOT / "images" / "install_deps.py"), "--image", "serve", "--extras", "distributed,serve,kernels",
          "--dry-run"])
     done(t0, timings, "serve-resolve")
 

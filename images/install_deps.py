@@ -1,12 +1,13 @@
 """Install MedBridge's dependencies from pyproject.toml into the current Python, keeping a CPU torch CPU-only.
 
     python images/install_deps.py [--extras dev,serve] [--editable] [--constraint FILE] [--deps-only]
-    python images/install_deps.py --image serve --extras distributed,serve     # what images/serve.Dockerfile runs
+    python images/install_deps.py --image serve --extras distributed,serve,kernels   # what images/serve.Dockerfile runs
 
 Why not plain `pip install .`: `medmnist` requires torchvision, and resolving it on a CPU-only machine replaces
 the CPU torch with a multi-GB CUDA build (and PyPI's torchvision does not import beside a CPU torch). medmnist
 only imports torchvision inside `download()`, which MedBridge never calls, so it is installed without its
-dependencies and its light dependencies are installed explicitly. Install torch first (the Makefile and
+dependencies and its light dependencies are installed explicitly. liger-kernel (the `kernels` extra) is installed
+without its dependencies too: they are torch and the triton that torch's own CUDA build pins. Install torch first (the Makefile and
 images/ Dockerfiles do); everything else comes from pyproject.toml, the one list of dependencies.
 
 Images pass `--image NAME`: every install then obeys images/constraints/NAME.txt, the image's share of MedBridge's
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "images" / "constraints"
-NO_DEPS = {"medmnist"}  # installed with --no-deps (see module docstring)
+NO_DEPS = {"medmnist", "liger-kernel"}  # installed with --no-deps (see module docstring)
 MEDMNIST_LIGHT_DEPS = ["fire", "scikit-image", "scikit-learn", "tqdm", "pandas", "pillow", "numpy"]
 
 

@@ -35,7 +35,7 @@ from install_deps import MEDMNIST_LIGHT_DEPS, requirements  # noqa: E402
 CONSTRAINTS = HERE / "constraints"
 STACK = CONSTRAINTS / "stack.in"
 # image -> extras from pyproject.toml, in resolution order (the most constrained first).
-IMAGES = {"serve": ["distributed", "serve"], "train": ["distributed"], "cpu": []}
+IMAGES = {"serve": ["distributed", "serve", "kernels"], "train": ["distributed", "kernels"], "cpu": []}
 FOLLOW_TORCH = re.compile(r"^(nvidia-|cuda-|triton$)")
 
 

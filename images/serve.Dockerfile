@@ -21,8 +21,8 @@ FROM ${CUDA_IMAGE}
 
 ARG TORCH_VERSION=2.14.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
-# Comma-separated extras from pyproject.toml: `distributed` = DeepSpeed, `serve` = vLLM.
-ARG EXTRAS=distributed,serve
+# Comma-separated extras from pyproject.toml: `distributed` = DeepSpeed, `serve` = vLLM, `kernels` = Liger's kernels.
+ARG EXTRAS=distributed,serve,kernels
 # Recorded in every artifact's lineage.json (components/common/lineage.py reads MEDBRIDGE_CODE_VERSION).
 ARG CODE_VERSION=unknown
 # 1 only for `make image-test` (images/image_test.py), which builds offline on a local base with a CPU torch: every
@@ -61,7 +61,7 @@ RUN python images/install_deps.py --deps-only --image serve --extras "${EXTRAS}"
 COPY . .
 RUN python images/install_deps.py --image serve --extras "${EXTRAS}" \
     $( [ "$OFFLINE_TEST" = 1 ] && echo --torch-as-installed ) \
- && cd / && python -c "import importlib.metadata as m, torch, components.common.storage; m.version('deepspeed'); m.version('vllm'); assert torch.version.cuda or '${OFFLINE_TEST}' == '1', 'CPU torch in the CUDA image'"
+ && cd / && python -c "import importlib.metadata as m, torch, components.common.storage; m.version('deepspeed'); m.version('liger-kernel'); m.version('vllm'); assert torch.version.cuda or '${OFFLINE_TEST}' == '1', 'CPU torch in the CUDA image'"
 
 # Model / data cache: mount a PersistentVolumeClaim (k8s/base/pvc.yaml) here. Group 0 + g+rwX lets
 # clusters that assign an arbitrary uid (OpenShift) write to it too.

@@ -15,8 +15,8 @@ FROM ${CUDA_IMAGE}
 
 ARG TORCH_VERSION=2.14.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
-# Comma-separated extras from pyproject.toml: `distributed` = DeepSpeed.
-ARG EXTRAS=distributed
+# Comma-separated extras from pyproject.toml: `distributed` = DeepSpeed, `kernels` = Liger's fused kernels.
+ARG EXTRAS=distributed,kernels
 # Recorded in every artifact's lineage.json (components/common/lineage.py reads MEDBRIDGE_CODE_VERSION).
 ARG CODE_VERSION=unknown
 # 1 only for `make image-test` (images/image_test.py), which builds offline on a local base with a CPU torch: every
@@ -55,7 +55,7 @@ RUN python images/install_deps.py --deps-only --image train --extras "${EXTRAS}"
 COPY . .
 RUN python images/install_deps.py --image train --extras "${EXTRAS}" \
     $( [ "$OFFLINE_TEST" = 1 ] && echo --torch-as-installed ) \
- && cd / && python -c "import importlib.metadata as m, torch, components.common.storage; m.version('deepspeed'); assert torch.version.cuda or '${OFFLINE_TEST}' == '1', 'CPU torch in the CUDA image'"
+ && cd / && python -c "import importlib.metadata as m, torch, components.common.storage; m.version('deepspeed'); m.version('liger-kernel'); assert torch.version.cuda or '${OFFLINE_TEST}' == '1', 'CPU torch in the CUDA image'"
 
 # Model / data cache: mount a PersistentVolumeClaim (k8s/base/pvc.yaml) here. Group 0 + g+rwX lets
 # clusters that assign an arbitrary uid (OpenShift) write to it too.

@@ -131,8 +131,8 @@ def test_dockerfile_installs_the_project_safely(path):
     "image, required, index",
     [
         ("medbridge-cpu", set(), "/whl/cpu"),  # light profile: CPU torch, no extras
-        ("medbridge-train", {"distributed"}, "/whl/cu"),  # CUDA torch + DeepSpeed
-        ("medbridge-serve", {"distributed", "serve"}, "/whl/cu"),  # train profile + vLLM
+        ("medbridge-train", {"distributed", "kernels"}, "/whl/cu"),  # CUDA torch + DeepSpeed + Liger's kernels
+        ("medbridge-serve", {"distributed", "serve", "kernels"}, "/whl/cu"),  # train profile + vLLM
     ],
 )
 def test_profiles(image, required, index):

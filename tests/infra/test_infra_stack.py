@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSTRAINTS = ROOT / "images" / "constraints"
-IMAGES = {"cpu": [], "train": ["distributed"], "serve": ["distributed", "serve"]}
+IMAGES = {"cpu": [], "train": ["distributed", "kernels"], "serve": ["distributed", "serve", "kernels"]}
 # The libraries that write and read a checkpoint: one version everywhere a model is written or read.
 MODEL_STACK = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "safetensors", "tokenizers",
                "huggingface-hub")
