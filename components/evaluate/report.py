@@ -735,6 +735,8 @@ def _settings_section(results: dict) -> dict:
         ["top_p", _text(s.get("top_p"))],
         ["max_new_tokens", _text(s.get("max_new_tokens"))],
         ["backend", _text(s.get("backend"))],
+        *([["Liger's fused kernels (transformers backend)", "on" if h["liger_kernels"] else "off"]]
+          if "liger_kernels" in h else []),  # results written before the setting existed do not say
         ["image pixels (min, max)", f"{s.get('min_pixels') or 'processor default'}, {s.get('max_pixels') or 'processor default'}"],
         ["judge", f"{s.get('judge_model')} ({s.get('judge_mode')})" if s.get("judge_model") else "none: the parser alone"],
         ["chance-correction ceiling", _text(h.get("chance_ceiling"))],

@@ -420,3 +420,12 @@ def test_report_shows_the_gate_the_stages_the_open_questions_and_the_guard(upstr
     assert "**STOP (GRPO not run)**" in md and "| pmc-vqa | 25.0 | 50.0 | 75.0 |" in md
     for key in SECTIONS:
         assert html.count(f'<section id="sec-{key}">') == 1
+
+
+def test_settings_say_whether_liger_kernels_sampled_and_stay_silent_for_older_results():
+    from components.evaluate.report import _settings_section
+
+    row = "Liger's fused kernels (transformers backend)"
+    for harness, want in (({"liger_kernels": True}, ["on"]), ({"liger_kernels": False}, ["off"]), ({}, [])):
+        rows = _texts(_settings_section({"sampling": {"backend": "transformers"}, "harness": harness})["table"])
+        assert [r[1] for r in rows if r[0] == row] == want
