@@ -18,9 +18,10 @@ direct: a random teacher's rationales would mean nothing), a 4-question support 
 synthetic. Printed: one line per step (seconds, status), a table, the branch and gate taken.
 
 Phase `timing`: the diagnose step's sampler (`TransformersBackend`: one prefill per question, K = 16 samples + the
-greedy row decoded together, CUDA graphs) on the Qwen2.5-VL-7B config with its full 152,064-token vocabulary (random
-weights; the tokens are counted, not decoded to text), temperature 0.7, top-p 0.9, questions with one --image-size px
-image (448 px -> 256 image tokens). A random model never ends a completion early, so every row runs the full length:
+greedy row decoded together, CUDA graphs), called as the diagnose step calls it (`sample_and_greedy`: inputs
+prepared and texts made on a host thread beside the sampling), on the Qwen2.5-VL-7B config with its full 152,064-token
+vocabulary (random weights), temperature 0.7, top-p 0.9, questions with one --image-size px image (448 px -> 256
+image tokens); --liger adds Liger's kernels. A random model never ends a completion early, so every row runs the full length:
 the worst case. --timing-questions questions are measured per length after a warm-up batch, and the time of 1,200
 questions is projected from the measured rate (1,200 x 17 rows x tokens / tokens/s: a projection, stated as such).
 Goal at 256 tokens: under 3 minutes (>= 27k sampled tokens/s counting the 16 samples, as the goal does).
@@ -223,32 +224,21 @@ def timing_prompts(n: int, image_size: int, seed: int = 0):
 
 
 def time_diagnosis(backend, prompts, new_tokens: int, batch: int, device: str) -> dict:
-    """Sample K + greedy rows for every prompt in batches; tokens (up to each row's end) and wall time."""
+    """The diagnose step's own sampling call (`sample_and_greedy`: K samples + the greedy row per prompt, batches of
+    `batch`, inputs prepared and texts made on a host thread beside the sampling); tokens (each row up to its end) and
+    wall time."""
     import torch
 
-    backend.cfg.max_new_tokens = new_tokens
-    gen = torch.Generator(device=backend.model.device).manual_seed(0)
-    eos = set(backend.eos_ids)
-    sampled = greedy = 0
+    backend.cfg.max_new_tokens, backend.cfg.batch_size = new_tokens, batch
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for start in range(0, len(prompts), batch):
-        enc = backend._encode(prompts[start : start + batch])
-        toks = backend._generate(dict(enc), n=DIAG_K, greedy_row=True, max_new_tokens=new_tokens,
-                                 temperature=backend.cfg.temperature, top_p=backend.cfg.top_p, eos_ids=backend.eos_ids,
-                                 pad_id=backend.pad_id, suppress_ids=backend.suppress_ids,
-                                 image_token_id=backend.image_token_id, generator=gen)
-        for b_rows in toks.tolist():
-            for r, seq in enumerate(b_rows):
-                n = next((i + 1 for i, t in enumerate(seq) if t in eos), len(seq))
-                if r == 0:
-                    greedy += n
-                else:
-                    sampled += n
+    samples, greedy_rows = backend.sample_and_greedy(prompts, DIAG_K)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    sampled = sum(c.tokens for row in samples for c in row)
+    greedy = sum(c.tokens for c in greedy_rows)
     return {"questions": len(prompts), "new_tokens": new_tokens, "batch": batch, "seconds": seconds,
             "sampled_tokens": sampled, "greedy_tokens": greedy, "sampled_tokens_per_s": sampled / seconds,
             "all_tokens_per_s": (sampled + greedy) / seconds,

@@ -41,13 +41,16 @@ def suppressed_token_ids(tokenizer) -> list[int]:
 
 
 class Completion(str):
-    """A completion's text, and whether generation stopped at `max_new_tokens` before its end-of-turn token."""
+    """A completion's text, whether generation stopped at `max_new_tokens` before its end-of-turn token, and how many
+    tokens it took (its end token included; None where the backend does not say)."""
 
     truncated: bool
+    tokens: int | None
 
-    def __new__(cls, text: str, truncated: bool = False):
+    def __new__(cls, text: str, truncated: bool = False, tokens: int | None = None):
         obj = super().__new__(cls, text)
         obj.truncated = bool(truncated)
+        obj.tokens = tokens
         return obj
 
 
@@ -706,6 +709,10 @@ class TransformersBackend:
         self.use_cuda_graph = getattr(model.device, "type", "cpu") == "cuda"
 
     def _encode(self, prompts: list[Prompt]):
+        return self._encode_host(prompts).to(self.model.device)
+
+    def _encode_host(self, prompts: list[Prompt]):
+        """The processor's tensors for a batch of prompts (chat template, image preparation), on the host."""
         texts = [
             self.processor.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False) for p in prompts
         ]
@@ -716,18 +723,18 @@ class TransformersBackend:
         if images and self.cfg.pixel_bounds():
             size = dict(getattr(self.processor.image_processor, "size", None) or {})
             kwargs["images_kwargs"] = {"size": {**size, **self.cfg.pixel_bounds()}}
-        enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True, **kwargs)
-        return enc.to(self.model.device)
+        return self.processor(text=texts, images=images or None, return_tensors="pt", padding=True, **kwargs)
 
     def _decode(self, tokens) -> list[Completion]:
         """Texts up to each row's first end token; a row without one ran to max_new_tokens: truncated."""
-        rows, cut_off = [], []
+        rows, cut_off, used = [], [], []
         for seq in tokens.tolist():
             cut = next((i for i, t in enumerate(seq) if t in self.eos_ids), None)
             cut_off.append(cut is None and len(seq) >= self.cfg.max_new_tokens)
             rows.append(seq if cut is None else seq[:cut])
+            used.append(len(seq) if cut is None else cut + 1)
         texts = self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)
-        return [Completion(t, c) for t, c in zip(texts, cut_off)]
+        return [Completion(t, c, n) for t, c, n in zip(texts, cut_off, used)]
 
     def _generate(self, enc: dict, **kwargs):
         """`shared_prefix_generate`, with CUDA-graph decoding on a GPU; eager decoding if graph capture fails."""
@@ -742,23 +749,30 @@ class TransformersBackend:
         return shared_prefix_generate(self.model, enc, **kwargs)
 
     def _run(self, prompts: list[Prompt], n: int, greedy_row: bool, desc: str) -> tuple[list[list[str]], list[str]]:
+        """Every prompt's completions, batch by batch. One host thread prepares the next batch's inputs (chat
+        template, image preparation) and turns the previous batch's tokens into text while the accelerator samples
+        the current one; batches run, and draw from the seeded generator, in the same order either way."""
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
         from tqdm.auto import tqdm
 
         gen = torch.Generator(device=self.model.device).manual_seed(self.cfg.seed)
-        samples: list[list[str]] = []
-        greedy: list[str] = []
         bs = self.cfg.batch_size
         # Same-shape batches: prompts with images and text-only prompts go in separate batches.
         order = sorted(range(len(prompts)), key=lambda i: prompts[i].image is None)
+        groups = [g for start in range(0, len(order), bs)
+                  for g in ([i for i in order[start : start + bs] if prompts[i].image is not None],
+                            [i for i in order[start : start + bs] if prompts[i].image is None]) if g]
         results: dict[int, tuple[list[Completion], Completion | None]] = {}
-        for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch", disable=None):
-            idx = order[start : start + bs]
-            groups = [[i for i in idx if prompts[i].image is not None], [i for i in idx if prompts[i].image is None]]
-            for group in groups:
-                if not group:
-                    continue
-                enc = self._encode([prompts[i] for i in group])
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medbridge-sampler-host") as host:
+            # one worker, first in first out: batch k+1's inputs are ready before batch k's texts are made
+            pending = host.submit(self._encode_host, [prompts[i] for i in groups[0]]) if groups else None
+            texts_of = []
+            for k, group in enumerate(tqdm(groups, desc=desc, unit="batch", disable=None)):
+                enc = pending.result().to(self.model.device)
+                if k + 1 < len(groups):
+                    pending = host.submit(self._encode_host, [prompts[i] for i in groups[k + 1]])
                 toks = self._generate(
                     dict(enc),
                     n=n,
@@ -773,14 +787,14 @@ class TransformersBackend:
                     generator=gen,
                 )
                 b, rows, t = toks.shape
-                texts = self._decode(toks.reshape(b * rows, t))
+                texts_of.append((group, rows, host.submit(self._decode, toks.reshape(b * rows, t).cpu())))
+            for group, rows, texts in texts_of:
+                texts = texts.result()
                 for j, i in enumerate(group):
                     row = texts[j * rows : (j + 1) * rows]
                     results[i] = (row[int(greedy_row) :], row[0] if greedy_row else None)
-        for i in range(len(prompts)):
-            s, g = results[i]
-            samples.append(s)
-            greedy.append(g)
+        samples = [results[i][0] for i in range(len(prompts))]
+        greedy = [results[i][1] for i in range(len(prompts))]
         return samples, greedy
 
     def sample(self, prompts: list[Prompt], n: int) -> list[list[str]]:
@@ -862,7 +876,7 @@ class VLLMBackend:
 
         params = SamplingParams(**vllm_sampling_kwargs(self.cfg, n, greedy))
         outs = self.llm.generate(build_vllm_requests(prompts, self._template), params, use_tqdm=True)
-        return [[Completion(o.text, o.finish_reason == "length") for o in r.outputs] for r in outs]
+        return [[Completion(o.text, o.finish_reason == "length", len(o.token_ids)) for o in r.outputs] for r in outs]
 
     def sample(self, prompts: list[Prompt], n: int) -> list[list[Completion]]:
         return self._generate(prompts, n, greedy=False)

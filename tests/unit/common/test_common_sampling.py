@@ -299,3 +299,38 @@ def test_the_decode_cache_holds_each_prompt_once(peaked, layout):
     held = b * length if layout == "padded" else int(enc["attention_mask"].sum())  # packed: no left padding
     assert held < b * length or layout == "padded"  # the batch is left-padded
     assert stats["kv_bytes_allocated"] == per_token * (held + b * 17 * 4)  # prompts once + each row's 4 new
+
+
+def test_batches_are_prepared_and_decoded_on_a_host_thread_with_the_sequential_results(peaked):
+    # The next batch's inputs and the previous batch's texts are made on one host thread while the model samples; the
+    # completions are the ones the plain batch-by-batch loop gives (same batches, same order of draws).
+    import threading
+
+    be = _backend(peaked, seed=3)
+    be.cfg.batch_size = 2  # groups: images [0, 1], images [2], text [3]
+    ps = _prompts()
+    where: dict[str, set] = {"encode": set(), "decode": set()}
+    encode_host, decode = be._encode_host, be._decode
+
+    def recorded(kind, fn):
+        def call(*a, **kw):
+            where[kind].add(threading.current_thread().name)
+            return fn(*a, **kw)
+        return call
+
+    be._encode_host, be._decode = recorded("encode", encode_host), recorded("decode", decode)
+    samples, greedy = be.sample_and_greedy(ps, 3)
+    assert where["encode"] == where["decode"] == {"medbridge-sampler-host_0"}  # never the main thread
+    be._encode_host, be._decode = encode_host, decode
+
+    gen = torch.Generator().manual_seed(3)
+    want = []
+    for group in ([0, 1], [2], [3]):
+        toks = be._generate(dict(be._encode([ps[i] for i in group])), n=3, greedy_row=True, max_new_tokens=12,
+                            temperature=be.cfg.temperature, top_p=be.cfg.top_p, eos_ids=be.eos_ids, pad_id=be.pad_id,
+                            suppress_ids=be.suppress_ids, image_token_id=be.image_token_id, generator=gen)
+        want += [texts[j * 4 : (j + 1) * 4] for texts in [be._decode(toks.reshape(-1, toks.shape[-1]))]
+                 for j in range(len(group))]
+    assert samples == [w[1:] for w in want] and greedy == [w[0] for w in want]
+    assert [[c.tokens for c in w] for w in want] == [[g.tokens, *(c.tokens for c in s)] for s, g in zip(samples, greedy)]
+    assert all(1 <= c.tokens <= 12 and (c.tokens == 12 or not c.truncated) for w in want for c in w)
