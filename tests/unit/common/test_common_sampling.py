@@ -13,6 +13,7 @@ from components.common.sampling import (
     sample_next,
     shared_prefix_generate,
 )
+from tests.attention_cases import decode_attention_case, fill_packed_cache
 
 
 @pytest.fixture(scope="module")
@@ -186,29 +187,14 @@ def test_pixel_bounds_resize_images_and_truncation_is_flagged(tiny_model_dir):
 def test_cascade_attention_equals_attention_over_each_rows_full_keys(dtype):
     # Each row's attention over [its prompt's keys (left padding masked), its own new tokens (the unwritten masked)],
     # computed with SDPA on explicit per-row copies, equals the cascade's one read of each prompt.
-    import torch.nn.functional as F
-
     from components.common.sampling import cascade_attention
 
-    g = torch.Generator().manual_seed(0)
-    b, rows, hkv, grp, d, length, s = 3, 4, 2, 3, 16, 7, 5
-    r, hq = b * rows, hkv * grp
-    q = torch.randn(r, hq, d, generator=g).to(dtype)
-    pk, pv = (torch.randn(b, hkv, length, d, generator=g).to(dtype) for _ in range(2))
-    sk, sv = (torch.randn(r, hkv, s, d, generator=g).to(dtype) for _ in range(2))
-    pmask = torch.ones(b, length, dtype=torch.bool)
-    pmask[0, :3] = False  # left padding of different lengths
-    pmask[2, :1] = False
+    (q, pk, pv, pmask, sk, sv, rows, written), want = decode_attention_case(dtype)
+    b, length, s, d = pmask.shape[0], pmask.shape[1], sk.shape[2], q.shape[-1]
     pbias = torch.zeros(b, length).masked_fill(~pmask, float("-inf"))
-    written = 3  # suffix positions 3, 4 not written yet: masked (and holding values that must not leak in)
     sbias = torch.zeros(s).masked_fill(torch.arange(s) >= written, float("-inf"))
     got = cascade_attention(q, pk, pv, pbias, sk, sv, sbias, d**-0.5)
-
-    keys = torch.cat([pk.repeat_interleave(rows, 0), sk], 2).repeat_interleave(grp, 1).float()  # (R, Hq, L+S, D)
-    values = torch.cat([pv.repeat_interleave(rows, 0), sv], 2).repeat_interleave(grp, 1).float()
-    mask = torch.cat([pmask.repeat_interleave(rows, 0), (torch.arange(s) < written).expand(r, s)], 1)
-    want = F.scaled_dot_product_attention(q.float()[:, :, None], keys, values, attn_mask=mask[:, None, None, :])[:, :, 0]
-    assert got.dtype == dtype and got.shape == (r, hq, d)
+    assert got.dtype == dtype and got.shape == q.shape
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
     # the unwritten positions really are excluded, and the padding too
@@ -216,29 +202,6 @@ def test_cascade_attention_equals_attention_over_each_rows_full_keys(dtype):
     assert (leaked.float() - want).abs().max() > 10 * tol
     unpadded = cascade_attention(q, pk, pv, torch.zeros(b, length), sk, sv, sbias, d**-0.5)
     assert (unpadded.float() - want)[:rows].abs().max() > 10 * tol
-
-
-def _cascade_case(dtype):
-    """Random decode-attention inputs: 3 prompts (two left-padded) × 4 rows, GQA 2×3 heads, 3 of 5 new tokens
-    written (the other 2 hold values that must not leak in); and the expected output, SDPA over each row's explicit
-    keys."""
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(0)
-    b, rows, hkv, grp, d, length, s = 3, 4, 2, 3, 16, 7, 5
-    r, hq = b * rows, hkv * grp
-    q = torch.randn(r, hq, d, generator=g).to(dtype)
-    pk, pv = (torch.randn(b, hkv, length, d, generator=g).to(dtype) for _ in range(2))
-    sk, sv = (torch.randn(r, hkv, s, d, generator=g).to(dtype) for _ in range(2))
-    pmask = torch.ones(b, length, dtype=torch.bool)
-    pmask[0, :3] = False
-    pmask[2, :1] = False
-    written = 3
-    keys = torch.cat([pk.repeat_interleave(rows, 0), sk], 2).repeat_interleave(grp, 1).float()
-    values = torch.cat([pv.repeat_interleave(rows, 0), sv], 2).repeat_interleave(grp, 1).float()
-    mask = torch.cat([pmask.repeat_interleave(rows, 0), (torch.arange(s) < written).expand(r, s)], 1)
-    want = F.scaled_dot_product_attention(q.float()[:, :, None], keys, values, attn_mask=mask[:, None, None, :])[:, :, 0]
-    return (q, pk, pv, pmask, sk, sv, rows, written), want
 
 
 @pytest.mark.parametrize("static", [False, True])
@@ -252,16 +215,11 @@ def test_packed_cascade_equals_attention_over_each_rows_full_keys(dtype, static)
         varlen_cascade_attention,
     )
 
-    (q, pk, pv, pmask, sk, sv, rows, written), want = _cascade_case(dtype)
+    (q, pk, pv, pmask, sk, sv, rows, written), want = decode_attention_case(dtype)
     s, d = sk.shape[2], q.shape[-1]
     cache = _PrefixCache([(pk, pv)], pmask, rows, s, varlen=varlen_attention_reference)
     assert cache.prompt_keys[0].shape[0] == int(pmask.sum())  # the left padding is not held
-    for t in range(written):
-        if static:
-            cache.write_pos, cache.view_len = torch.tensor([t]), s
-        cache.update(sk[:, :, t : t + 1], sv[:, :, t : t + 1], 0)
-    cache.keys[0][:, written:] = sk.transpose(1, 2)[:, written:]  # garbage beyond the written positions
-    cache.values[0][:, written:] = sv.transpose(1, 2)[:, written:]
+    fill_packed_cache(cache, sk, sv, written, static)
     got = varlen_cascade_attention(q, cache, 0, d**-0.5)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     assert got.dtype == dtype and got.shape == q.shape
