@@ -15,8 +15,10 @@ Backends
 - `transformers` (embedded default, CPU and GPU fallback): `shared_prefix_generate` encodes each prompt and image
   ONCE (one prefill of the batch, vision tower included) and decodes all B×(K+1) rows together: no K-fold prefill,
   and no K-fold copy of the prompt's keys/values either: the decode attention reads each prompt's cache once for all
-  its rows and each row's own new tokens from a preallocated suffix (`cascade_attention`, two softmax parts joined
-  exactly), grouped-query attention without repeating the KV heads. Positions follow Qwen2.5-VL's multimodal RoPE
+  its rows and each row's own new tokens from a preallocated suffix, two softmax parts joined exactly, grouped-query
+  attention without repeating the KV heads (on GPUs that run it, torch's FlashAttention variable-length kernel over
+  each prompt's packed keys, `varlen_cascade_attention`; elsewhere batched matmuls, `cascade_attention`). A host
+  thread prepares the next batch's inputs and makes the previous batch's texts while a batch samples. Positions follow Qwen2.5-VL's multimodal RoPE
   (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes, the new
   tokens read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`).
 - `vllm` (production): `SamplingParams(n=K)` with prefix caching and tensor parallelism; requests are built by the
@@ -170,7 +172,7 @@ class _PrefixCache:
             self.keys.append(k.new_zeros((*suffix, d)))
             self.values.append(v.new_zeros((*suffix, v.shape[-1])))
         self.length = length
-        self.rows, self.max_new = rows, max_new_tokens
+        self.rows = rows
         self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=torch.float32, device=prompt_mask.device)
         self.prompt_bias.masked_fill_(~mask, float("-inf"))  # (B, L): left padding never attended
         if varlen is not None:
@@ -688,9 +690,9 @@ class TransformersBackend:
     def __init__(self, model_ref: str, cfg: SamplingConfig, model=None, processor=None):
         self.cfg = cfg
         if model is None:
-            from components.common.modeling import load_model_and_processor, require_liger
+            from components.common.modeling import load_model_and_processor, pick_device, require_liger
 
-            require_liger(cfg.liger_kernels)
+            require_liger(cfg.liger_kernels, on_cuda=pick_device(cfg.device).startswith("cuda"))  # before any loading
             model, processor = load_model_and_processor(model_ref, device=cfg.device, liger_kernels=cfg.liger_kernels)
         elif cfg.liger_kernels:
             from components.common.modeling import apply_liger_kernels

@@ -44,3 +44,12 @@ def test_a_cpu_model_is_refused_liger(tiny_model_dir):
     model, proc = load_model_and_processor(str(tiny_model_dir), device="cpu")
     with pytest.raises(ValueError, match="Triton kernels for CUDA GPUs"):
         TransformersBackend("", SamplingConfig(liger_kernels=True, device="cpu"), model, proc)
+
+
+def test_a_cpu_run_is_refused_liger_before_the_model_loads(monkeypatch):
+    from components.common import modeling
+    from components.common.sampling import TransformersBackend
+
+    monkeypatch.setattr(modeling, "load_model_and_processor", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match="Triton kernels for CUDA GPUs"):
+        TransformersBackend("some/checkpoint", SamplingConfig(liger_kernels=True, device="cpu"))
