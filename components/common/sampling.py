@@ -158,6 +158,7 @@ class _PrefixCache:
         self.keys: list = []  # per layer: the rows' new tokens, (R, Hkv, S, D) padded / (R, S, Hkv, D) packed
         self.values: list = []
         mask = prompt_mask.bool()
+        kept = mask.flatten().nonzero().squeeze(1) if varlen is not None else None  # one host sync, not one per layer
         for k, v in _cache_tensors(prefill_cache):
             b, h, length, d = k.shape
             if varlen is None:
@@ -165,8 +166,8 @@ class _PrefixCache:
                 self.prompt_values.append(v)
                 suffix = (b * rows, h, max_new_tokens)
             else:  # (B, Hkv, L, D) -> the unpadded positions of every prompt, packed: (total, Hkv, D)
-                self.prompt_keys.append(k.transpose(1, 2)[mask])
-                self.prompt_values.append(v.transpose(1, 2)[mask])
+                self.prompt_keys.append(k.transpose(1, 2).reshape(b * length, h, d).index_select(0, kept))
+                self.prompt_values.append(v.transpose(1, 2).reshape(b * length, h, v.shape[-1]).index_select(0, kept))
                 suffix = (b * rows, max_new_tokens, h)
             # zeros: masked-out positions get weight 0 and must hold no NaN garbage
             self.keys.append(k.new_zeros((*suffix, d)))
