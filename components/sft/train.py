@@ -95,7 +95,8 @@ def sft_trainer_args(cfg: SFTConfig, *, max_steps: int, on_cuda: bool, output_di
 
 
 def require_speed_packages(cfg: SFTConfig) -> None:
-    """Bad input found before any model loads: `liger_kernels: true` without the liger-kernel package."""
+    """Bad input found before any model loads: `liger_kernels: true` without the liger-kernel package or without a
+    CUDA GPU."""
     import torch
 
     from components.common.modeling import require_liger
