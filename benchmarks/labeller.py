@@ -3,6 +3,7 @@ through the real code path (`components.curate.labeller.label_modalities`), stoc
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/labeller.py --json-out /tmp/labeller_bench.json
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/labeller.py --compile --questions 256 --baseline-questions 64
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/labeller.py --liger --json-out /tmp/labeller_liger.json
     PYTHONPATH=. python3 benchmarks/labeller.py --device cpu --small        # tiny model on CPU: a smoke test
 
 Model: Qwen/Qwen2.5-VL-32B-Instruct's config (benchmarks/qwen25vl_32b.py: 64 layers, hidden 5120, 40/8 heads,
@@ -23,7 +24,9 @@ Runs, each on a fresh label cache, after a warm-up on other questions of the sam
   fast      length-sorted batches of `--token-budget` tokens, preprocessing threads working ahead of the GPU,
             prompts and candidates in one forward (`components.curate.scoring`), one attention call per vision
             layer (`components.common.vision_attention`, as every model the steps load); on all `--questions`;
-  compiled  the fast path with torch.compile'd vision block and decoder layer (`--compile`).
+  compiled  the fast path with torch.compile'd vision block and decoder layer (`--compile`);
+  liger     the fast path with Liger's RMSNorm / SiLU-mul / rotary kernels (`--liger`: liger_kernels=True; needs the
+            liger-kernel package and CUDA, refused before the model is built otherwise).
 Printed per run: questions/s, prompt tokens/s, analytic FLOPs (components.curate.scoring.vision_flops/text_flops:
 2 x multiply-adds from the shapes, causal attention pairs only, padding excluded), achieved TFLOP/s of the prompt
 pass (GPU time by CUDA events: the fast path's one forward, the baseline's first forward) and end to end (wall
@@ -203,7 +206,8 @@ def run(name: str, labeller, records, root: Path, cfg: dict, cand_lens: list[int
     n, wall = len(records), stats["wall_s"]
     pass_f = prompt_f + (cand_f if kw.get("fast", True) else 0.0)  # the fast path's one forward scores both
     row = {
-        "variant": name, "questions": n, "wall_s": wall, "questions_per_s": n / wall,
+        "variant": name, "liger_kernels": labeller.liger_kernels, "questions": n, "wall_s": wall,
+        "questions_per_s": n / wall,
         "prompt_tokens": sum(prof["prompt_lengths"]), "prompt_tokens_per_s": sum(prof["prompt_lengths"]) / wall,
         "batches": stats["batches"], "prompt_flops": prompt_f, "candidate_flops": cand_f,
         "prompt_pass_s": prof["prompt_pass_s"], "candidate_pass_s": prof.get("candidate_pass_s", 0.0),
@@ -217,7 +221,8 @@ def run(name: str, labeller, records, root: Path, cfg: dict, cand_lens: list[int
           f"{row['prompt_tokens_per_s']:8.0f} prompt tok/s; prompt pass {row['prompt_pass_s']:6.1f} s = "
           f"{row['prompt_pass_tflops']:6.1f} TFLOP/s; end to end {row['end_to_end_tflops']:6.1f} TFLOP/s; "
           f"{row['batches']} batches; waited for data {row['prepare_wait_s']:.2f} s"
-          + (f"; peak {row['peak_mem_gib']:.1f} GiB" if cuda else ""), flush=True)
+          + (f"; peak {row['peak_mem_gib']:.1f} GiB" if cuda else "")
+          + ("; Liger's kernels" if row["liger_kernels"] else ""), flush=True)
     return row
 
 
@@ -230,6 +235,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=-1, help="fast path: preprocessing threads (-1: auto)")
     p.add_argument("--warmup-questions", type=int, default=24, help="questions each path labels before it is timed")
     p.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    p.add_argument("--liger", action="store_true", help="also time the fast path with Liger's RMSNorm / SiLU-mul / "
+                   "rotary kernels (liger_kernels=True; needs liger-kernel and CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--small", action="store_true", help="tiny model and images (CPU smoke test of the benchmark itself)")
@@ -241,11 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from components.common.modeling import require_liger
     from components.common.vision_attention import batch_window_attention, per_window_attention
     from components.curate.labeller import ModalityLabeller
 
     args = make_parser().parse_args(argv)
     cuda = args.device.startswith("cuda")
+    require_liger(args.liger, "liger_kernels", on_cuda=cuda)  # refused before the model is built
     t0 = time.perf_counter()
     tok = train_tokenizer(vocab_size=1200 if args.small else 4000)
     proc = make_processor(tok, args.small)
@@ -295,9 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         base_kw = {"fast": False, "batch_size": args.baseline_batch}
         rows = []
         nb = min(args.baseline_questions, len(records))
-        for name, kw, recs, compile_ in (("baseline", base_kw, records[:nb], False), ("fast", fast_kw, records, False),
-                                         *((("compiled", fast_kw, records, True),) if args.compile else ())):
-            lab.compile = compile_
+        runs = [("baseline", base_kw, records[:nb], False, False), ("fast", fast_kw, records, False, False)]
+        runs += [("compiled", fast_kw, records, True, False)] if args.compile else []
+        runs += [("liger", fast_kw, records, False, True)] if args.liger else []
+        for name, kw, recs, compile_, liger in runs:
+            lab.compile, lab.liger_kernels = compile_, liger
             # the stock path keeps transformers' per-window vision attention; the fast paths batch the windows
             (per_window_attention if name == "baseline" else batch_window_attention)(model)
             try:
@@ -324,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
                          "median_top2_margin": statistics.median(margins)}
     print(f"fast vs baseline on {len(common)} questions: same label {same}/{len(common)}, |score diff| max "
           f"{max(diffs):.3e} median {statistics.median(diffs):.3e} (median top-2 margin {statistics.median(margins):.3e})")
+    liger = next((r for r in rows if r["variant"] == "liger"), None)
+    if liger is not None:  # other kernels, other bf16 rounding: how far the scores move
+        ld = [abs(fast["labels"][k][1][c] - liger["labels"][k][1][c])
+              for k in fast["labels"] for c in fast["labels"][k][1]]
+        lsame = sum(fast["labels"][k][0] == liger["labels"][k][0] for k in fast["labels"])
+        info["liger_agreement"] = {"questions": len(fast["labels"]), "same_label": lsame, "max_abs_score_diff": max(ld),
+                                   "median_abs_score_diff": statistics.median(ld)}
+        print(f"liger vs fast on {len(fast['labels'])} questions: same label {lsame}/{len(fast['labels'])}, "
+              f"|score diff| max {max(ld):.3e} median {statistics.median(ld):.3e}")
 
     mm = info.get("matmul_8192_tflops")
     print("\n| variant | questions | q/s | prompt tok/s | prompt-pass TFLOP/s | of 989 peak | of measured matmul "

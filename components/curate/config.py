@@ -65,6 +65,7 @@ class CurateConfig:
     label_token_budget: int = field(default=16384, metadata={"help": "fast path: prompt tokens per labeller forward (rows x longest prompt, image tokens included)"})
     label_workers: int = field(default=-1, metadata={"help": "fast path: threads decoding and preprocessing images ahead of the GPU; -1 = auto (min(4, cores - 1) on GPU, 0 on CPU), 0 = in the labelling thread"})
     label_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile the labeller's vision block and decoder layer (one graph each, dynamic shapes)"})
+    label_liger_kernels: bool = field(default=False, metadata={"help": "fast path: Liger's fused RMSNorm / SiLU-mul / rotary kernels in the labeller's vision blocks and decoder layers (CUDA GPUs, needs the liger-kernel package)"})
 
     def __post_init__(self):
         try:

@@ -51,6 +51,7 @@ class LabelConfig:
     label_token_budget: int = field(default=16384, metadata={"help": "fast path: prompt tokens per labeller forward (rows x longest prompt, image tokens included)"})
     label_workers: int = field(default=-1, metadata={"help": "fast path: threads decoding and preprocessing images ahead of the GPU; -1 = auto (min(4, cores - 1) on GPU, 0 on CPU), 0 = in the labelling thread"})
     label_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile the vision block and the decoder layer (one graph each, dynamic shapes)"})
+    label_liger_kernels: bool = field(default=False, metadata={"help": "fast path: Liger's fused RMSNorm / SiLU-mul / rotary kernels in the vision blocks and decoder layers (CUDA GPUs, needs the liger-kernel package)"})
     label_batch_size: int = field(default=8, metadata={"help": "stock path (--label-fast false): questions per labeller forward pass"})
     device: str = field(default="auto", metadata={"help": "labeller device: auto, cpu, cuda, cuda:N"})
     pmc_vqa_csv: str = field(default="", metadata={"help": "CSV file name under pmc_vqa_root; empty = train_2.csv, train.csv or the only CSV"})
@@ -94,6 +95,10 @@ def run(cfg: LabelConfig, io: LabelIO) -> dict:
         return summary
     if not io.pmc_vqa_root.strip():
         raise ValueError("pmc_vqa_root is empty: pass --pmc-vqa-root (only --merge needs none)")
+    if cfg.label_liger_kernels:  # refused before anything is read or loaded where the kernels cannot run
+        from components.common.modeling import pick_device, require_liger
+
+        require_liger(True, "label_liger_kernels", on_cuda=pick_device(cfg.device).startswith("cuda"))
 
     from components.common.storage import cache_root, local_dir
     from components.curate.labeller import ModalityLabeller, label_modalities
@@ -104,7 +109,8 @@ def run(cfg: LabelConfig, io: LabelIO) -> dict:
     loaded = load_pmc_vqa(pmc_root, cfg.pmc_vqa_csv or None, cfg.pmc_vqa_image_dir or None)
     shard = (cfg.label_shard, cfg.label_num_shards) if cfg.label_num_shards > 1 else None
     cache = LabelCache(path, shard=shard)
-    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile)
+    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile,
+                                liger_kernels=cfg.label_liger_kernels)
     stats: dict = {}
     labels = label_modalities(loaded.records, pmc_root, labeller, cache, batch_size=cfg.label_batch_size,
                               fast=cfg.label_fast, token_budget=cfg.label_token_budget, workers=cfg.label_workers,

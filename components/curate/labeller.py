@@ -15,6 +15,10 @@ Two scoring paths give the same scores (tested on CPU against each other):
   one; ONE forward per batch scores the prompts and all eight candidates together (`components.curate.scoring`).
 - stock (`fast=False`): batches of `batch_size` questions in record order; a prompt forward, its KV cache repeated
   for the candidates, a second, batched candidate forward.
+The fast path's options: `compile=True` runs its vision block and decoder layer through torch.compile;
+`liger_kernels=True` (CUDA GPUs with the liger-kernel package; refused elsewhere before any model loads) runs its
+RMSNorms, SiLU-mul and rotary embeddings through Liger's Triton kernels (same formulas, other rounding: bf16 scores
+move within kernel tolerance). Neither changes the stock path.
 
 Results are cached in a JSON-lines file keyed by (image sha256, question sha256, labeller model reference, prompt
 version). Every batch is appended and flushed to disk as soon as it is scored, so an interrupted run loses at
@@ -225,13 +229,20 @@ class ModalityLabeller:
         device: str = "auto",
         max_pixels: int | None = 512 * 28 * 28,
         compile: bool = False,
+        liger_kernels: bool = False,
     ):
+        if liger_kernels:  # refused here, before any model loads, where the kernels cannot run
+            from components.common.modeling import pick_device, require_liger
+
+            on = model.device.type if model is not None else pick_device(device)
+            require_liger(True, on_cuda=str(on).startswith("cuda"))
         self.model_ref = model_ref
         self.candidates = tuple(candidates)
         self.prompt_version = prompt_version
         self.device = device
         self.max_pixels = max_pixels
         self.compile = compile
+        self.liger_kernels = liger_kernels
         self.profile: dict[str, Any] | None = None
         self._model, self._processor = model, processor
         self._spec = None
@@ -373,7 +384,8 @@ class ModalityLabeller:
         model, _ = self._load()
         with torch.inference_mode():
             t0 = self._mark()
-            total = score_prepared(model, to_device(batch, model.device), compile=self.compile)
+            total = score_prepared(model, to_device(batch, model.device), compile=self.compile,
+                                   liger_kernels=self.liger_kernels)
             t1 = self._mark()
             total = total.cpu()
         if self.profile is not None:

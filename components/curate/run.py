@@ -75,6 +75,10 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
         ImageBounds,
     )
 
+    if cfg.label_liger_kernels:  # refused before anything is read or loaded where the kernels cannot run
+        from components.common.modeling import pick_device, require_liger
+
+        require_liger(True, "label_liger_kernels", on_cuda=pick_device(cfg.device).startswith("cuda"))
     params = dataclasses.asdict(cfg)
     mirror = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "data"
     mm_root = local_dir(io.medmnist_root, mirror, what="medmnist_root")
@@ -107,7 +111,8 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     quarantine = [q.to_dict() for q in loaded.quarantine]
     cache_path = Path(cfg.label_cache).expanduser() if cfg.label_cache else cache_root() / "curate" / "modality_labels.jsonl"
     label_cache = LabelCache(cache_path)  # with the shard files of `python -m components.curate.label`, merged
-    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile)
+    labeller = ModalityLabeller(io.labeller_model, device=cfg.device, compile=cfg.label_compile,
+                                liger_kernels=cfg.label_liger_kernels)
     labels = label_modalities(loaded.records, pmc_root, labeller, label_cache, batch_size=cfg.label_batch_size,
                               fast=cfg.label_fast, token_budget=cfg.label_token_budget, workers=cfg.label_workers)
     labelled = []

@@ -9,7 +9,11 @@ runs a second, candidate forward. Here each row of a batch is laid out as
 and the decoder attends in two calls per layer: the prompt part causally with no mask (right padding: a real token
 never sees the padding after it, so sdpa may take its flash kernel), and the T candidate tokens against their row's
 prompt and the earlier tokens of their OWN candidate only (a small masked call). Every candidate is therefore
-scored exactly as if it were the only answer. The log-likelihood of candidate c is the sum of log p(token | prompt,
+scored exactly as if it were the only answer. Grouped-query attention (Qwen2.5-VL-32B: 40 query heads, 8 KV heads)
+never repeats K/V per query head: the prompt call reads the KV heads as they are (sdpa's `enable_gqa`, which its
+flash kernel runs), and the candidate call folds the query heads sharing a KV head into its query axis, (B, KV
+heads, heads per KV head x T, head_dim), with the mask repeated to match. Both calls write one (B, S, heads,
+head_dim) output, the out-projection's input. The log-likelihood of candidate c is the sum of log p(token | prompt,
 earlier tokens of c) over its tokens, read from logits at T gathered positions per row (no logits for the prompt,
 no KV cache).
 
@@ -22,8 +26,12 @@ The work is split so that the accelerator waits for nothing:
   sync per batch (the scores).
 
 Weights are read from the Hugging Face modules (nothing is copied); `compile=True` runs the vision block and the
-decoder layer through `torch.compile` (one graph each, shared by every layer, dynamic shapes).
-`tests/unit/curate/test_curate_scoring.py` checks on CPU that the scores equal the stock path's.
+decoder layer through `torch.compile` (one graph each, shared by every layer, dynamic shapes); `liger_kernels=True`
+runs their RMSNorms (Liger's "llama" casting mode: Qwen2's rounding), SiLU-mul and rotary embeddings (the text
+rotary with the mrope sections already merged per token, the vision rotary in float32) through Liger's Triton
+kernels (CUDA only; imported only then). `tests/unit/curate/test_curate_scoring.py` checks on CPU that the scores
+equal the stock path's and the decoder layer a plain reference with repeated K/V; `tests/gpu/test_gpu_labeller.py`
+the bf16 path, Liger's kernels included, on a GPU.
 
     spec = ScoringSpec.from_model(model, processor, candidates)
     batch = prepare_batch([(image, templated_text), ...], processor, spec)     # CPU
@@ -265,14 +273,47 @@ def prepare_batch(items: list[tuple[Any, str]], processor, spec: ScoringSpec) ->
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _rms(x, w, eps: float):
-    # = Qwen2_5_VLRMSNorm: normalise in float32, round to the input dtype, then scale by the weight
+def _liger():
+    """Liger's functional kernels (liger-kernel; Triton, CUDA only), imported when a forward asks for them."""
+    from liger_kernel.transformers import functional
+
+    return functional
+
+
+def _rms(x, w, eps: float, liger: bool = False):
+    # = Qwen2_5_VLRMSNorm: normalise in float32, round to the input dtype, then scale by the weight (Liger's "llama"
+    # casting mode rounds at the same places)
+    if liger:
+        return _liger().liger_rms_norm(x, w, eps, casting_mode="llama")
     return F.rms_norm(x, (x.shape[-1],), eps=eps) * w
+
+
+def _glu(gate, up, act: str, liger: bool = False):
+    """act(gate) * up, the gated MLP's middle; Liger's fused SiLU-mul for silu (SiLU in float32, rounded, times up)."""
+    if liger and act == "silu":
+        return _liger().liger_swiglu(gate, up)
+    return _ACTS[act](gate) * up
 
 
 def _rotate_half(x):
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
+
+
+def _rope(q, k, cos, sin, liger: bool = False):
+    """Rotary embedding of q (B, S, H, hd) and k (B, S, Hkv, hd) with cos/sin (B, S, 1, hd) (halves duplicated),
+    computed in cos's dtype and rounded to q's (as the HF model: float32 in the vision tower, the model dtype in the
+    decoder). Liger's kernel rotates in place, over the rows of (1, B*S, heads, hd) views (one kernel for every
+    batch shape); q and k are copied first only where they are not contiguous (the vision tower's fused qkv)."""
+    if liger:
+        b, s, h, hd = q.shape
+        qr, kr = _liger().liger_rope(q.reshape(1, b * s, h, hd).transpose(1, 2),
+                                     k.reshape(1, b * s, k.shape[2], hd).transpose(1, 2),
+                                     cos.reshape(1, b * s, hd), sin.reshape(1, b * s, hd))
+        return qr.transpose(1, 2).view(q.shape), kr.transpose(1, 2).view(k.shape)
+    dtype = q.dtype
+    qf, kf = q.to(cos.dtype), k.to(cos.dtype)
+    return (qf * cos + _rotate_half(qf) * sin).to(dtype), (kf * cos + _rotate_half(kf) * sin).to(dtype)
 
 
 def _segment_attention(q, k, v, seg: dict[str, Any]):
@@ -290,44 +331,50 @@ def _segment_attention(q, k, v, seg: dict[str, Any]):
 
 
 def vision_block(x, n1, qkv_w, qkv_b, proj_w, proj_b, n2, gate_w, gate_b, up_w, up_b, down_w, down_b,
-                 cos, sin, seg: dict[str, Any], heads: int, eps: float, act: str):
-    """One Qwen2.5-VL vision block over the packed patches of a batch (window order); `seg` = windows or images."""
+                 cos, sin, seg: dict[str, Any], heads: int, eps: float, act: str, liger: bool = False):
+    """One Qwen2.5-VL vision block over the packed patches of a batch (window order); `seg` = windows or images.
+    cos/sin (N, 1, hd) in float32 (the rotary is computed in float32, as the HF tower)."""
 
     n, d = x.shape
     hd = d // heads
-    h = _rms(x, n1, eps)
+    h = _rms(x, n1, eps, liger)
     q, k, v = F.linear(h, qkv_w, qkv_b).view(n, 3, heads, hd).unbind(1)
-    dtype = q.dtype
-    qf, kf = q.float(), k.float()  # rotary in float32, as the HF tower
-    q = (qf * cos + _rotate_half(qf) * sin).to(dtype)
-    k = (kf * cos + _rotate_half(kf) * sin).to(dtype)
-    x = x + F.linear(_segment_attention(q, k, v, seg), proj_w, proj_b)
-    h = _rms(x, n2, eps)
-    return x + F.linear(_ACTS[act](F.linear(h, gate_w, gate_b)) * F.linear(h, up_w, up_b), down_w, down_b)
+    q, k = _rope(q[None], k[None], cos[None], sin[None], liger)
+    x = x + F.linear(_segment_attention(q[0], k[0], v, seg), proj_w, proj_b)
+    h = _rms(x, n2, eps, liger)
+    return x + F.linear(_glu(F.linear(h, gate_w, gate_b), F.linear(h, up_w, up_b), act, liger), down_w, down_b)
 
 
 def text_layer(x, ln1, wq, bq, wk, bk, wv, bv, wo, ln2, wg, wu, wd, cos, sin, cand_mask,
-               prompt_len: int, heads: int, kv_heads: int, eps: float, act: str):
-    """One Qwen2.5-VL decoder layer over rows [prompt (right-padded to prompt_len) | candidate tokens]."""
+               prompt_len: int, heads: int, kv_heads: int, eps: float, act: str, liger: bool = False):
+    """One Qwen2.5-VL decoder layer over rows [prompt (right-padded to prompt_len) | candidate tokens].
+
+    q/k/v stay in the projections' (B, S, heads, hd) layout; K/V are never repeated for grouped-query attention: the
+    prompt call reads the kv_heads heads directly (`enable_gqa`, which sdpa's flash kernel runs), and the candidate
+    call folds the G = heads // kv_heads query heads of each KV head into its query axis, (B, kv_heads, G*T, hd),
+    against a mask repeated G times (the same attention row by row). Both parts are written into one (B, S, heads,
+    hd) output, the out-projection's input."""
 
     b, s, d = x.shape
     hd = d // heads
-    h = _rms(x, ln1, eps)
-    q = F.linear(h, wq, bq).view(b, s, heads, hd).transpose(1, 2)
-    k = F.linear(h, wk, bk).view(b, s, kv_heads, hd).transpose(1, 2)
-    v = F.linear(h, wv, bv).view(b, s, kv_heads, hd).transpose(1, 2)
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
-    if kv_heads != heads:  # grouped-query attention: each KV head serves heads // kv_heads query heads
-        k = k.repeat_interleave(heads // kv_heads, dim=1)
-        v = v.repeat_interleave(heads // kv_heads, dim=1)
+    g = heads // kv_heads  # query heads per KV head: query head kv * g + j reads KV head kv
     n = prompt_len
-    o_prompt = F.scaled_dot_product_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], is_causal=True, scale=hd**-0.5)
-    o_cand = F.scaled_dot_product_attention(q[:, :, n:], k, v, attn_mask=cand_mask, scale=hd**-0.5)
-    o = torch.cat([o_prompt, o_cand], dim=2).transpose(1, 2).reshape(b, s, d)
-    x = x + F.linear(o, wo)
-    h = _rms(x, ln2, eps)
-    return x + F.linear(_ACTS[act](F.linear(h, wg)) * F.linear(h, wu), wd)
+    t = s - n
+    h = _rms(x, ln1, eps, liger)
+    q = F.linear(h, wq, bq).view(b, s, heads, hd)
+    k = F.linear(h, wk, bk).view(b, s, kv_heads, hd)
+    v = F.linear(h, wv, bv).view(b, s, kv_heads, hd)
+    q, k = _rope(q, k, cos, sin, liger)
+    kt, vt = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, S, hd) views
+    o = q.new_empty(b, s, heads, hd)
+    o[:, :n] = F.scaled_dot_product_attention(q[:, :n].transpose(1, 2), kt[:, :, :n], vt[:, :, :n], is_causal=True,
+                                              scale=hd**-0.5, enable_gqa=True).transpose(1, 2)
+    qc = q[:, n:].reshape(b, t, kv_heads, g, hd).permute(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, hd)
+    oc = F.scaled_dot_product_attention(qc, kt, vt, attn_mask=cand_mask.repeat(1, 1, g, 1), scale=hd**-0.5)
+    o[:, n:].view(b, t, kv_heads, g, hd).copy_(oc.view(b, kv_heads, g, t, hd).permute(0, 3, 1, 2, 4))
+    x = x + F.linear(o.view(b, s, d), wo)
+    h = _rms(x, ln2, eps, liger)
+    return x + F.linear(_glu(F.linear(h, wg), F.linear(h, wu), act, liger), wd)
 
 
 _COMPILED: dict[str, Any] = {}
@@ -356,7 +403,7 @@ def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
     return {k: move(v) for k, v in batch.items()}
 
 
-def vision_tokens(visual, batch: dict[str, Any], *, compile: bool = False):
+def vision_tokens(visual, batch: dict[str, Any], *, compile: bool = False, liger_kernels: bool = False):
     """Merged image tokens of every image of the batch, (image tokens, out_hidden) in prompt order."""
 
     w = visual.patch_embed.proj.weight
@@ -379,12 +426,13 @@ def vision_tokens(visual, batch: dict[str, Any], *, compile: bool = False):
         x = fn(x, blk.norm1.weight, a.qkv.weight, a.qkv.bias, a.proj.weight, a.proj.bias, blk.norm2.weight,
                m.gate_proj.weight, m.gate_proj.bias, m.up_proj.weight, m.up_proj.bias, m.down_proj.weight,
                m.down_proj.bias, cos, sin, batch["img_seg"] if i in full else batch["win_seg"],
-               int(a.num_heads), float(blk.norm1.variance_epsilon), act)
+               int(a.num_heads), float(blk.norm1.variance_epsilon), act, liger_kernels)
     return visual.merger(x)[batch["win_inv"]]
 
 
 def text_rope(rotary_emb, positions, dtype):
-    """cos, sin (B, 1, S, head_dim) of Qwen2.5-VL's multimodal RoPE for (3, B, S) positions, as its rotary module."""
+    """cos, sin (B, S, 1, head_dim) of Qwen2.5-VL's multimodal RoPE for (3, B, S) positions, as its rotary module
+    (the mrope sections merged: one ordinary rotary table per token)."""
 
     freqs = positions[..., None].float() * rotary_emb.inv_freq.float()  # (3, B, S, hd/2)
     section = list(rotary_emb.mrope_section)
@@ -392,13 +440,14 @@ def text_rope(rotary_emb, positions, dtype):
     for f in (freqs.cos(), freqs.sin()):
         f = f * rotary_emb.attention_scaling
         f = torch.cat([m[i % 3] for i, m in enumerate(f.split(section, dim=-1))], dim=-1)
-        out.append(torch.cat((f, f), dim=-1).to(dtype)[:, None])
+        out.append(torch.cat((f, f), dim=-1).to(dtype)[:, :, None])
     return out[0], out[1]
 
 
-def score_prepared(model, batch: dict[str, Any], *, compile: bool = False):
+def score_prepared(model, batch: dict[str, Any], *, compile: bool = False, liger_kernels: bool = False):
     """(B, C) float32 log-likelihood of every candidate for each row of a prepared batch (tensors on the model's
-    device), from one forward over prompts and candidates."""
+    device), from one forward over prompts and candidates. `liger_kernels`: Liger's RMSNorm, SiLU-mul and rotary
+    kernels in the vision blocks and decoder layers (liger-kernel, CUDA only)."""
 
     inner = model.model
     lm = inner.language_model
@@ -407,7 +456,7 @@ def score_prepared(model, batch: dict[str, Any], *, compile: bool = False):
     b, s = ids.shape
     x = lm.embed_tokens(ids)
     d = x.shape[-1]
-    img = vision_tokens(inner.visual, batch, compile=compile)
+    img = vision_tokens(inner.visual, batch, compile=compile, liger_kernels=liger_kernels)
     x = x.view(b * s, d).index_copy(0, batch["image_index"], img.to(x.dtype)).view(b, s, d)
     cos, sin = text_rope(lm.rotary_emb, batch["positions"], x.dtype)
     heads, kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
@@ -418,7 +467,8 @@ def score_prepared(model, batch: dict[str, Any], *, compile: bool = False):
         x = fn(x, layer.input_layernorm.weight, at.q_proj.weight, at.q_proj.bias, at.k_proj.weight, at.k_proj.bias,
                at.v_proj.weight, at.v_proj.bias, at.o_proj.weight, layer.post_attention_layernorm.weight,
                m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight, cos, sin, batch["cand_mask"],
-               int(batch["prompt_len"]), heads, kv_heads, float(layer.input_layernorm.variance_epsilon), act)
+               int(batch["prompt_len"]), heads, kv_heads, float(layer.input_layernorm.variance_epsilon), act,
+               liger_kernels)
     src = batch["cand_src"]
     h = lm.norm(x.gather(1, src[..., None].expand(-1, -1, d)))  # (B, T, D): only where a candidate token is predicted
     logp = torch.log_softmax(model.lm_head(h).float(), dim=-1)

@@ -145,3 +145,49 @@ def test_label_launcher_checks_the_shard_against_the_shard_count():
         LabelConfig(label_shard=3, label_num_shards=3)
     with pytest.raises(ValueError, match=r"label_num_shards=0 must be >= 1 \(--label-num-shards\)"):
         LabelConfig(label_num_shards=0)
+
+
+def test_liger_kernels_where_they_cannot_run_are_refused_before_any_model_loads(monkeypatch):
+    import importlib.util
+
+    from components.common import modeling
+
+    monkeypatch.setattr(modeling, "load_model_and_processor", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert not ModalityLabeller("some/checkpoint", device="cpu").liger_kernels  # off by default: nothing is checked
+    with pytest.raises(ValueError, match=r"liger_kernels=True: Liger's kernels are Triton kernels for CUDA GPUs.*"
+                                         r"set liger_kernels: false for CPU runs"):
+        ModalityLabeller("some/checkpoint", device="cpu", liger_kernels=True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # a GPU, but an image without the package
+    with pytest.raises(ValueError, match=r"liger_kernels=True needs the liger-kernel package .* set liger_kernels: false"):
+        ModalityLabeller("some/checkpoint", device="cuda", liger_kernels=True)
+
+
+def test_a_cpu_model_is_refused_liger_kernels(tiny, tiny_model_dir):
+    model, proc = tiny
+    with pytest.raises(ValueError, match="Triton kernels for CUDA GPUs"):
+        ModalityLabeller(str(tiny_model_dir), model=model, processor=proc, liger_kernels=True)
+
+
+@pytest.mark.parametrize("launcher", ["label", "curate"])
+def test_launchers_refuse_label_liger_kernels_on_cpu_before_reading_anything(launcher, tmp_path, capsys, monkeypatch):
+    """The setting and its fix are named, and the refusal comes first: the sources do not even exist."""
+    from components.common import storage
+    from components.curate import run
+
+    for module in (storage, run):
+        monkeypatch.setattr(module, "local_dir", lambda *a, **k: pytest.fail("a source was read"))
+    absent = str(tmp_path / "absent")
+    if launcher == "label":
+        from components.curate.label import main
+
+        argv = ["--pmc-vqa-root", absent]
+    else:
+        from components.curate.__main__ import main
+
+        argv = ["--medmnist-root", absent, "--pmc-vqa-root", absent,
+                *[a for name in ("medmnist_data", "diag_set", "eval_set", "sft_set", "rl_set", "rl_diag_set",
+                                 "curation_report") for a in (f"--out-{name.replace('_', '-')}", str(tmp_path / name))]]
+    assert main([*argv, "--device", "cpu", "--label-liger-kernels", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "label_liger_kernels=True: Liger's kernels are Triton kernels for CUDA GPUs" in err
+    assert "set label_liger_kernels: false for CPU runs" in err

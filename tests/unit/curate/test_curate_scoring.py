@@ -175,6 +175,139 @@ def test_a_batch_of_one_equals_the_same_question_in_a_batch(ragged, items):
                                    atol=1e-5, rtol=1e-5)
 
 
+def _plain_layer(x, ln1, wq, bq, wk, bk, wv, bv, wo, ln2, wg, wu, wd, cos, sin, cand_mask, n, heads, kv_heads, eps):
+    """The decoder layer written out plainly: K/V repeated for every query head (`repeat_interleave`), one explicit
+    softmax over all S positions with the full mask (prompt rows causal within the prompt, candidate rows
+    `cand_mask`)."""
+    import torch
+
+    b, s, d = x.shape
+    hd = d // heads
+
+    def rms(t, w):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    def rope(t):  # t (B, heads, S, hd); cos/sin (B, S, 1, hd)
+        c, si = cos.transpose(1, 2), sin.transpose(1, 2)
+        return t * c + torch.cat((-t[..., hd // 2 :], t[..., : hd // 2]), dim=-1) * si
+
+    h = rms(x, ln1)
+    q = rope((h @ wq.T + bq).view(b, s, heads, hd).transpose(1, 2))
+    k = rope((h @ wk.T + bk).view(b, s, kv_heads, hd).transpose(1, 2)).repeat_interleave(heads // kv_heads, dim=1)
+    v = (h @ wv.T + bv).view(b, s, kv_heads, hd).transpose(1, 2).repeat_interleave(heads // kv_heads, dim=1)
+    mask = torch.zeros(b, 1, s, s, dtype=torch.bool)
+    mask[:, :, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+    mask[:, :, n:] = cand_mask
+    att = (q @ k.transpose(-1, -2) * hd**-0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+    x = x + (att @ v).transpose(1, 2).reshape(b, s, d) @ wo.T
+    h = rms(x, ln2)
+    return x + (torch.nn.functional.silu(h @ wg.T) * (h @ wu.T)) @ wd.T
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads"),
+    [
+        (10, 2),  # 5 query heads per KV head, as Qwen2.5-VL-32B's 40 / 8: the fold puts 5 x T rows per KV head
+        (6, 1),  # one KV head for all (multi-query attention)
+        (4, 4),  # no grouping: the fold is the identity
+    ],
+)
+def test_text_layer_without_repeated_kv_equals_a_plain_layer(heads, kv_heads):
+    """The layer folds the query heads of each KV head into the candidate call's query axis and lets sdpa read the
+    KV heads of the prompt call directly; row by row it is the same attention as repeating K/V per query head.
+    Candidates of different lengths (each row of the mask differs) and prompts of different lengths (padding)."""
+    import torch
+
+    g = torch.Generator().manual_seed(heads * 10 + kv_heads)
+    hd, inter, eps = 8, 24, 1e-6
+    d, dkv = heads * hd, kv_heads * hd
+    lens, cands = [5, 9, 7], ((3, 4), (5,), (6, 7, 8))  # prompt lengths; token ids of 3 candidates
+    b, n = len(lens), max(lens)
+    flat, cand_of, within = S.candidate_layout(cands)
+    t = len(flat)
+    s = n + t
+
+    def rand(*shape, scale=0.3):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    weights = dict(ln1=1 + rand(d), wq=rand(d, d), bq=rand(d), wk=rand(dkv, d), bk=rand(dkv), wv=rand(dkv, d),
+                   bv=rand(dkv), wo=rand(d, d), ln2=1 + rand(d), wg=rand(inter, d), wu=rand(inter, d), wd=rand(d, inter))
+    x = rand(b, s, d, scale=1.0)
+    pos = torch.randint(0, 50, (b, s), generator=g).double()
+    ang = pos[..., None] * 10000 ** (-torch.arange(hd // 2, dtype=torch.float64) / (hd // 2))
+    cos, sin = (torch.cat((f, f), -1)[:, :, None] for f in (ang.cos(), ang.sin()))  # (B, S, 1, hd)
+    prompt_keys = torch.arange(n)[None, :] < torch.tensor(lens)[:, None]
+    own = torch.from_numpy((cand_of[:, None] == cand_of[None, :]) & (np.arange(t)[None, :] <= np.arange(t)[:, None]))
+    cand_mask = torch.cat([prompt_keys[:, None, :].expand(b, t, n), own[None].expand(b, t, t)], dim=2)[:, None]
+
+    w = weights
+    with torch.inference_mode():
+        got = S.text_layer(x, w["ln1"], w["wq"], w["bq"], w["wk"], w["bk"], w["wv"], w["bv"], w["wo"], w["ln2"],
+                           w["wg"], w["wu"], w["wd"], cos, sin, cand_mask, n, heads, kv_heads, eps, "silu")
+        want = _plain_layer(x, *weights.values(), cos, sin, cand_mask, n, heads, kv_heads, eps)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def _liger_stand_in(calls):
+    """Liger's functional kernels written in torch, keeping the interface `scoring` relies on (liger-kernel 0.8.5,
+    liger_kernel/transformers/functional.py and ops/): rms_norm rounds as Qwen2 in the "llama" casting mode; swiglu
+    takes SiLU in float32, rounds it, times up; rope takes q (bsz, heads, seq, hd) and k (bsz, kv_heads, seq, hd)
+    whose PHYSICAL layout is (bsz, seq, heads, hd) rows, cos/sin (1 or bsz, seq, hd) of which it reads the first half,
+    computes in cos's dtype and writes q's. Counts the calls."""
+    import types
+
+    import torch
+
+    def liger_rms_norm(x, w, eps, offset=0.0, casting_mode="llama", in_place=True):
+        calls["rms_norm"] += 1
+        assert casting_mode == "llama" and offset == 0.0 and x.shape[-1] == w.shape[0]
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+    def liger_swiglu(a, b):
+        calls["swiglu"] += 1
+        assert a.shape == b.shape
+        return torch.nn.functional.silu(a.float()).to(b.dtype) * b
+
+    def liger_rope(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+        calls["rope"] += 1
+        bsz, _, seq, hd = q.shape
+        assert cos.dim() == 3 and cos.shape[0] in (1, bsz) and cos.shape[1:] == (seq, hd) and sin.shape == cos.shape
+        half = hd // 2
+        c, si = cos[..., None, :half], sin[..., None, :half]  # (1 or bsz, seq, 1, hd/2): first halves only
+
+        def rotate(t):  # Triton reads the physical (bsz, seq, heads, hd) rows: the transpose back must be contiguous
+            rows = t.transpose(1, 2).contiguous()  # no copy where it is contiguous (Liger's `.contiguous()` too)
+            x1, x2 = rows[..., :half].to(cos.dtype), rows[..., half:].to(cos.dtype)
+            out = torch.cat((x1 * c - x2 * si, x2 * c + x1 * si), dim=-1).to(t.dtype)
+            rows.copy_(out)  # in place, as the kernel
+            return rows.transpose(1, 2)
+
+        return rotate(q), rotate(k)
+
+    return types.SimpleNamespace(liger_rms_norm=liger_rms_norm, liger_swiglu=liger_swiglu, liger_rope=liger_rope)
+
+
+def test_liger_kernels_are_called_at_every_norm_mlp_and_rotary_with_their_layouts(ragged, items, monkeypatch):
+    """liger_kernels=True reaches every vision block and decoder layer, with the shapes Liger's kernels take; with
+    torch stand-ins of the same formulas the scores equal the plain path's (the real kernels: tests/gpu)."""
+    import collections
+
+    import torch
+
+    model, proc, lab = ragged
+    calls: collections.Counter = collections.Counter()
+    monkeypatch.setattr(S, "_liger", lambda: _liger_stand_in(calls))
+    batch = S.prepare_batch([(im, lab.prompt_text(q)) for im, q in items[:4]], proc, lab.scoring_spec())
+    with torch.inference_mode():
+        plain = S.score_prepared(model, batch)
+        assert not calls  # off by default
+        liger = S.score_prepared(model, batch, liger_kernels=True)
+    layers, blocks = model.config.text_config.num_hidden_layers, model.config.vision_config.depth
+    assert calls == {"rms_norm": 2 * (layers + blocks), "swiglu": layers + blocks, "rope": layers + blocks}
+    torch.testing.assert_close(liger, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_flop_counts_by_hand():
     tcfg = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
             "num_key_value_heads": 1, "vocab_size": 10}
