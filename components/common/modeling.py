@@ -263,14 +263,37 @@ def require_liger(enabled: bool, setting: str = "liger_kernels", *, on_cuda: boo
 
 
 def apply_liger_kernels(model) -> None:
-    """Liger's fused Triton kernels in place of Qwen2.5-VL's RMSNorm, SwiGLU MLP and multimodal rotary embedding, for
-    a model that samples or scores (transformers' own Liger integration, the one `use_liger_kernel` training runs;
-    Liger's fused LM-head loss stays off: sampling needs the logits). Triton kernels: CUDA only. Note that Liger
-    swaps the rotary function module-wide, as its own entry point does."""
+    """Liger's fused Triton kernels in place of Qwen2.5-VL's RMSNorm, SwiGLU MLP and rotary embedding, for a model
+    that samples or scores (transformers' own Liger integration, the one `use_liger_kernel` training runs, plus
+    `liger_text_rope`; Liger's fused LM-head loss stays off: sampling needs the logits). Triton kernels: CUDA only.
+    Note that the rotary function is swapped module-wide, as Liger's own entry point does."""
     from transformers.integrations.liger import apply_liger_kernel
 
     require_liger(True, on_cuda=next(model.parameters()).device.type == "cuda")
     apply_liger_kernel(model, {"fused_linear_cross_entropy": False, "cross_entropy": False})
+    liger_text_rope()
+
+
+def liger_text_rope() -> bool:
+    """Route Qwen2.5-VL's text rotary embedding through Liger's rope kernel; whether it was routed.
+
+    Liger's Qwen2.5-VL patch swaps `apply_multimodal_rotary_pos_emb`, which transformers 4 called with the rotary
+    sections still split. transformers 5 merges the sections inside the rotary module and rotates q and k with the
+    plain `apply_rotary_pos_emb` (cos/sin (batch, positions, head_dim)), which that patch never reaches; Liger's plain
+    rope kernel (the one its Qwen2 patch uses, for inference and training) computes exactly that. Done module-wide,
+    like Liger's own patches; a no-op where the attention does not call `apply_rotary_pos_emb`."""
+    import inspect
+
+    from liger_kernel.transformers.rope import liger_rotary_pos_emb
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as module
+
+    try:
+        calls = "apply_rotary_pos_emb(" in inspect.getsource(module.Qwen2_5_VLAttention.forward)
+    except (OSError, TypeError, AttributeError):  # no source to read: leave the module as it is
+        return False
+    if calls:
+        module.apply_rotary_pos_emb = liger_rotary_pos_emb
+    return calls
 
 
 def load_model_and_processor(

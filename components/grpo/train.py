@@ -164,6 +164,10 @@ def make_grpo_trainer(cfg: SharpenConfig, *, model, processor, args, rows: list[
         common["rollout_func"] = SharedPrefixRollout(max_rows=cfg.rollout_max_rows, seed=cfg.seed)
     from components.grpo.care import ConsistencyGRPOTrainer, MedBridgeGRPOTrainer
 
+    if cfg.liger_kernels:  # TRL's use_liger_kernel misses transformers 5's text rotary embedding
+        from components.common.modeling import liger_text_rope
+
+        liger_text_rope()
     if cfg.consistency_bonus > 0:
         trainer = ConsistencyGRPOTrainer(
             **common, bonus=cfg.consistency_bonus, upper_bound=cfg.confidence_upper_bound,

@@ -122,6 +122,10 @@ def make_sft_trainer(cfg: SFTConfig, *, model, processor, args, rows: list[dict[
         freeze_vision(model)
     if cfg.group_by_length:
         rows = [{**r, "length": n} for r, n in zip(rows, example_lengths(rows, processor), strict=True)]
+    if cfg.liger_kernels:  # TRL's use_liger_kernel misses transformers 5's text rotary embedding
+        from components.common.modeling import liger_text_rope
+
+        liger_text_rope()
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor,
                       peft_config=peft_config)
 

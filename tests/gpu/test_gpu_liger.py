@@ -35,6 +35,9 @@ def test_liger_kernels_are_as_accurate_as_stock_bf16_and_sample(tiny_model_dir):
         layer = model.model.language_model.layers[0]
         assert layer.mlp._get_name() == "LigerSwiGLUMLP"  # the model really runs Liger's kernels
         assert layer.input_layernorm.forward.__func__.__module__.startswith("liger_kernel")
+        from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+
+        assert modeling_qwen2_5_vl.apply_rotary_pos_emb.__module__.startswith("liger_kernel")  # the text rotary too
         got = logits(model)
         stock_err, liger_err = (stock - want).abs().mean(), (got - want).abs().mean()
         assert liger_err <= 1.5 * stock_err + 1e-4, (float(liger_err), float(stock_err))

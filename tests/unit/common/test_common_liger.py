@@ -53,3 +53,37 @@ def test_a_cpu_run_is_refused_liger_before_the_model_loads(monkeypatch):
     monkeypatch.setattr(modeling, "load_model_and_processor", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(ValueError, match="Triton kernels for CUDA GPUs"):
         TransformersBackend("some/checkpoint", SamplingConfig(liger_kernels=True, device="cpu"))
+
+
+def test_the_text_rotary_embedding_is_routed_to_ligers_rope(tiny_model_dir, monkeypatch):
+    """transformers 5 rotates q/k with the plain `apply_rotary_pos_emb` (rotary sections merged upstream), which
+    Liger's Qwen2.5-VL patch misses; `liger_text_rope` routes it to Liger's rope. Here Liger's rope is stood in by a
+    torch copy of its interface (liger-kernel runs on CUDA only): the model must call it in every layer and give the
+    same logits."""
+    import sys
+    import types
+
+    import torch
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as module
+
+    from components.common.modeling import liger_text_rope, load_model_and_processor
+
+    calls = []
+    stock = module.apply_rotary_pos_emb
+
+    def rope(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):  # Liger's signature
+        calls.append(q.shape)
+        return stock(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+
+    fake = types.ModuleType("liger_kernel.transformers.rope")
+    fake.liger_rotary_pos_emb = rope
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.rope", fake)
+    monkeypatch.setattr(module, "apply_rotary_pos_emb", stock)  # put back after the test
+    model, _ = load_model_and_processor(str(tiny_model_dir), device="cpu")
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        assert liger_text_rope() is True
+        got = model(input_ids=ids).logits
+    assert len(calls) == model.config.text_config.num_hidden_layers  # every decoder layer, once
+    assert torch.equal(got, want)
