@@ -5,6 +5,7 @@ GPU was inside each named range of the host timeline.
         with record_function("phase:generate"):
             ...
     kernel_time_by_category(prof)          # {"gemm": s, "attention": s, "elementwise": s, ...}
+    kernel_time_by_name(prof)              # {kernel name: s}
     busy_by_range(prof, prefix="phase:")   # {"phase:generate": {"wall_s", "gpu_busy_s", "calls"}, ...}
 
 A range whose wall time is much larger than its GPU busy time is bound by the host (Python, the CPU image processor,
@@ -46,6 +47,14 @@ def kernel_time_by_category(prof) -> dict[str, float]:
     out = dict.fromkeys(CATEGORIES, 0.0)
     for name, start, end in _device_events(prof):
         out[kernel_category(name)] += (end - start) / 1e9
+    return out
+
+
+def kernel_time_by_name(prof) -> dict[str, float]:
+    """Seconds of device time per kernel name (the first 100 characters), summed over the trace."""
+    out: dict[str, float] = {}
+    for name, start, end in _device_events(prof):
+        out[name[:100]] = out.get(name[:100], 0.0) + (end - start) / 1e9
     return out
 
 

@@ -239,7 +239,10 @@ def time_diagnosis(backend, prompts, new_tokens: int, batch: int, device: str) -
     seconds = time.perf_counter() - t0
     sampled = sum(c.tokens for row in samples for c in row)
     greedy = sum(c.tokens for c in greedy_rows)
+    parts = backend.batch_stats
     return {"questions": len(prompts), "new_tokens": new_tokens, "batch": batch, "seconds": seconds,
+            "prefill_s": sum(p["prefill_s"] for p in parts), "decode_s": sum(p["decode_s"] for p in parts),
+            "decode_steps": sum(p["steps"] for p in parts),
             "sampled_tokens": sampled, "greedy_tokens": greedy, "sampled_tokens_per_s": sampled / seconds,
             "all_tokens_per_s": (sampled + greedy) / seconds,
             "projected_1200_s": DIAG_QUESTIONS / len(prompts) * seconds}
@@ -270,7 +273,9 @@ def run_timing(work: Path, args) -> list[dict]:
                 if new_tokens == 256 else "")
         print(f"[diagnosis] {new_tokens} new tokens: {n} questions x ({DIAG_K} samples + greedy) in {r['seconds']:.1f} s = "
               f"{r['sampled_tokens_per_s']:,.0f} sampled tokens/s ({r['all_tokens_per_s']:,.0f} with the greedy rows); "
-              f"projected {DIAG_QUESTIONS:,} questions: {r['projected_1200_s'] / 60:.1f} min{goal}", flush=True)
+              f"projected {DIAG_QUESTIONS:,} questions: {r['projected_1200_s'] / 60:.1f} min{goal}; prefill "
+              f"{r['prefill_s']:.1f} s, decode {r['decode_s']:.1f} s ({1e3 * r['decode_s'] / max(r['decode_steps'], 1):.1f} "
+              f"ms per step), the rest {r['seconds'] - r['prefill_s'] - r['decode_s']:.1f} s", flush=True)
     del backend, model
     gc.collect()
     if args.device.startswith("cuda"):

@@ -209,19 +209,22 @@ def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32)
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.gpu_profile import kernel_time_by_category
+    from benchmarks.gpu_profile import kernel_time_by_category, kernel_time_by_name
 
-    def categories(new_tokens: int, graphs: bool) -> dict:
+    def traced(new_tokens: int, graphs: bool):
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             run_shared(model, ids, pix, grid, k, new_tokens, prompts, prompts, greedy_row=True, cuda_graph=graphs)
             torch.cuda.synchronize()
-        return kernel_time_by_category(prof)
+        return kernel_time_by_category(prof), kernel_time_by_name(prof)
 
     out = {"rows": prompts * (k + 1), "steps": steps}
     for graphs in (False, True):
         run_shared(model, ids, pix, grid, k, steps + 1, prompts, prompts, greedy_row=True, cuda_graph=graphs)  # warm
-        full, prefill = categories(steps + 1, graphs), categories(1, graphs)
+        (full, full_n), (prefill, prefill_n) = traced(steps + 1, graphs), traced(1, graphs)
         out["graphs" if graphs else "eager"] = {c: 1e3 * (full[c] - prefill[c]) / steps for c in full}
+        if graphs:  # the heaviest kernels of a decode step, ms per step
+            per = {n: 1e3 * (t - prefill_n.get(n, 0.0)) / steps for n, t in full_n.items()}
+            out["top_kernels_graphs"] = dict(sorted(per.items(), key=lambda kv: -kv[1])[:25])
     return out
 
 
@@ -238,6 +241,21 @@ def decode_layout(layout: str):
         yield
     finally:
         sampling._varlen_kernel = chosen
+
+
+@contextlib.contextmanager
+def sampler_choice(sampler: str):
+    """`auto`: the sampler's own choice (the fused sampling kernel where it runs); `torch`: each step's sampling in
+    torch ops (`sample_next`) even where the kernel runs (the comparison)."""
+    from components.common import sampling
+
+    chosen = sampling._fused_sampler
+    if sampler == "torch":
+        sampling._fused_sampler = lambda device: False
+    try:
+        yield
+    finally:
+        sampling._fused_sampler = chosen
 
 
 def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):
@@ -334,10 +352,16 @@ def main(argv=None) -> int:
                    "and/or padded (batched-matmul cascade attention)")
     p.add_argument("--liger", action="store_true", help="Liger's fused RMSNorm / SwiGLU / rotary kernels in the model "
                    "(liger_kernels: true; needs liger-kernel)")
+    p.add_argument("--samplers", default="auto", help="comma-separated per-step samplers: auto (the fused sampling "
+                   "kernel where it runs) and/or torch (torch ops, `sample_next`)")
     a = p.parse_args(argv)
     layouts = a.decode_layouts.split(",")
     if set(layouts) - {"auto", "padded"}:
         raise SystemExit(f"--decode-layouts: {a.decode_layouts!r}; choose from auto, padded")
+    samplers = a.samplers.split(",")
+    if set(samplers) - {"auto", "torch"}:
+        raise SystemExit(f"--samplers: {a.samplers!r}; choose from auto, torch")
+    variants = [(lay, smp) for lay in layouts for smp in samplers]
 
     import torch
 
@@ -380,12 +404,13 @@ def main(argv=None) -> int:
         res["profile"] = profile_parts(model, a.profile_rows, a.prompt_len, a.new_tokens)
         print("decode-step parts (CUDA events, ms): " + json.dumps(res["profile"]), flush=True)
         torch.cuda.empty_cache()
-    for layout in layouts:
+    for layout, sampler in variants:
         if a.kernel_profile:
-            with decode_layout(layout):
+            with decode_layout(layout), sampler_choice(sampler):
                 kp = kernel_profile(model, ids, pix, grid, a.k, a.kernel_profile)
-            res.setdefault("kernel_profile", {})[layout] = kp
-            print(f"decode step ({layout} layout), device ms by kind of kernel: " + json.dumps(kp), flush=True)
+            name = layout if sampler == "auto" else f"{layout}, {sampler} sampling"
+            res.setdefault("kernel_profile", {})[name] = kp
+            print(f"decode step ({name}), device ms by kind of kernel: " + json.dumps(kp), flush=True)
             torch.cuda.empty_cache()
     if a.skip_naive:
         res["naive"] = {"tok_s": float("nan")}
@@ -397,7 +422,7 @@ def main(argv=None) -> int:
     torch.cuda.empty_cache()
 
     res["shared"] = []
-    for layout, spec in ((lay, spec) for lay in layouts for spec in a.batches.split(",")):
+    for (layout, sampler), spec in ((v, spec) for v in variants for spec in a.batches.split(",")):
         graphs = spec.endswith("g")
         b = int(spec.rstrip("g"))
         free = torch.cuda.mem_get_info()[0]
@@ -407,7 +432,7 @@ def main(argv=None) -> int:
             print(f"shared-prefix, {spec} prompts/batch: skipped (KV cache {kv_need / 2**30:.1f} GiB > 80% of free {free / 2**30:.1f} GiB)")
             continue
         try:
-            with decode_layout(layout):
+            with decode_layout(layout), sampler_choice(sampler):
                 tok, dt, pre, dec, stats, peak = run_shared(model, ids, pix, grid, a.k, a.new_tokens, a.questions, b,
                                                             profile=True, cuda_graph=graphs)
         except Exception as e:
@@ -423,7 +448,7 @@ def main(argv=None) -> int:
         flops = n_batches * decode_flops(model, rows, a.prompt_len, a.new_tokens)
         compute_bound = flops / peak_flops if peak_flops else 0.0
         roofline = max(bound, compute_bound)
-        r = {"prompts_per_batch": b, "cuda_graph": graphs, "layout": layout, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
+        r = {"prompts_per_batch": b, "cuda_graph": graphs, "layout": layout, "sampler": sampler, "rows": rows, "tokens": tok, "seconds": dt, "tok_s": tok / dt,
              "prefill_s": pre, "decode_s": dec, "ms_per_step": 1e3 * dec / (n_batches * (a.new_tokens - 1)),
              "bound_s_measured_bw": bound, "fraction_of_bound": bound / dec,
              "fraction_of_nominal_bound": (bytes_total / nominal) / dec if nominal else None,
@@ -433,7 +458,7 @@ def main(argv=None) -> int:
              "forward_ms_per_step": 1e3 * sum(s["forward_s"] for s in stats) / n_steps,
              "sample_ms_per_step": 1e3 * sum(s["sample_s"] for s in stats) / (n_steps + n_batches)}
         res["shared"].append(r)
-        print(f"shared-prefix ({layout} layout){' + CUDA graphs' if graphs else ''}, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
+        print(f"shared-prefix ({layout} layout, {sampler} sampling){' + CUDA graphs' if graphs else ''}, {b} prompts x {a.k} = {rows} rows/batch: {tok} tokens {dt:.1f}s -> {tok / dt:,.0f} tok/s "
               f"({r['speedup_vs_naive']:.2f}x naive); prefill {pre:.1f}s decode {dec:.1f}s, {r['ms_per_step']:.1f} ms/step; "
               f"bandwidth bound {bound:.1f}s = {r['fraction_of_bound']:.0%} of bound (measured BW)"
               + (f", {r['fraction_of_nominal_bound']:.0%} (nominal)" if nominal else "")

@@ -23,6 +23,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _no_cuda() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+# Where no CUDA GPU is, Triton kernels (the fused sampler's) run in Triton's interpreter. Set before anything imports
+# triton: its language functions are made interpretable when it is imported.
+if _no_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from components.common.tiny_model import build_tiny_model

@@ -20,7 +20,8 @@ Backends
   each prompt's packed keys, `varlen_cascade_attention`; elsewhere batched matmuls, `cascade_attention`). A host
   thread prepares the next batch's inputs and makes the previous batch's texts while a batch samples. Positions follow Qwen2.5-VL's multimodal RoPE
   (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes, the new
-  tokens read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`).
+  tokens read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`), and on a GPU each
+  step's sampling is one kernel with no host synchronisation (`sampling_kernel.fused_sample`).
 - `vllm` (production): `SamplingParams(n=K)` with prefix caching and tensor parallelism; requests are built by the
   pure function `build_vllm_requests` (testable without vLLM installed); vLLM is imported only when used.
 """
@@ -149,10 +150,12 @@ class _PrefixCache:
 
     is_compileable = False
 
-    def __init__(self, prefill_cache, prompt_mask, rows: int, max_new_tokens: int, varlen=None):
+    def __init__(self, prefill_cache, prompt_mask, rows: int, max_new_tokens: int, varlen=None,
+                 fused_merge: bool = False):
         import torch
 
         self.varlen = varlen
+        self.fused_merge = fused_merge and varlen is not None  # packed layout: join the two parts in one kernel
         self.prompt_keys: list = []
         self.prompt_values: list = []
         self.keys: list = []  # per layer: the rows' new tokens, (R, Hkv, S, D) padded / (R, S, Hkv, D) packed
@@ -439,6 +442,10 @@ def varlen_cascade_attention(q, cache: _PrefixCache, layer: int, scale: float):
     view = cache.view_len if cache.write_pos is not None else cache.attend
     out_s, lse_s = cache.varlen(qf, cache.keys[layer].view(r * s, hkv, d), cache.values[layer].view(r * s, hkv, d),
                                 cu_rows, cu_suffix, g, view, scale, used_k=cache.suffix_used)
+    if cache.fused_merge:  # one kernel: the merge and the unfold
+        from components.common.sampling_kernel import merge_folded
+
+        return merge_folded(out_p, lse_p, out_s, lse_s, g)
     out = merge_attention_parts(out_p, lse_p, out_s, lse_s)  # (R·G, Hkv, D)
     return out.reshape(r, g, hkv, d).transpose(1, 2).reshape(r, hq, d)
 
@@ -507,6 +514,25 @@ def sample_next(logits, *, temperature: float, top_p: float, generator, suppress
     return _nucleus_race(probs, score, tok, top_p)
 
 
+def _fused_sampler(device) -> bool:
+    """Whether `shared_prefix_generate` samples with the fused kernel on `device` by default (CUDA, Triton present)."""
+    if device.type != "cuda":
+        return False
+    from components.common import sampling_kernel
+
+    return sampling_kernel.available(device)
+
+
+def _fused_merge(device) -> bool:
+    """Whether the packed decode layout joins its two attention parts with `sampling_kernel.merge_folded` (one
+    kernel: the merge and the unfold) on `device`, rather than torch ops: CUDA with Triton, as the fused sampler."""
+    if device.type != "cuda":
+        return False
+    from components.common import sampling_kernel
+
+    return sampling_kernel.available(device)
+
+
 def _nucleus_race(probs, score, tok, top_p: float):
     """The race winner restricted to each row's top-p nucleus (see `sample_next`); `tok` is the unrestricted winner."""
     import torch
@@ -546,6 +572,7 @@ def shared_prefix_generate(
     profile: bool = False,
     cuda_graph: bool = False,
     logprobs: bool = False,
+    fused_sampling: bool | None = None,
 ):
     """Sample `n` continuations (plus one greedy row first when `greedy_row`) of each prompt in `enc`.
 
@@ -561,6 +588,10 @@ def shared_prefix_generate(
     `logprobs`: also return a float (B, rows, T) tensor of each new token's log-probability under the model's
     temperature-scaled distribution, log_softmax(logits / temperature), before suppression and top-p (what a trainer's
     forward pass computes for the same token; 0 after a sequence's end).
+    `fused_sampling`: each step's sampling (temperature, suppression, top-p, the greedy row, finished rows, the
+    log-probabilities) in one GPU kernel (`sampling_kernel.fused_sample`: the same draw, no host synchronisation)
+    instead of torch ops and `sample_next`; None (default): wherever it runs (CUDA devices with Triton). The kernel
+    draws its noise from a seed per step taken from `generator`, so its stream differs from the torch ops' one.
     """
     import time
 
@@ -598,7 +629,8 @@ def shared_prefix_generate(
             deltas = torch.zeros(bsz, dtype=torch.long, device=dev)
         first_logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
         cache = _PrefixCache(out.past_key_values, mask2d, rows, max_new_tokens,
-                             varlen=_varlen_kernel(dev, _cache_tensors(out.past_key_values)[0][0].dtype))
+                             varlen=_varlen_kernel(dev, _cache_tensors(out.past_key_values)[0][0].dtype),
+                             fused_merge=_fused_merge(dev))
         del out
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -618,6 +650,14 @@ def shared_prefix_generate(
         done = torch.zeros(r_all, dtype=torch.bool, device=dev)
         pad_tok = torch.full((r_all,), pad_id, dtype=torch.long, device=dev)
         logits = first_logits
+        if fused_sampling is None:
+            fused_sampling = _fused_sampler(dev)
+        if fused_sampling:  # one kernel per step, no host sync: a seed per step from the run's generator
+            seeds = torch.randint(0, 2**62, (max_new_tokens,), dtype=torch.long, device=dev, generator=generator)
+            banned = None
+            if len(suppress):
+                banned = torch.zeros(logits.shape[-1], dtype=torch.uint8, device=dev)
+                banned[suppress] = 1
         steps = 0
         timed = profile and dev.type == "cuda"
         events: list = []  # (start, after sampling, after forward) per step
@@ -626,19 +666,30 @@ def shared_prefix_generate(
                 if timed:
                     events.append([torch.cuda.Event(enable_timing=True) for _ in range(3)])
                     events[-1][0].record()
-                logits = logits.float()
-                if logprobs:
-                    scaled = torch.log_softmax(logits / temperature, dim=-1)
-                if len(suppress):
-                    logits[:, suppress] = float("-inf")
-                tok = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)
-                if greedy_row:
-                    tok = torch.where(is_greedy, logits.argmax(-1), tok)
-                tok = torch.where(done, pad_tok, tok)
-                tokens[:, t] = tok
-                if logprobs:
-                    token_logps[:, t] = torch.where(done, 0.0, scaled.gather(1, tok[:, None]).squeeze(1))
-                    del scaled
+                if fused_sampling:
+                    from components.common.sampling_kernel import fused_sample
+
+                    drawn = fused_sample(logits, temperature=temperature, top_p=top_p, seed=seeds[t : t + 1],
+                                         suppress_mask=banned, done=done, pad_id=pad_id,
+                                         greedy_every=rows if greedy_row else 0, logprobs=logprobs)
+                    tok = drawn[0] if logprobs else drawn
+                    tokens[:, t] = tok
+                    if logprobs:
+                        token_logps[:, t] = drawn[1]
+                else:
+                    logits = logits.float()
+                    if logprobs:
+                        scaled = torch.log_softmax(logits / temperature, dim=-1)
+                    if len(suppress):
+                        logits[:, suppress] = float("-inf")
+                    tok = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)
+                    if greedy_row:
+                        tok = torch.where(is_greedy, logits.argmax(-1), tok)
+                    tok = torch.where(done, pad_tok, tok)
+                    tokens[:, t] = tok
+                    if logprobs:
+                        token_logps[:, t] = torch.where(done, 0.0, scaled.gather(1, tok[:, None]).squeeze(1))
+                        del scaled
                 steps = t + 1
                 if timed:
                     events[-1][1].record()
@@ -710,6 +761,7 @@ class TransformersBackend:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
         self.image_token_id = getattr(model.config, "image_token_id", None)
         self.use_cuda_graph = getattr(model.device, "type", "cpu") == "cuda"
+        self.batch_stats: list[dict] = []  # the last call's batches: prefill/decode seconds, rows, steps (benchmarks)
 
     def _encode(self, prompts: list[Prompt]):
         return self._encode_host(prompts).to(self.model.device)
@@ -768,6 +820,7 @@ class TransformersBackend:
                   for g in ([i for i in order[start : start + bs] if prompts[i].image is not None],
                             [i for i in order[start : start + bs] if prompts[i].image is None]) if g]
         results: dict[int, tuple[list[Completion], Completion | None]] = {}
+        self.batch_stats = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medbridge-sampler-host") as host:
             # one worker, first in first out: batch k+1's inputs are ready before batch k's texts are made
             pending = host.submit(self._encode_host, [prompts[i] for i in groups[0]]) if groups else None
@@ -776,6 +829,7 @@ class TransformersBackend:
                 enc = pending.result().to(self.model.device)
                 if k + 1 < len(groups):
                     pending = host.submit(self._encode_host, [prompts[i] for i in groups[k + 1]])
+                stats: dict = {}
                 toks = self._generate(
                     dict(enc),
                     n=n,
@@ -788,7 +842,9 @@ class TransformersBackend:
                     suppress_ids=self.suppress_ids,
                     image_token_id=self.image_token_id,
                     generator=gen,
+                    stats=stats,
                 )
+                self.batch_stats.append(stats)
                 b, rows, t = toks.shape
                 texts_of.append((group, rows, host.submit(self._decode, toks.reshape(b * rows, t).cpu())))
             for group, rows, texts in texts_of:

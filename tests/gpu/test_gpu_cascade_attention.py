@@ -30,11 +30,12 @@ def test_cascade_attention_on_gpu_equals_sdpa_over_each_rows_keys():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fused_merge", [False, True])
 @pytest.mark.parametrize("static", [False, True])
-def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static):
+def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static, fused_merge):
     # The packed layout through torch's FlashAttention variable-length kernel (what every sampler on this GPU runs),
     # left padding (a one-token prompt among them) and unwritten positions holding garbage; the count of written
-    # positions lives on the device.
+    # positions lives on the device. The two parts joined by torch ops or by the merge kernel (`merge_folded`).
     import torch
 
     from components.common.sampling import (
@@ -47,7 +48,7 @@ def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static):
     assert kernel is not None, "FlashAttention's variable-length kernel did not run on this GPU"
     (q, pk, pv, pmask, sk, sv, rows, written), want = decode_attention_case(torch.bfloat16, "cuda", **SHAPE,
                                                                             padding={1: 40, 3: 299})
-    cache = _PrefixCache([(pk, pv)], pmask, rows, sk.shape[2], varlen=kernel)
+    cache = _PrefixCache([(pk, pv)], pmask, rows, sk.shape[2], varlen=kernel, fused_merge=fused_merge)
     fill_packed_cache(cache, sk, sv, written, static)
     got = varlen_cascade_attention(q, cache, 0, q.shape[-1] ** -0.5)
     assert got.dtype == torch.bfloat16

@@ -1,0 +1,278 @@
+"""A decode step's sampling in ONE GPU kernel (`fused_sample`): temperature, suppressed tokens, the greedy row, exact
+top-p, finished rows and the chosen token's log-probability, read straight from the LM head's bf16 logits.
+
+The draw is the one `sampling.sample_next` makes, written as a Triton kernel with one program per row:
+- pass 1 over the vocabulary: the row's softmax normaliser (online max and sum), the greedy argmax and the race winner
+  argmax(logit / T + Gumbel noise), i.e. argmax p / Exp(1) noise (Gumbel = -log(Exp(1)); the softmax's normaliser is
+  the same for every token of a row, so the race needs no probabilities);
+- then, when top_p < 1, passes that check the winner: the mass of the tokens strictly more probable than it; at least
+  `top_p` means the winner lies outside the nucleus, and the race is rerun (same noise: the counter-based generator
+  gives the same value for the same (row seed, token)) among the tokens more probable than it, until the winner lies
+  inside. The result is the argmax of the same noisy scores over the explicit nucleus, so the draw is exactly ∝ p on
+  the nucleus, as in `sample_next` (whose docstring has the argument); most rows need one checking pass.
+
+Against the same step in torch ops (fp32 copy of the logits, softmax, exponential noise, the race, the nucleus check
+with a host synchronisation per round, argmax for the greedy row, masking finished rows) this reads the bf16 logits
+twice and writes one token per row, with no host synchronisation, so a decode loop can queue its steps ahead of the GPU.
+
+The noise is Triton's Philox generator keyed by a per-step seed (drawn from the run's torch generator) plus the row:
+seeded runs repeat exactly on the same GPU, but the stream differs from torch's `exponential_` on the CPU path.
+`uniforms` replaces the generator with given U(0, 1) values: that is how the tests compare the kernel, token for token,
+with a plain-torch draw over an explicitly built nucleus (`tests/sampling_cases.py`), on CPU through Triton's
+interpreter (tests/unit/common/test_common_sampling_kernel.py) and compiled on GPUs (tests/gpu/).
+
+Triton is imported lazily: CUDA builds of torch bring it; CPU installs need not have it (`available` says).
+"""
+
+from __future__ import annotations
+
+BLOCK = 1024  # lanes of a program: the vocabulary entries it reads per loop iteration (four per noise draw)
+NUM_WARPS = 4
+
+
+def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, unif_ptr, unif_stride, suppress_ptr,
+                 done_ptr, inv_temp, top_p, pad_id, greedy_every,
+                 HAS_SUPPRESS: tl.constexpr, HAS_DONE: tl.constexpr, NUCLEUS: tl.constexpr,  # noqa: F821
+                 LOGPROBS: tl.constexpr, GIVEN_UNIFORMS: tl.constexpr, BLOCK: tl.constexpr):  # noqa: F821
+    """One program per row (see the module docstring); decorated with `triton.jit` by `_kernel`.
+
+    Every lane keeps its own running maxima, argmaxes and softmax sums over the tokens it reads (BLOCK lanes, token
+    start + lane); they are reduced across lanes once, after the loop. The noise comes four blocks at a time from one
+    Philox call (`randint4x`, counter = group * BLOCK + lane, key = the row's seed), in the same order in the race
+    and in its reruns."""
+    row = tl.program_id(0).to(tl.int64)  # noqa: F821
+    base = logits_ptr + row * logits_stride
+    lanes = tl.arange(0, BLOCK)  # noqa: F821
+    last = 2147483647  # an index larger than any token's, for "the first index holding the maximum"
+    active = True
+    if HAS_DONE:
+        active = tl.load(done_ptr + row) == 0  # noqa: F821
+    if active:
+        greedy = (greedy_every > 0) & (row % tl.maximum(greedy_every, 1) == 0)  # noqa: F821
+        if GIVEN_UNIFORMS:
+            seed = 0
+        else:
+            seed = tl.load(seed_ptr) + row  # noqa: F821
+        # per lane: softmax normalisers (max, sum; a finite start, so that exp(start - start) never makes 0 * inf)
+        # of logit / T over the whole vocabulary (log-probabilities) and over the tokens that may be drawn
+        m_all = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
+        z_all = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
+        m_s = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
+        z_s = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
+        best = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821  race: score and token
+        best_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
+        top = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821  greedy: logit and token
+        top_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
+        for start in range(0, vocab, 4 * BLOCK):
+            if not GIVEN_UNIFORMS:
+                r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)  # noqa: F821
+            for j in tl.static_range(4):  # noqa: F821
+                c = start + j * BLOCK + lanes
+                inside = c < vocab
+                x = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32)  # noqa: F821
+                s = x * inv_temp
+                if LOGPROBS:
+                    m = tl.maximum(m_all, s)  # noqa: F821
+                    z_all = z_all * tl.exp(m_all - m) + tl.exp(s - m)  # noqa: F821
+                    m_all = m
+                if HAS_SUPPRESS:
+                    banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
+                    x = tl.where(banned, -float("inf"), x)  # noqa: F821
+                    s = tl.where(banned, -float("inf"), s)  # noqa: F821
+                up = x > top
+                top = tl.where(up, x, top)  # noqa: F821
+                top_i = tl.where(up, c, top_i)  # noqa: F821
+                if GIVEN_UNIFORMS:
+                    u = tl.load(unif_ptr + row * unif_stride + c, mask=inside, other=0.5)  # noqa: F821
+                else:
+                    if j == 0:
+                        u = tl.uint_to_uniform_float(r0)  # noqa: F821
+                    elif j == 1:
+                        u = tl.uint_to_uniform_float(r1)  # noqa: F821
+                    elif j == 2:
+                        u = tl.uint_to_uniform_float(r2)  # noqa: F821
+                    else:
+                        u = tl.uint_to_uniform_float(r3)  # noqa: F821
+                score = s - tl.log(-tl.log(u))  # noqa: F821  (u = 0: -inf, never drawn)
+                up = score > best
+                best = tl.where(up, score, best)  # noqa: F821
+                best_i = tl.where(up, c, best_i)  # noqa: F821
+                if NUCLEUS:
+                    m = tl.maximum(m_s, s)  # noqa: F821
+                    z_s = z_s * tl.exp(m_s - m) + tl.exp(s - m)  # noqa: F821
+                    m_s = m
+        win = tl.min(tl.where(best == tl.max(best, axis=0), best_i, last), axis=0)  # noqa: F821
+        tok = win
+        if greedy:
+            tok = tl.min(tl.where(top == tl.max(top, axis=0), top_i, last), axis=0)  # noqa: F821
+        elif NUCLEUS:
+            mx = tl.max(m_s, axis=0)  # noqa: F821
+            z = tl.sum(z_s * tl.exp(m_s - mx), axis=0)  # noqa: F821
+            # the winner lies outside the nucleus <=> the tokens above its scaled logit hold >= top_p of the mass
+            thr = tl.load(base + win).to(tl.float32) * inv_temp  # noqa: F821
+            outside = True
+            while outside:
+                acc = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
+                for start in range(0, vocab, BLOCK):
+                    c = start + lanes
+                    inside = c < vocab
+                    s = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32) * inv_temp  # noqa: F821
+                    if HAS_SUPPRESS:
+                        banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
+                        s = tl.where(banned, -float("inf"), s)  # noqa: F821
+                    acc += tl.where(s > thr, tl.exp(s - mx), 0.0)  # noqa: F821
+                outside = tl.sum(acc, axis=0) >= top_p * z  # noqa: F821
+                if outside:  # rerun the race (same noise) among the tokens more probable than the rejected winner
+                    best = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821
+                    best_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
+                    for start in range(0, vocab, 4 * BLOCK):
+                        if not GIVEN_UNIFORMS:
+                            r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)  # noqa: F821
+                        for j in tl.static_range(4):  # noqa: F821
+                            c = start + j * BLOCK + lanes
+                            inside = c < vocab
+                            s = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32) * inv_temp  # noqa: F821
+                            if HAS_SUPPRESS:
+                                banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
+                                s = tl.where(banned, -float("inf"), s)  # noqa: F821
+                            if GIVEN_UNIFORMS:
+                                u = tl.load(unif_ptr + row * unif_stride + c, mask=inside, other=0.5)  # noqa: F821
+                            else:
+                                if j == 0:
+                                    u = tl.uint_to_uniform_float(r0)  # noqa: F821
+                                elif j == 1:
+                                    u = tl.uint_to_uniform_float(r1)  # noqa: F821
+                                elif j == 2:
+                                    u = tl.uint_to_uniform_float(r2)  # noqa: F821
+                                else:
+                                    u = tl.uint_to_uniform_float(r3)  # noqa: F821
+                            score = tl.where(s > thr, s - tl.log(-tl.log(u)), -float("inf"))  # noqa: F821
+                            up = score > best
+                            best = tl.where(up, score, best)  # noqa: F821
+                            best_i = tl.where(up, c, best_i)  # noqa: F821
+                    win = tl.min(tl.where(best == tl.max(best, axis=0), best_i, last), axis=0)  # noqa: F821
+                    thr = tl.load(base + win).to(tl.float32) * inv_temp  # noqa: F821
+            tok = win
+        tl.store(tok_ptr + row, tok.to(tl.int64))  # noqa: F821
+        if LOGPROBS:
+            mx_all = tl.max(m_all, axis=0)  # noqa: F821
+            z_tot = tl.sum(z_all * tl.exp(m_all - mx_all), axis=0)  # noqa: F821
+            x_tok = tl.load(base + tok).to(tl.float32) * inv_temp  # noqa: F821
+            tl.store(logp_ptr + row, x_tok - mx_all - tl.log(z_tot))  # noqa: F821
+    else:
+        tl.store(tok_ptr + row, tl.full((), 0, tl.int64) + pad_id)  # noqa: F821
+        if LOGPROBS:
+            tl.store(logp_ptr + row, 0.0)  # noqa: F821
+
+
+def _merge_folded(out_a, lse_a, out_b, lse_b, out, lse_stride_q, lse_stride_h, heads_kv, groups,
+                  D: tl.constexpr):  # noqa: F821
+    """One program per (folded query position i = row * groups + j, KV head h): the two attention parts' outputs
+    joined through their logsumexps, written to query head h * groups + j of the row (the unfolded layout)."""
+    pid = tl.program_id(0).to(tl.int64)  # noqa: F821
+    i = pid // heads_kv
+    h = pid % heads_kv
+    la = tl.load(lse_a + i * lse_stride_q + h * lse_stride_h)  # noqa: F821
+    lb = tl.load(lse_b + i * lse_stride_q + h * lse_stride_h)  # noqa: F821
+    w = 1.0 / (1.0 + tl.exp(lb - la))  # noqa: F821  sigmoid(la - lb): part a's share of the softmax mass
+    d = tl.arange(0, D)  # noqa: F821
+    a = tl.load(out_a + pid * D + d).to(tl.float32)  # noqa: F821
+    b = tl.load(out_b + pid * D + d).to(tl.float32)  # noqa: F821
+    row = i // groups
+    dst = out + (row * heads_kv * groups + h * groups + i % groups) * D + d
+    tl.store(dst, (b + (a - b) * w).to(out.dtype.element_ty))  # noqa: F821
+
+
+_KERNELS: dict = {}  # (kernel, interpreter mode) -> the jitted kernel
+
+
+def _kernel(fn=None):
+    """`fn` (default `_sample_rows`) under `triton.jit`, built on first use, so that importing this module needs no
+    Triton, and a process that sets TRITON_INTERPRET=1 gets the interpreter's version."""
+    import triton
+    import triton.language as tl
+
+    fn = fn or _sample_rows
+    key = (fn.__name__, bool(triton.knobs.runtime.interpret))
+    if key not in _KERNELS:
+        globals()["tl"] = tl  # the kernels' source refers to `tl` as a module global
+        _KERNELS[key] = triton.jit(fn)
+    return _KERNELS[key]
+
+
+def merge_folded(out_a, lse_a, out_b, lse_b, groups: int):
+    """`sampling.merge_attention_parts` of two attention parts computed over folded queries, unfolded, in one kernel:
+    out_a/out_b (R * groups, Hkv, D) contiguous, lse_a/lse_b (R * groups, Hkv) fp32 (any strides, the same for both:
+    FlashAttention's variable-length kernel returns them transposed). Returns (R, Hkv * groups, D), query head
+    h * groups + j of row r taken from folded position r * groups + j, KV head h (what `varlen_cascade_attention`
+    folds)."""
+    import torch
+
+    n, hkv, d = out_a.shape
+    if lse_a.stride() != lse_b.stride() or not (out_a.is_contiguous() and out_b.is_contiguous()):
+        raise ValueError("merge_folded: both parts need contiguous outputs and equally laid out logsumexps")
+    out = torch.empty((n // groups, hkv * groups, d), dtype=out_a.dtype, device=out_a.device)
+    _kernel(_merge_folded)[(n * hkv,)](out_a, lse_a, out_b, lse_b, out, lse_a.stride(0), lse_a.stride(1), hkv, groups,
+                                      D=d, num_warps=1)
+    return out
+
+
+_AVAILABLE: dict = {}
+
+
+def available(device) -> bool:
+    """Whether the fused kernel runs on `device`: a CUDA device with Triton importable (probed once per device)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    if device not in _AVAILABLE:
+        try:
+            x = torch.zeros(2, 8, device=device)
+            seed = torch.zeros(1, dtype=torch.long, device=device)
+            fused_sample(x, temperature=1.0, top_p=0.5, seed=seed)
+            torch.cuda.synchronize(device)
+            _AVAILABLE[device] = True
+        except (ImportError, RuntimeError, AttributeError) as e:
+            import logging
+
+            logging.getLogger(__name__).warning("fused sampling kernel unavailable on %s (%s); sampling with torch ops",
+                                                device, e)
+            _AVAILABLE[device] = False
+    return _AVAILABLE[device]
+
+
+def fused_sample(logits, *, temperature: float, top_p: float, seed=None, suppress_mask=None, done=None,
+                 pad_id: int = 0, greedy_every: int = 0, logprobs: bool = False, uniforms=None):
+    """Next tokens of (R, V) logits (any float dtype, last dimension contiguous), one kernel launch.
+
+    temperature, top_p: as `sample_next`. seed: a one-element int64 tensor on the logits' device (row r draws from
+    Philox keyed by seed + r); or `uniforms` (R, V) float32 in (0, 1) in its place. suppress_mask: (V,) bool/uint8,
+    tokens never drawn (nor picked by the greedy rows). done: (R,) bool, finished rows get `pad_id` (and
+    log-probability 0). greedy_every = k > 0: rows 0, k, 2k, ... take the argmax (one greedy row per group of k).
+    Returns tok (R,) int64, and with `logprobs` also (R,) float32: log_softmax(logits / T) at the token, over the
+    whole vocabulary before suppression and top-p (what a trainer's forward computes for the same token)."""
+    import torch
+
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: must be > 0")
+    r, v = logits.shape
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    dev = logits.device
+    if (seed is None) == (uniforms is None):
+        raise ValueError("give exactly one of seed (a device tensor) and uniforms")
+    tok = torch.empty(r, dtype=torch.long, device=dev)
+    logp = torch.empty(r, dtype=torch.float32, device=dev) if logprobs else tok
+    unif = uniforms.float().contiguous() if uniforms is not None else logits
+    _kernel()[(r,)](
+        logits, logits.stride(0), v, tok, logp, seed if seed is not None else tok, unif, unif.stride(0) if uniforms is not None else 0,
+        suppress_mask.to(torch.uint8) if suppress_mask is not None else tok,
+        done.to(torch.uint8) if done is not None else tok, 1.0 / float(temperature), float(top_p), int(pad_id),
+        int(greedy_every),
+        HAS_SUPPRESS=suppress_mask is not None, HAS_DONE=done is not None, NUCLEUS=top_p < 1.0, LOGPROBS=logprobs,
+        GIVEN_UNIFORMS=uniforms is not None, BLOCK=BLOCK, num_warps=NUM_WARPS,
+    )
+    return (tok, logp) if logprobs else tok
+

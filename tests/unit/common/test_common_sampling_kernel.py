@@ -1,0 +1,121 @@
+"""The fused sampling kernel (`components/common/sampling_kernel.py`) on CPU, run by Triton's interpreter: token for
+token the draw of the definition (explicit nucleus) from the same uniforms, with suppressed tokens, greedy rows,
+finished rows and log-probabilities; its own generator's draws follow the nucleus distribution; and
+`shared_prefix_generate` with it against the torch-ops sampler on the tiny model. The GPU test runs the compiled
+kernel on the same cases (tests/gpu/test_gpu_sampling_kernel.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.sampling_cases import CASES, reference_draw, sampling_case
+from tests.unit.common.test_common_sampling import _backend, _prompts, peaked  # noqa: F401  (fixture)
+
+pytest.importorskip("triton", reason="the kernel's tests need Triton (its interpreter on CPU): the dev extra has it")
+if os.environ.get("TRITON_INTERPRET") != "1":  # tests/conftest.py sets it where no CUDA GPU is
+    pytest.skip("a CUDA machine: tests/gpu/test_gpu_sampling_kernel.py runs the compiled kernel", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """64 lanes: a 700-token vocabulary spans 11 blocks, three noise draws of four blocks each, the last partial."""
+    from components.common import sampling_kernel
+
+    monkeypatch.setattr(sampling_kernel, "BLOCK", 64)
+
+
+@pytest.mark.parametrize("case, scale, quantise, top_p", CASES)
+def test_kernel_draws_the_explicit_nucleus_token_for_token(case, scale, quantise, top_p):
+    from components.common.sampling_kernel import fused_sample
+
+    logits, u, banned, done = sampling_case(scale, quantise, rows=48, vocab=700)
+    got, logp = fused_sample(logits, temperature=0.7, top_p=top_p, uniforms=u, suppress_mask=banned, done=done,
+                             pad_id=99, greedy_every=17, logprobs=True)
+    want, first = reference_draw(logits, u, temperature=0.7, top_p=top_p, banned=banned, done=done, pad_id=99,
+                                 greedy_every=17)
+    assert torch.equal(got, want), (case, (got != want).nonzero().flatten().tolist())
+    live = ~done
+    assert set(got[done].tolist()) == {99} and not banned[got[live]].any()
+    assert torch.equal(got[[0, 17, 34]], logits[[0, 17, 34]].masked_fill(banned, float("-inf")).argmax(-1))
+    if top_p < 1.0:  # the rejection path really ran
+        sampled = live & (torch.arange(48) % 17 != 0)
+        assert (first[sampled] != got[sampled]).any(), case
+    # log-probabilities: over the whole vocabulary at temperature T, before suppression and top-p; 0 when finished
+    ref = torch.log_softmax(logits / 0.7, -1).gather(1, got.clamp(max=699)[:, None]).squeeze(1)
+    assert torch.allclose(logp[live], ref[live], atol=1e-5) and bool((logp[done] == 0).all())
+
+
+def test_kernel_generator_draws_follow_the_nucleus_distribution():
+    from components.common.sampling_kernel import fused_sample
+
+    probs = torch.tensor([0.6, 0.3, 0.1, 0.0001])
+    logits = probs.log().expand(500, -1).contiguous()  # one draw per row (rows are the interpreter's slow axis)
+    seed = torch.tensor([1234])
+    t = fused_sample(logits, temperature=1.0, top_p=0.8, seed=seed)
+    # renormalised 0.6 / 0.9 (tolerance ~4 standard errors of 500 draws)
+    assert set(t.tolist()) == {0, 1} and abs((t == 0).float().mean().item() - 2 / 3) < 0.08
+    assert torch.equal(fused_sample(logits, temperature=1.0, top_p=0.8, seed=seed), t)  # same seed, same draws
+    banned = torch.tensor([True, False, False, False])
+    t = fused_sample(logits, temperature=1.0, top_p=1.0, seed=seed + 1, suppress_mask=banned)
+    assert 0 not in set(t.tolist()) and abs((t == 1).float().mean().item() - 0.3 / 0.4001) < 0.08
+
+
+def test_generate_with_the_kernel_against_the_torch_sampler(peaked):
+    """Same greedy rows and their log-probabilities; sampled rows never hold suppressed tokens; the static-shape
+    (CUDA-graph) decode equals the dynamic one with the kernel too."""
+    from components.common.sampling import shared_prefix_generate
+
+    model, _ = peaked
+    be = _backend(peaked)
+    enc = dict(be._encode(_prompts()[:3]))
+    kw = {"n": 4, "greedy_row": True, "max_new_tokens": 10, "eos_ids": (), "pad_id": be.pad_id,
+          "suppress_ids": be.suppress_ids, "image_token_id": be.image_token_id, "logprobs": True}
+    ops, ops_lp = shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0),
+                                         fused_sampling=False, **kw)
+    fused, fused_lp = shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0),
+                                             fused_sampling=True, **kw)
+    assert torch.equal(fused[:, 0], ops[:, 0])  # the greedy rows
+    assert torch.allclose(fused_lp[:, 0], ops_lp[:, 0], atol=1e-5)
+    assert not torch.isin(fused, torch.tensor(be.suppress_ids)).any()
+    assert len(set(map(tuple, fused[:, 1:].reshape(-1, 10).tolist()))) > 8  # the samples vary
+    static = shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), cuda_graph=True,
+                                    fused_sampling=True, **kw)
+    assert torch.equal(static[0], fused)
+
+
+@pytest.mark.parametrize("lse_transposed", [False, True])
+def test_merge_folded_equals_the_torch_merge_unfolded(lse_transposed):
+    from components.common.sampling import merge_attention_parts
+    from components.common.sampling_kernel import merge_folded
+
+    g = torch.Generator().manual_seed(0)
+    r, groups, hkv, d = 5, 3, 2, 16
+    out_a, out_b = (torch.randn(r * groups, hkv, d, generator=g).bfloat16() for _ in range(2))
+    lse_a, lse_b = (torch.randn(r * groups, hkv, generator=g) * 3 for _ in range(2))
+    if lse_transposed:  # FlashAttention's variable-length kernel returns (H, Tq): the transposed view
+        lse_a, lse_b = lse_a.T.contiguous().T, lse_b.T.contiguous().T
+    got = merge_folded(out_a, lse_a, out_b, lse_b, groups)
+    want = merge_attention_parts(out_a, lse_a, out_b, lse_b).reshape(r, groups, hkv, d).transpose(1, 2)
+    assert got.shape == (r, hkv * groups, d)
+    assert torch.allclose(got.float(), want.reshape(r, hkv * groups, d).float(), atol=1e-2, rtol=1e-2)
+    assert (got.float() - want.reshape(r, hkv * groups, d).float()).abs().max() <= 2 ** -7 * 4  # bf16 rounding
+
+
+def test_packed_decode_with_the_merge_kernel_equals_the_torch_merge(peaked, monkeypatch):
+    """The packed layout (through the kernel's plain-torch interface on CPU) decodes the same tokens whether its two
+    attention parts are joined by `merge_folded` or by torch ops."""
+    from components.common import sampling
+
+    monkeypatch.setattr(sampling, "_varlen_kernel", lambda device, dtype: sampling.varlen_attention_reference)
+    model, _ = peaked
+    be = _backend(peaked)
+    enc = dict(be._encode(_prompts()[:3]))
+    kw = {"n": 4, "greedy_row": True, "max_new_tokens": 8, "eos_ids": (), "pad_id": be.pad_id,
+          "suppress_ids": be.suppress_ids, "image_token_id": be.image_token_id, "fused_sampling": False}
+    ops = sampling.shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), **kw)
+    monkeypatch.setattr(sampling, "_fused_merge", lambda device: True)
+    merged = sampling.shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(merged, ops)
