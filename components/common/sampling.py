@@ -246,10 +246,11 @@ GRAPH_BUCKET = 64  # new positions per CUDA graph of the static-shape decode
 class _GraphDecode:
     """The decode forward (token in, logits out) with static shapes, captured as CUDA graphs and replayed.
 
-    The rows' new tokens are read in buckets of `bucket` positions (one graph per bucket, captured on first use)
-    with a bias that hides the not-yet-written ones, so a replay needs no host-side shape or position: the step
-    index lives in a device tensor. On a device without CUDA the same static-shape step runs eagerly (that is what
-    the CPU tests check)."""
+    The padded layout reads the rows' new tokens in buckets of `bucket` positions (one graph per bucket, captured on
+    first use) with a bias that hides the not-yet-written ones, so a replay needs no host-side shape or position: the
+    step index lives in a device tensor. The packed layout reads each row's new tokens up to the written count, which
+    also lives on the device, so one graph (one capture per batch) serves every step. On a device without CUDA the
+    same static-shape step runs eagerly (that is what the CPU tests check)."""
 
     def __init__(self, model, text_model, cache, next_pos, max_new_tokens: int, bucket: int | None = None):
         import torch
@@ -257,7 +258,8 @@ class _GraphDecode:
         r = next_pos.shape[0]
         dev = next_pos.device
         self.model, self.text_model, self.cache = model, text_model, cache
-        self.max_new, self.bucket = max_new_tokens, bucket or GRAPH_BUCKET
+        self.max_new = max_new_tokens
+        self.bucket = bucket or (max_new_tokens if cache.varlen is not None else GRAPH_BUCKET)
         self.tok = torch.zeros(r, dtype=torch.long, device=dev)
         self.step = torch.zeros(1, dtype=torch.long, device=dev)
         self.next_pos = next_pos.clone()

@@ -26,24 +26,88 @@ Triton is imported lazily: CUDA builds of torch bring it; CPU installs need not 
 
 from __future__ import annotations
 
-BLOCK = 1024  # lanes of a program: the vocabulary entries it reads per loop iteration (four per noise draw)
-NUM_WARPS = 4
+BLOCK = 2048  # lanes of a program: the vocabulary entries it reads per loop iteration (four per noise draw)
+NUM_WARPS = 16  # at 1,088 x 152,064 bf16 logits on an H200: 1.05 ms per step (benchmarks/sampling_kernel.py)
+
+
+def _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS: tl.constexpr):  # noqa: F821
+    """Tokens c of a row: (logits, logits / T, logits / T with the suppressed ones at -inf), float32, -inf past the
+    vocabulary."""
+    x = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32)  # noqa: F821
+    s_all = x * inv_temp
+    s = s_all
+    if HAS_SUPPRESS:
+        banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
+        x = tl.where(banned, -float("inf"), x)  # noqa: F821
+        s = tl.where(banned, -float("inf"), s_all)  # noqa: F821
+    return x, s_all, s
+
+
+def _first_argmax(vals, idx):
+    """The smallest index among the lanes holding the largest value (torch's argmax tie rule)."""
+    return tl.min(tl.where(vals == tl.max(vals, axis=0), idx, 2147483647), axis=0)  # noqa: F821
+
+
+def _race(base, vocab, thr, inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS: tl.constexpr,  # noqa: F821
+          GIVEN_UNIFORMS: tl.constexpr, STATS: tl.constexpr, LOGPROBS: tl.constexpr, BLOCK: tl.constexpr):  # noqa: F821
+    """The race over the tokens whose scaled logit exceeds `thr` (-inf: all): the first argmax of logit / T + Gumbel
+    noise. Every lane keeps its own running maximum and argmax (token start + lane), reduced across lanes once, after
+    the loop; the noise comes four blocks at a time from one Philox call (`randint4x`, counter = group * BLOCK +
+    lane, key = the row's seed), the same in every rerun. With STATS (the first race) also, per lane, the softmax
+    normalisers (max, sum; a finite start, so that exp(start - start) never makes 0 * inf) of logit / T over the
+    whole vocabulary (LOGPROBS) and over the tokens that may be drawn, and the greedy argmax."""
+    m_all = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
+    z_all = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
+    m_s = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
+    z_s = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
+    top = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821
+    top_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
+    best = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821
+    best_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
+    for start in range(0, vocab, 4 * BLOCK):
+        if not GIVEN_UNIFORMS:
+            r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)  # noqa: F821
+        for j in tl.static_range(4):  # noqa: F821
+            c = start + j * BLOCK + lanes
+            inside = c < vocab
+            x, s_all, s = _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS)  # noqa: F821
+            if STATS:
+                if LOGPROBS:
+                    m = tl.maximum(m_all, s_all)  # noqa: F821
+                    z_all = z_all * tl.exp(m_all - m) + tl.exp(s_all - m)  # noqa: F821
+                    m_all = m
+                m = tl.maximum(m_s, s)  # noqa: F821
+                z_s = z_s * tl.exp(m_s - m) + tl.exp(s - m)  # noqa: F821
+                m_s = m
+                up = x > top
+                top = tl.where(up, x, top)  # noqa: F821
+                top_i = tl.where(up, c, top_i)  # noqa: F821
+            if GIVEN_UNIFORMS:
+                u = tl.load(unif_row + c, mask=inside, other=0.5)  # noqa: F821
+            elif j == 0:
+                u = tl.uint_to_uniform_float(r0)  # noqa: F821
+            elif j == 1:
+                u = tl.uint_to_uniform_float(r1)  # noqa: F821
+            elif j == 2:
+                u = tl.uint_to_uniform_float(r2)  # noqa: F821
+            else:
+                u = tl.uint_to_uniform_float(r3)  # noqa: F821
+            score = tl.where(s > thr, s - tl.log(-tl.log(u)), -float("inf"))  # noqa: F821  (u = 0: never drawn)
+            up = score > best
+            best = tl.where(up, score, best)  # noqa: F821
+            best_i = tl.where(up, c, best_i)  # noqa: F821
+    return _first_argmax(best, best_i), m_all, z_all, m_s, z_s, top, top_i  # noqa: F821
 
 
 def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, unif_ptr, unif_stride, suppress_ptr,
                  done_ptr, inv_temp, top_p, pad_id, greedy_every,
                  HAS_SUPPRESS: tl.constexpr, HAS_DONE: tl.constexpr, NUCLEUS: tl.constexpr,  # noqa: F821
                  LOGPROBS: tl.constexpr, GIVEN_UNIFORMS: tl.constexpr, BLOCK: tl.constexpr):  # noqa: F821
-    """One program per row (see the module docstring); decorated with `triton.jit` by `_kernel`.
-
-    Every lane keeps its own running maxima, argmaxes and softmax sums over the tokens it reads (BLOCK lanes, token
-    start + lane); they are reduced across lanes once, after the loop. The noise comes four blocks at a time from one
-    Philox call (`randint4x`, counter = group * BLOCK + lane, key = the row's seed), in the same order in the race
-    and in its reruns."""
+    """One program per row (see the module docstring): the first race with the row's statistics, then the nucleus
+    check and the reruns (`_race`); decorated with `triton.jit` by `_kernel`."""
     row = tl.program_id(0).to(tl.int64)  # noqa: F821
     base = logits_ptr + row * logits_stride
     lanes = tl.arange(0, BLOCK)  # noqa: F821
-    last = 2147483647  # an index larger than any token's, for "the first index holding the maximum"
     active = True
     if HAS_DONE:
         active = tl.load(done_ptr + row) == 0  # noqa: F821
@@ -53,58 +117,13 @@ def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, 
             seed = 0
         else:
             seed = tl.load(seed_ptr) + row  # noqa: F821
-        # per lane: softmax normalisers (max, sum; a finite start, so that exp(start - start) never makes 0 * inf)
-        # of logit / T over the whole vocabulary (log-probabilities) and over the tokens that may be drawn
-        m_all = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
-        z_all = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
-        m_s = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
-        z_s = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
-        best = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821  race: score and token
-        best_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
-        top = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821  greedy: logit and token
-        top_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
-        for start in range(0, vocab, 4 * BLOCK):
-            if not GIVEN_UNIFORMS:
-                r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)  # noqa: F821
-            for j in tl.static_range(4):  # noqa: F821
-                c = start + j * BLOCK + lanes
-                inside = c < vocab
-                x = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32)  # noqa: F821
-                s = x * inv_temp
-                if LOGPROBS:
-                    m = tl.maximum(m_all, s)  # noqa: F821
-                    z_all = z_all * tl.exp(m_all - m) + tl.exp(s - m)  # noqa: F821
-                    m_all = m
-                if HAS_SUPPRESS:
-                    banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
-                    x = tl.where(banned, -float("inf"), x)  # noqa: F821
-                    s = tl.where(banned, -float("inf"), s)  # noqa: F821
-                up = x > top
-                top = tl.where(up, x, top)  # noqa: F821
-                top_i = tl.where(up, c, top_i)  # noqa: F821
-                if GIVEN_UNIFORMS:
-                    u = tl.load(unif_ptr + row * unif_stride + c, mask=inside, other=0.5)  # noqa: F821
-                else:
-                    if j == 0:
-                        u = tl.uint_to_uniform_float(r0)  # noqa: F821
-                    elif j == 1:
-                        u = tl.uint_to_uniform_float(r1)  # noqa: F821
-                    elif j == 2:
-                        u = tl.uint_to_uniform_float(r2)  # noqa: F821
-                    else:
-                        u = tl.uint_to_uniform_float(r3)  # noqa: F821
-                score = s - tl.log(-tl.log(u))  # noqa: F821  (u = 0: -inf, never drawn)
-                up = score > best
-                best = tl.where(up, score, best)  # noqa: F821
-                best_i = tl.where(up, c, best_i)  # noqa: F821
-                if NUCLEUS:
-                    m = tl.maximum(m_s, s)  # noqa: F821
-                    z_s = z_s * tl.exp(m_s - m) + tl.exp(s - m)  # noqa: F821
-                    m_s = m
-        win = tl.min(tl.where(best == tl.max(best, axis=0), best_i, last), axis=0)  # noqa: F821
+        unif_row = unif_ptr + row * unif_stride
+        win, m_all, z_all, m_s, z_s, top, top_i = _race(  # noqa: F821
+            base, vocab, -float("inf"), inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS, GIVEN_UNIFORMS,
+            True, LOGPROBS, BLOCK)
         tok = win
         if greedy:
-            tok = tl.min(tl.where(top == tl.max(top, axis=0), top_i, last), axis=0)  # noqa: F821
+            tok = _first_argmax(top, top_i)  # noqa: F821
         elif NUCLEUS:
             mx = tl.max(m_s, axis=0)  # noqa: F821
             z = tl.sum(z_s * tl.exp(m_s - mx), axis=0)  # noqa: F821
@@ -115,42 +134,13 @@ def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, 
                 acc = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
                 for start in range(0, vocab, BLOCK):
                     c = start + lanes
-                    inside = c < vocab
-                    s = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32) * inv_temp  # noqa: F821
-                    if HAS_SUPPRESS:
-                        banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
-                        s = tl.where(banned, -float("inf"), s)  # noqa: F821
+                    _, _, s = _scaled_block(base, c, c < vocab, inv_temp, suppress_ptr, HAS_SUPPRESS)  # noqa: F821
                     acc += tl.where(s > thr, tl.exp(s - mx), 0.0)  # noqa: F821
                 outside = tl.sum(acc, axis=0) >= top_p * z  # noqa: F821
                 if outside:  # rerun the race (same noise) among the tokens more probable than the rejected winner
-                    best = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821
-                    best_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
-                    for start in range(0, vocab, 4 * BLOCK):
-                        if not GIVEN_UNIFORMS:
-                            r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)  # noqa: F821
-                        for j in tl.static_range(4):  # noqa: F821
-                            c = start + j * BLOCK + lanes
-                            inside = c < vocab
-                            s = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32) * inv_temp  # noqa: F821
-                            if HAS_SUPPRESS:
-                                banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
-                                s = tl.where(banned, -float("inf"), s)  # noqa: F821
-                            if GIVEN_UNIFORMS:
-                                u = tl.load(unif_ptr + row * unif_stride + c, mask=inside, other=0.5)  # noqa: F821
-                            else:
-                                if j == 0:
-                                    u = tl.uint_to_uniform_float(r0)  # noqa: F821
-                                elif j == 1:
-                                    u = tl.uint_to_uniform_float(r1)  # noqa: F821
-                                elif j == 2:
-                                    u = tl.uint_to_uniform_float(r2)  # noqa: F821
-                                else:
-                                    u = tl.uint_to_uniform_float(r3)  # noqa: F821
-                            score = tl.where(s > thr, s - tl.log(-tl.log(u)), -float("inf"))  # noqa: F821
-                            up = score > best
-                            best = tl.where(up, score, best)  # noqa: F821
-                            best_i = tl.where(up, c, best_i)  # noqa: F821
-                    win = tl.min(tl.where(best == tl.max(best, axis=0), best_i, last), axis=0)  # noqa: F821
+                    win, _, _, _, _, _, _ = _race(  # noqa: F821
+                        base, vocab, thr, inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS,
+                        GIVEN_UNIFORMS, False, False, BLOCK)
                     thr = tl.load(base + win).to(tl.float32) * inv_temp  # noqa: F821
             tok = win
         tl.store(tok_ptr + row, tok.to(tl.int64))  # noqa: F821
@@ -165,39 +155,51 @@ def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, 
             tl.store(logp_ptr + row, 0.0)  # noqa: F821
 
 
-def _merge_folded(out_a, lse_a, out_b, lse_b, out, lse_stride_q, lse_stride_h, heads_kv, groups,
-                  D: tl.constexpr):  # noqa: F821
-    """One program per (folded query position i = row * groups + j, KV head h): the two attention parts' outputs
-    joined through their logsumexps, written to query head h * groups + j of the row (the unfolded layout)."""
-    pid = tl.program_id(0).to(tl.int64)  # noqa: F821
-    i = pid // heads_kv
-    h = pid % heads_kv
-    la = tl.load(lse_a + i * lse_stride_q + h * lse_stride_h)  # noqa: F821
-    lb = tl.load(lse_b + i * lse_stride_q + h * lse_stride_h)  # noqa: F821
+def _merge_folded(out_a, lse_a, out_b, lse_b, out, lse_stride_q, lse_stride_h, groups, hkv, d,
+                  HKV: tl.constexpr, D: tl.constexpr):  # noqa: F821
+    """One program per folded query position i = row * groups + j: for every KV head h, the two attention parts'
+    outputs joined through their logsumexps, written to query head h * groups + j of the row (the unfolded layout).
+    HKV, D: hkv and d rounded up to powers of two (the tile; the rest masked)."""
+    i = tl.program_id(0).to(tl.int64)  # noqa: F821
+    h = tl.arange(0, HKV)  # noqa: F821
+    e = tl.arange(0, D)  # noqa: F821
+    hm = h < hkv
+    m = hm[:, None] & (e < d)[None, :]
+    la = tl.load(lse_a + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)  # noqa: F821
+    lb = tl.load(lse_b + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)  # noqa: F821
     w = 1.0 / (1.0 + tl.exp(lb - la))  # noqa: F821  sigmoid(la - lb): part a's share of the softmax mass
-    d = tl.arange(0, D)  # noqa: F821
-    a = tl.load(out_a + pid * D + d).to(tl.float32)  # noqa: F821
-    b = tl.load(out_b + pid * D + d).to(tl.float32)  # noqa: F821
-    row = i // groups
-    dst = out + (row * heads_kv * groups + h * groups + i % groups) * D + d
-    tl.store(dst, (b + (a - b) * w).to(out.dtype.element_ty))  # noqa: F821
+    src = (i * hkv + h)[:, None] * d + e[None, :]
+    a = tl.load(out_a + src, mask=m, other=0.0).to(tl.float32)  # noqa: F821
+    b = tl.load(out_b + src, mask=m, other=0.0).to(tl.float32)  # noqa: F821
+    dst = ((i // groups) * hkv * groups + h * groups + i % groups)[:, None] * d + e[None, :]
+    tl.store(out + dst, (b + (a - b) * w[:, None]).to(out.dtype.element_ty), mask=m)  # noqa: F821
 
 
 _KERNELS: dict = {}  # (kernel, interpreter mode) -> the jitted kernel
+_HELPERS = {"_scaled_block": _scaled_block, "_first_argmax": _first_argmax, "_race": _race}  # called by the kernels
 
 
 def _kernel(fn=None):
     """`fn` (default `_sample_rows`) under `triton.jit`, built on first use, so that importing this module needs no
-    Triton, and a process that sets TRITON_INTERPRET=1 gets the interpreter's version."""
+    Triton, and a process that sets TRITON_INTERPRET=1 gets the interpreter's version. The helpers the kernels call
+    are jitted the same way and bound to their names, where the kernels' source finds them."""
     import triton
     import triton.language as tl
 
     fn = fn or _sample_rows
-    key = (fn.__name__, bool(triton.knobs.runtime.interpret))
-    if key not in _KERNELS:
+    mode = bool(triton.knobs.runtime.interpret)
+    if (fn.__name__, mode) not in _KERNELS:
         globals()["tl"] = tl  # the kernels' source refers to `tl` as a module global
-        _KERNELS[key] = triton.jit(fn)
-    return _KERNELS[key]
+        for name, helper in _HELPERS.items():
+            if (name, mode) not in _KERNELS:
+                _KERNELS[name, mode] = triton.jit(helper)
+            globals()[name] = _KERNELS[name, mode]
+        _KERNELS[fn.__name__, mode] = triton.jit(fn)
+    return _KERNELS[fn.__name__, mode]
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
 
 
 def merge_folded(out_a, lse_a, out_b, lse_b, groups: int):
@@ -212,8 +214,8 @@ def merge_folded(out_a, lse_a, out_b, lse_b, groups: int):
     if lse_a.stride() != lse_b.stride() or not (out_a.is_contiguous() and out_b.is_contiguous()):
         raise ValueError("merge_folded: both parts need contiguous outputs and equally laid out logsumexps")
     out = torch.empty((n // groups, hkv * groups, d), dtype=out_a.dtype, device=out_a.device)
-    _kernel(_merge_folded)[(n * hkv,)](out_a, lse_a, out_b, lse_b, out, lse_a.stride(0), lse_a.stride(1), hkv, groups,
-                                      D=d, num_warps=1)
+    _kernel(_merge_folded)[(n,)](out_a, lse_a, out_b, lse_b, out, lse_a.stride(0), lse_a.stride(1), groups, hkv, d,
+                                 HKV=_pow2(hkv), D=_pow2(d), num_warps=2)
     return out
 
 

@@ -86,13 +86,14 @@ def test_generate_with_the_kernel_against_the_torch_sampler(peaked):
     assert torch.equal(static[0], fused)
 
 
+@pytest.mark.parametrize("hkv, d", [(2, 16), (3, 20)])  # powers of two, and not (a masked tile)
 @pytest.mark.parametrize("lse_transposed", [False, True])
-def test_merge_folded_equals_the_torch_merge_unfolded(lse_transposed):
+def test_merge_folded_equals_the_torch_merge_unfolded(lse_transposed, hkv, d):
     from components.common.sampling import merge_attention_parts
     from components.common.sampling_kernel import merge_folded
 
     g = torch.Generator().manual_seed(0)
-    r, groups, hkv, d = 5, 3, 2, 16
+    r, groups = 5, 3
     out_a, out_b = (torch.randn(r * groups, hkv, d, generator=g).bfloat16() for _ in range(2))
     lse_a, lse_b = (torch.randn(r * groups, hkv, generator=g) * 3 for _ in range(2))
     if lse_transposed:  # FlashAttention's variable-length kernel returns (H, Tq): the transposed view
