@@ -15,22 +15,6 @@ import argparse
 import json
 
 
-def timed(fn, repeats: int = 20) -> float:
-    """Milliseconds per call (CUDA events, after two warm-up calls)."""
-    import torch
-
-    for _ in range(2):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1088, help="rows decoded together (64 questions x (16 + greedy))")
@@ -41,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmarks.sampling import _cuda_ms
     from components.common import sampling_kernel
     from components.common.sampling import sample_next
 
@@ -72,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                             done=done, greedy_every=17, logprobs=a.logprobs)
 
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": a.rows, "vocab": a.vocab,
-           "logprobs": a.logprobs, "torch_ops_ms": timed(torch_ops), "fused_ms": {}}
+           "logprobs": a.logprobs, "torch_ops_ms": _cuda_ms(torch_ops, reps=20), "fused_ms": {}}
     print(f"{res['device']}: {a.rows} rows x {a.vocab} logits (bf16), top-p 0.9, T 0.7"
           f"{', log-probabilities' if a.logprobs else ''}", flush=True)
     print(f"  torch ops (sample_next + greedy row + finished rows): {res['torch_ops_ms']:.2f} ms per step", flush=True)
@@ -80,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = (sampling_kernel.BLOCK, sampling_kernel.NUM_WARPS)
     for block, warps in ((512, 4), (1024, 4), (1024, 8), (2048, 8), (2048, 16)):
         sampling_kernel.BLOCK, sampling_kernel.NUM_WARPS = block, warps
-        ms = timed(fused)
+        ms = _cuda_ms(fused, reps=20)
         res["fused_ms"][f"{block}x{warps}"] = ms
         print(f"  fused kernel, {block} lanes, {warps} warps{' (the default)' if (block, warps) == chosen else ''}: "
               f"{ms:.3f} ms per step ({read / ms / 1e6:.0f} GB/s of bf16 logits read once)", flush=True)

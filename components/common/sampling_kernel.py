@@ -71,14 +71,16 @@ def _race(base, vocab, thr, inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_S
             c = start + j * BLOCK + lanes
             inside = c < vocab
             x, s_all, s = _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS)  # noqa: F821
-            if STATS:
+            if STATS:  # online softmax sums, one exp per token: exp(-|s - m|) rescales the sum or adds the token
                 if LOGPROBS:
-                    m = tl.maximum(m_all, s_all)  # noqa: F821
-                    z_all = z_all * tl.exp(m_all - m) + tl.exp(s_all - m)  # noqa: F821
-                    m_all = m
-                m = tl.maximum(m_s, s)  # noqa: F821
-                z_s = z_s * tl.exp(m_s - m) + tl.exp(s - m)  # noqa: F821
-                m_s = m
+                    d = s_all - m_all
+                    e = tl.exp(-tl.abs(d))  # noqa: F821
+                    z_all = tl.where(d > 0, z_all * e + 1.0, z_all + e)  # noqa: F821
+                    m_all = tl.maximum(m_all, s_all)  # noqa: F821
+                d = s - m_s
+                e = tl.exp(-tl.abs(d))  # noqa: F821
+                z_s = tl.where(d > 0, z_s * e + 1.0, z_s + e)  # noqa: F821
+                m_s = tl.maximum(m_s, s)  # noqa: F821
                 up = x > top
                 top = tl.where(up, x, top)  # noqa: F821
                 top_i = tl.where(up, c, top_i)  # noqa: F821
