@@ -19,8 +19,8 @@ Backends
   attention without repeating the KV heads (on GPUs that run it, torch's FlashAttention variable-length kernel over
   each prompt's packed keys, `varlen_cascade_attention`; elsewhere batched matmuls, `cascade_attention`). A host
   thread prepares the next batch's inputs and makes the previous batch's texts while a batch samples. Positions follow Qwen2.5-VL's multimodal RoPE
-  (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes, the new
-  tokens read in 64-position buckets); top-p is exact without a vocabulary sort (`sample_next`), and on a GPU each
+  (`rope_deltas` from the prefill). On a GPU the decode forward is replayed as CUDA graphs (static shapes; one graph
+  per batch over the packed layout, 64-position buckets over the padded one); top-p is exact without a vocabulary sort (`sample_next`), and on a GPU each
   step's sampling is one kernel with no host synchronisation (`sampling_kernel.fused_sample`).
 - `vllm` (production): `SamplingParams(n=K)` with prefix caching and tensor parallelism; requests are built by the
   pure function `build_vllm_requests` (testable without vLLM installed); vLLM is imported only when used.
@@ -516,23 +516,24 @@ def sample_next(logits, *, temperature: float, top_p: float, generator, suppress
     return _nucleus_race(probs, score, tok, top_p)
 
 
-def _fused_sampler(device) -> bool:
-    """Whether `shared_prefix_generate` samples with the fused kernel on `device` by default (CUDA, Triton present)."""
+def _triton_kernels(device) -> bool:
+    """Whether the project's Triton kernels (`sampling_kernel`) run on `device`: CUDA with Triton present."""
     if device.type != "cuda":
         return False
     from components.common import sampling_kernel
 
     return sampling_kernel.available(device)
+
+
+def _fused_sampler(device) -> bool:
+    """Whether `shared_prefix_generate` samples with the fused kernel on `device` by default."""
+    return _triton_kernels(device)
 
 
 def _fused_merge(device) -> bool:
     """Whether the packed decode layout joins its two attention parts with `sampling_kernel.merge_folded` (one
-    kernel: the merge and the unfold) on `device`, rather than torch ops: CUDA with Triton, as the fused sampler."""
-    if device.type != "cuda":
-        return False
-    from components.common import sampling_kernel
-
-    return sampling_kernel.available(device)
+    kernel: the merge and the unfold) on `device`, rather than torch ops."""
+    return _triton_kernels(device)
 
 
 def _nucleus_race(probs, score, tok, top_p: float):

@@ -21,6 +21,9 @@ seeded runs repeat exactly on the same GPU, but the stream differs from torch's 
 with a plain-torch draw over an explicitly built nucleus (`tests/sampling_cases.py`), on CPU through Triton's
 interpreter (tests/unit/common/test_common_sampling_kernel.py) and compiled on GPUs (tests/gpu/).
 
+Also here, `merge_folded`: the packed decode's two attention parts (prompt and new tokens, computed over folded
+queries by `sampling.varlen_cascade_attention`) joined through their logsumexps and unfolded in one kernel.
+
 Triton is imported lazily: CUDA builds of torch bring it; CPU installs need not have it (`available` says).
 """
 
