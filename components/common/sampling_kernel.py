@@ -29,155 +29,158 @@ Triton is imported lazily: CUDA builds of torch bring it; CPU installs need not 
 
 from __future__ import annotations
 
+from typing import Any
+
+tl: Any = None  # triton.language, bound by `_kernel` on first use (the kernels' source refers to it by this name)
 BLOCK = 2048  # lanes of a program: the vocabulary entries it reads per loop iteration (four per noise draw)
 NUM_WARPS = 16  # at 1,088 x 152,064 bf16 logits on an H200: 1.05 ms per step (benchmarks/sampling_kernel.py)
 
 
-def _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS: tl.constexpr):  # noqa: F821
+def _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS: tl.constexpr):
     """Tokens c of a row: (logits, logits / T, logits / T with the suppressed ones at -inf), float32, -inf past the
     vocabulary."""
-    x = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32)  # noqa: F821
+    x = tl.load(base + c, mask=inside, other=-float("inf")).to(tl.float32)
     s_all = x * inv_temp
     s = s_all
     if HAS_SUPPRESS:
-        banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0  # noqa: F821
-        x = tl.where(banned, -float("inf"), x)  # noqa: F821
-        s = tl.where(banned, -float("inf"), s_all)  # noqa: F821
+        banned = tl.load(suppress_ptr + c, mask=inside, other=1) != 0
+        x = tl.where(banned, -float("inf"), x)
+        s = tl.where(banned, -float("inf"), s_all)
     return x, s_all, s
 
 
 def _first_argmax(vals, idx):
     """The smallest index among the lanes holding the largest value (torch's argmax tie rule)."""
-    return tl.min(tl.where(vals == tl.max(vals, axis=0), idx, 2147483647), axis=0)  # noqa: F821
+    return tl.min(tl.where(vals == tl.max(vals, axis=0), idx, 2147483647), axis=0)
 
 
-def _race(base, vocab, thr, inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS: tl.constexpr,  # noqa: F821
-          GIVEN_UNIFORMS: tl.constexpr, STATS: tl.constexpr, LOGPROBS: tl.constexpr, BLOCK: tl.constexpr):  # noqa: F821
+def _race(base, vocab, thr, inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS: tl.constexpr,
+          GIVEN_UNIFORMS: tl.constexpr, STATS: tl.constexpr, LOGPROBS: tl.constexpr, BLOCK: tl.constexpr):
     """The race over the tokens whose scaled logit exceeds `thr` (-inf: all): the first argmax of logit / T + Gumbel
     noise. Every lane keeps its own running maximum and argmax (token start + lane), reduced across lanes once, after
     the loop; the noise comes four blocks at a time from one Philox call (`randint4x`, counter = group * BLOCK +
     lane, key = the row's seed), the same in every rerun. With STATS (the first race) also, per lane, the softmax
     normalisers (max, sum; a finite start, so that exp(start - start) never makes 0 * inf) of logit / T over the
     whole vocabulary (LOGPROBS) and over the tokens that may be drawn, and the greedy argmax."""
-    m_all = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
-    z_all = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
-    m_s = tl.full((BLOCK,), -1.0e30, tl.float32)  # noqa: F821
-    z_s = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
-    top = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821
-    top_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
-    best = tl.full((BLOCK,), -float("inf"), tl.float32)  # noqa: F821
-    best_i = tl.zeros((BLOCK,), tl.int32)  # noqa: F821
+    m_all = tl.full((BLOCK,), -1.0e30, tl.float32)
+    z_all = tl.zeros((BLOCK,), tl.float32)
+    m_s = tl.full((BLOCK,), -1.0e30, tl.float32)
+    z_s = tl.zeros((BLOCK,), tl.float32)
+    top = tl.full((BLOCK,), -float("inf"), tl.float32)
+    top_i = tl.zeros((BLOCK,), tl.int32)
+    best = tl.full((BLOCK,), -float("inf"), tl.float32)
+    best_i = tl.zeros((BLOCK,), tl.int32)
     for start in range(0, vocab, 4 * BLOCK):
         if not GIVEN_UNIFORMS:
-            r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)  # noqa: F821
-        for j in tl.static_range(4):  # noqa: F821
+            r0, r1, r2, r3 = tl.randint4x(seed, start // 4 + lanes)
+        for j in tl.static_range(4):
             c = start + j * BLOCK + lanes
             inside = c < vocab
-            x, s_all, s = _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS)  # noqa: F821
+            x, s_all, s = _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS)
             if STATS:  # online softmax sums, one exp per token: exp(-|s - m|) rescales the sum or adds the token
                 if LOGPROBS:
                     d = s_all - m_all
-                    e = tl.exp(-tl.abs(d))  # noqa: F821
-                    z_all = tl.where(d > 0, z_all * e + 1.0, z_all + e)  # noqa: F821
-                    m_all = tl.maximum(m_all, s_all)  # noqa: F821
+                    e = tl.exp(-tl.abs(d))
+                    z_all = tl.where(d > 0, z_all * e + 1.0, z_all + e)
+                    m_all = tl.maximum(m_all, s_all)
                 d = s - m_s
-                e = tl.exp(-tl.abs(d))  # noqa: F821
-                z_s = tl.where(d > 0, z_s * e + 1.0, z_s + e)  # noqa: F821
-                m_s = tl.maximum(m_s, s)  # noqa: F821
+                e = tl.exp(-tl.abs(d))
+                z_s = tl.where(d > 0, z_s * e + 1.0, z_s + e)
+                m_s = tl.maximum(m_s, s)
                 up = x > top
-                top = tl.where(up, x, top)  # noqa: F821
-                top_i = tl.where(up, c, top_i)  # noqa: F821
+                top = tl.where(up, x, top)
+                top_i = tl.where(up, c, top_i)
             if GIVEN_UNIFORMS:
-                u = tl.load(unif_row + c, mask=inside, other=0.5)  # noqa: F821
+                u = tl.load(unif_row + c, mask=inside, other=0.5)
             elif j == 0:
-                u = tl.uint_to_uniform_float(r0)  # noqa: F821
+                u = tl.uint_to_uniform_float(r0)
             elif j == 1:
-                u = tl.uint_to_uniform_float(r1)  # noqa: F821
+                u = tl.uint_to_uniform_float(r1)
             elif j == 2:
-                u = tl.uint_to_uniform_float(r2)  # noqa: F821
+                u = tl.uint_to_uniform_float(r2)
             else:
-                u = tl.uint_to_uniform_float(r3)  # noqa: F821
-            score = tl.where(s > thr, s - tl.log(-tl.log(u)), -float("inf"))  # noqa: F821  (u = 0: never drawn)
+                u = tl.uint_to_uniform_float(r3)
+            score = tl.where(s > thr, s - tl.log(-tl.log(u)), -float("inf"))  # (u = 0: never drawn)
             up = score > best
-            best = tl.where(up, score, best)  # noqa: F821
-            best_i = tl.where(up, c, best_i)  # noqa: F821
-    return _first_argmax(best, best_i), m_all, z_all, m_s, z_s, top, top_i  # noqa: F821
+            best = tl.where(up, score, best)
+            best_i = tl.where(up, c, best_i)
+    return _first_argmax(best, best_i), m_all, z_all, m_s, z_s, top, top_i
 
 
 def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, unif_ptr, unif_stride, suppress_ptr,
                  done_ptr, inv_temp, top_p, pad_id, greedy_every,
-                 HAS_SUPPRESS: tl.constexpr, HAS_DONE: tl.constexpr, NUCLEUS: tl.constexpr,  # noqa: F821
-                 LOGPROBS: tl.constexpr, GIVEN_UNIFORMS: tl.constexpr, BLOCK: tl.constexpr):  # noqa: F821
+                 HAS_SUPPRESS: tl.constexpr, HAS_DONE: tl.constexpr, NUCLEUS: tl.constexpr,
+                 LOGPROBS: tl.constexpr, GIVEN_UNIFORMS: tl.constexpr, BLOCK: tl.constexpr):
     """One program per row (see the module docstring): the first race with the row's statistics, then the nucleus
     check and the reruns (`_race`); decorated with `triton.jit` by `_kernel`."""
-    row = tl.program_id(0).to(tl.int64)  # noqa: F821
+    row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * logits_stride
-    lanes = tl.arange(0, BLOCK)  # noqa: F821
+    lanes = tl.arange(0, BLOCK)
     active = True
     if HAS_DONE:
-        active = tl.load(done_ptr + row) == 0  # noqa: F821
+        active = tl.load(done_ptr + row) == 0
     if active:
-        greedy = (greedy_every > 0) & (row % tl.maximum(greedy_every, 1) == 0)  # noqa: F821
+        greedy = (greedy_every > 0) & (row % tl.maximum(greedy_every, 1) == 0)
         if GIVEN_UNIFORMS:
             seed = 0
         else:
-            seed = tl.load(seed_ptr) + row  # noqa: F821
+            seed = tl.load(seed_ptr) + row
         unif_row = unif_ptr + row * unif_stride
-        win, m_all, z_all, m_s, z_s, top, top_i = _race(  # noqa: F821
+        win, m_all, z_all, m_s, z_s, top, top_i = _race(
             base, vocab, -float("inf"), inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS, GIVEN_UNIFORMS,
             True, LOGPROBS, BLOCK)
         tok = win
         if greedy:
-            tok = _first_argmax(top, top_i)  # noqa: F821
+            tok = _first_argmax(top, top_i)
         elif NUCLEUS:
-            mx = tl.max(m_s, axis=0)  # noqa: F821
-            z = tl.sum(z_s * tl.exp(m_s - mx), axis=0)  # noqa: F821
+            mx = tl.max(m_s, axis=0)
+            z = tl.sum(z_s * tl.exp(m_s - mx), axis=0)
             # the winner lies outside the nucleus <=> the tokens above its scaled logit hold >= top_p of the mass
-            thr = tl.load(base + win).to(tl.float32) * inv_temp  # noqa: F821
+            thr = tl.load(base + win).to(tl.float32) * inv_temp
             outside = True
             while outside:
-                acc = tl.zeros((BLOCK,), tl.float32)  # noqa: F821
+                acc = tl.zeros((BLOCK,), tl.float32)
                 for start in range(0, vocab, BLOCK):
                     c = start + lanes
-                    _, _, s = _scaled_block(base, c, c < vocab, inv_temp, suppress_ptr, HAS_SUPPRESS)  # noqa: F821
-                    acc += tl.where(s > thr, tl.exp(s - mx), 0.0)  # noqa: F821
-                outside = tl.sum(acc, axis=0) >= top_p * z  # noqa: F821
+                    _, _, s = _scaled_block(base, c, c < vocab, inv_temp, suppress_ptr, HAS_SUPPRESS)
+                    acc += tl.where(s > thr, tl.exp(s - mx), 0.0)
+                outside = tl.sum(acc, axis=0) >= top_p * z
                 if outside:  # rerun the race (same noise) among the tokens more probable than the rejected winner
-                    win, _, _, _, _, _, _ = _race(  # noqa: F821
+                    win, _, _, _, _, _, _ = _race(
                         base, vocab, thr, inv_temp, seed, unif_row, suppress_ptr, lanes, HAS_SUPPRESS,
                         GIVEN_UNIFORMS, False, False, BLOCK)
-                    thr = tl.load(base + win).to(tl.float32) * inv_temp  # noqa: F821
+                    thr = tl.load(base + win).to(tl.float32) * inv_temp
             tok = win
-        tl.store(tok_ptr + row, tok.to(tl.int64))  # noqa: F821
+        tl.store(tok_ptr + row, tok.to(tl.int64))
         if LOGPROBS:
-            mx_all = tl.max(m_all, axis=0)  # noqa: F821
-            z_tot = tl.sum(z_all * tl.exp(m_all - mx_all), axis=0)  # noqa: F821
-            x_tok = tl.load(base + tok).to(tl.float32) * inv_temp  # noqa: F821
-            tl.store(logp_ptr + row, x_tok - mx_all - tl.log(z_tot))  # noqa: F821
+            mx_all = tl.max(m_all, axis=0)
+            z_tot = tl.sum(z_all * tl.exp(m_all - mx_all), axis=0)
+            x_tok = tl.load(base + tok).to(tl.float32) * inv_temp
+            tl.store(logp_ptr + row, x_tok - mx_all - tl.log(z_tot))
     else:
-        tl.store(tok_ptr + row, tl.full((), 0, tl.int64) + pad_id)  # noqa: F821
+        tl.store(tok_ptr + row, tl.full((), 0, tl.int64) + pad_id)
         if LOGPROBS:
-            tl.store(logp_ptr + row, 0.0)  # noqa: F821
+            tl.store(logp_ptr + row, 0.0)
 
 
 def _merge_folded(out_a, lse_a, out_b, lse_b, out, lse_stride_q, lse_stride_h, groups, hkv, d,
-                  HKV: tl.constexpr, D: tl.constexpr):  # noqa: F821
+                  HKV: tl.constexpr, D: tl.constexpr):
     """One program per folded query position i = row * groups + j: for every KV head h, the two attention parts'
     outputs joined through their logsumexps, written to query head h * groups + j of the row (the unfolded layout).
     HKV, D: hkv and d rounded up to powers of two (the tile; the rest masked)."""
-    i = tl.program_id(0).to(tl.int64)  # noqa: F821
-    h = tl.arange(0, HKV)  # noqa: F821
-    e = tl.arange(0, D)  # noqa: F821
+    i = tl.program_id(0).to(tl.int64)
+    h = tl.arange(0, HKV)
+    e = tl.arange(0, D)
     hm = h < hkv
     m = hm[:, None] & (e < d)[None, :]
-    la = tl.load(lse_a + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)  # noqa: F821
-    lb = tl.load(lse_b + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)  # noqa: F821
-    w = 1.0 / (1.0 + tl.exp(lb - la))  # noqa: F821  sigmoid(la - lb): part a's share of the softmax mass
+    la = tl.load(lse_a + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)
+    lb = tl.load(lse_b + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)
+    w = 1.0 / (1.0 + tl.exp(lb - la))  # sigmoid(la - lb): part a's share of the softmax mass
     src = (i * hkv + h)[:, None] * d + e[None, :]
-    a = tl.load(out_a + src, mask=m, other=0.0).to(tl.float32)  # noqa: F821
-    b = tl.load(out_b + src, mask=m, other=0.0).to(tl.float32)  # noqa: F821
+    a = tl.load(out_a + src, mask=m, other=0.0).to(tl.float32)
+    b = tl.load(out_b + src, mask=m, other=0.0).to(tl.float32)
     dst = ((i // groups) * hkv * groups + h * groups + i % groups)[:, None] * d + e[None, :]
-    tl.store(out + dst, (b + (a - b) * w[:, None]).to(out.dtype.element_ty), mask=m)  # noqa: F821
+    tl.store(out + dst, (b + (a - b) * w[:, None]).to(out.dtype.element_ty), mask=m)
 
 
 _KERNELS: dict = {}  # (kernel, interpreter mode) -> the jitted kernel
@@ -194,7 +197,7 @@ def _kernel(fn=None):
     fn = fn or _sample_rows
     mode = bool(triton.knobs.runtime.interpret)
     if (fn.__name__, mode) not in _KERNELS:
-        globals()["tl"] = tl  # the kernels' source refers to `tl` as a module global
+        globals()["tl"] = tl  # the module global the kernels' source refers to
         for name, helper in _HELPERS.items():
             if (name, mode) not in _KERNELS:
                 _KERNELS[name, mode] = triton.jit(helper)

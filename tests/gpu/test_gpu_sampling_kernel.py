@@ -56,7 +56,12 @@ def test_diagnosis_shape_draws_lie_in_the_nucleus():
 
 def test_sampler_greedy_rows_equal_with_the_kernel_and_with_torch_ops(tiny_model_dir):
     from components.common.modeling import load_model_and_processor
-    from components.common.sampling import Prompt, SamplingConfig, TransformersBackend, shared_prefix_generate
+    from components.common.sampling import (
+        Prompt,
+        SamplingConfig,
+        TransformersBackend,
+        shared_prefix_generate,
+    )
 
     model, proc = load_model_and_processor(str(tiny_model_dir), device="cuda")
     be = TransformersBackend("", SamplingConfig(max_new_tokens=16), model, proc)

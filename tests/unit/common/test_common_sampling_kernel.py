@@ -63,7 +63,7 @@ def test_kernel_generator_draws_follow_the_nucleus_distribution():
     assert 0 not in set(t.tolist()) and abs((t == 1).float().mean().item() - 0.3 / 0.4001) < 0.08
 
 
-def test_generate_with_the_kernel_against_the_torch_sampler(peaked):
+def test_generate_with_the_kernel_against_the_torch_sampler(peaked):  # noqa: F811
     """Same greedy rows and their log-probabilities; sampled rows never hold suppressed tokens; the static-shape
     (CUDA-graph) decode equals the dynamic one with the kernel too."""
     from components.common.sampling import shared_prefix_generate
@@ -105,7 +105,7 @@ def test_merge_folded_equals_the_torch_merge_unfolded(lse_transposed, hkv, d):
     assert (got.float() - want.reshape(r, hkv * groups, d).float()).abs().max() <= 2 ** -7 * 4  # bf16 rounding
 
 
-def test_packed_decode_with_the_merge_kernel_equals_the_torch_merge(peaked, monkeypatch):
+def test_packed_decode_with_the_merge_kernel_equals_the_torch_merge(peaked, monkeypatch):  # noqa: F811
     """The packed layout (through the kernel's plain-torch interface on CPU) decodes the same tokens whether its two
     attention parts are joined by `merge_folded` or by torch ops."""
     from components.common import sampling
