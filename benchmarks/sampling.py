@@ -229,33 +229,29 @@ def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32)
 
 
 @contextlib.contextmanager
+def _sampler_choice(name: str, replacement):
+    """The sampler module's choice function `name` replaced by `replacement` in the block (None: left as it is)."""
+    from components.common import sampling
+
+    chosen = getattr(sampling, name)
+    if replacement is not None:
+        setattr(sampling, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(sampling, name, chosen)
+
+
 def decode_layout(layout: str):
     """`auto`: the sampler's own choice of decode-cache layout; `padded`: the padded layout and the batched-matmul
     cascade attention even where FlashAttention's variable-length kernel runs (the comparison)."""
-    from components.common import sampling
-
-    chosen = sampling._varlen_kernel
-    if layout == "padded":
-        sampling._varlen_kernel = lambda device, dtype: None
-    try:
-        yield
-    finally:
-        sampling._varlen_kernel = chosen
+    return _sampler_choice("_varlen_kernel", (lambda device, dtype: None) if layout == "padded" else None)
 
 
-@contextlib.contextmanager
 def sampler_choice(sampler: str):
     """`auto`: the sampler's own choice (the fused sampling kernel where it runs); `torch`: each step's sampling in
     torch ops (`sample_next`) even where the kernel runs (the comparison)."""
-    from components.common import sampling
-
-    chosen = sampling._fused_sampler
-    if sampler == "torch":
-        sampling._fused_sampler = lambda device: False
-    try:
-        yield
-    finally:
-        sampling._fused_sampler = chosen
+    return _sampler_choice("_fused_sampler", (lambda device: False) if sampler == "torch" else None)
 
 
 def run_naive(model, ids, pix, grid, k, new_tokens, n_batches, batch=16):

@@ -311,7 +311,7 @@ def load_model_and_processor(
     `device=None` leaves the weights where loading put them: what training under DeepSpeed ZeRO-3 needs (the
     weights are partitioned over the ranks as they load; the trainer places everything else).
     `liger_kernels`: Liger's fused RMSNorm / SwiGLU / rotary kernels (`apply_liger_kernels`; GPU only) for a model
-    that samples or scores; trainers apply them through their own `use_liger_kernel` instead."""
+    that samples or scores; trainers apply them through TRL's `use_liger_kernel` and `liger_text_rope` instead."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 

@@ -656,6 +656,8 @@ def shared_prefix_generate(
         if fused_sampling is None:
             fused_sampling = _fused_sampler(dev)
         if fused_sampling:  # one kernel per step, no host sync: a seed per step from the run's generator
+            from components.common.sampling_kernel import fused_sample
+
             seeds = torch.randint(0, 2**62, (max_new_tokens,), dtype=torch.long, device=dev, generator=generator)
             banned = None
             if len(suppress):
@@ -670,8 +672,6 @@ def shared_prefix_generate(
                     events.append([torch.cuda.Event(enable_timing=True) for _ in range(3)])
                     events[-1][0].record()
                 if fused_sampling:
-                    from components.common.sampling_kernel import fused_sample
-
                     drawn = fused_sample(logits, temperature=temperature, top_p=top_p, seed=seeds[t : t + 1],
                                          suppress_mask=banned, done=done, pad_id=pad_id,
                                          greedy_every=rows if greedy_row else 0, logprobs=logprobs)
