@@ -223,29 +223,6 @@ def _client(args):
                       ssl_ca_cert=args.ssl_ca_cert), token
 
 
-def _pipeline_version(client, spec: str, version_name: str, namespace: str | None) -> tuple[str, str]:
-    """(pipeline id, version id) of the `medbridge` pipeline's version named `version_name`, uploaded if new: the
-    version name is the spec's content hash, so resubmitting the same spec reuses its version."""
-    import json
-
-    from pipelines.pipeline import PIPELINE_NAME
-
-    def by_name(name: str) -> str:
-        return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
-
-    found = client.list_pipelines(filter=by_name(PIPELINE_NAME), namespace=namespace).pipelines or []
-    if found:
-        pipeline_id = found[0].pipeline_id
-    else:
-        pipeline_id = client.upload_pipeline(spec, pipeline_name=PIPELINE_NAME, namespace=namespace,
-                                             description="MedBridge: diagnose support, bridge or sharpen, evaluate, publish").pipeline_id
-    versions = client.list_pipeline_versions(pipeline_id, filter=by_name(version_name)).pipeline_versions or []
-    if versions:
-        return pipeline_id, versions[0].pipeline_version_id
-    version = client.upload_pipeline_version(spec, pipeline_version_name=version_name, pipeline_id=pipeline_id)
-    return pipeline_id, version.pipeline_version_id
-
-
 def cmd_submit(args) -> int:
     import kfp_server_api
 
@@ -260,6 +237,7 @@ def _submit(args) -> int:
     import hashlib
     import tempfile
 
+    from pipelines import kfp_objects
     from pipelines.params import load_profile
     from pipelines.pipeline import PIPELINE_NAME
     from pipelines.schedule import describe, kfp_cron
@@ -289,8 +267,10 @@ def _submit(args) -> int:
         client, token = _client(args)
         if client.get_kfp_healthz().multi_user and not args.namespace:
             raise ValueError(f"{args.host} is a multi-user Kubeflow: pass --namespace with your profile's namespace")
-        experiment = client.create_experiment(args.experiment, namespace=args.namespace)
-        pipeline_id, version_id = _pipeline_version(client, spec, version_name, args.namespace)
+        experiment = kfp_objects.experiment(client, args.experiment, namespace=args.namespace)
+        pipeline_id, version_id = kfp_objects.pipeline_version(
+            client, spec, PIPELINE_NAME, version_name, args.namespace,
+            description="MedBridge: diagnose support, bridge or sharpen, evaluate, publish")
         name = args.run_name or f"medbridge-{Path(params.model_ref).name}"
         where = f"experiment {args.experiment}" + (f", namespace {args.namespace}" if args.namespace else "")
         print(f"[medbridge] pipeline {PIPELINE_NAME} version {version_name}; images {', '.join(sorted(refs.values()))}; "

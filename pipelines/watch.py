@@ -253,7 +253,9 @@ class Kfp:
     def experiment_id(self) -> str:
         if self._experiment_id is None:
             with contextlib.redirect_stdout(sys.stderr):  # kfp prints links; stdout carries the rows (--json)
-                self._experiment_id = self.client.create_experiment(self.experiment).experiment_id
+                from pipelines.kfp_objects import experiment
+
+                self._experiment_id = experiment(self.client, self.experiment).experiment_id
         return self._experiment_id
 
     def submit(self, name: str, model_ref: str, publish_uri: str) -> str:

@@ -6,10 +6,17 @@ definitions), keeping what it is sent for the tests to assert on.
     ... medbridge submit --host {server.url} ...
     server.requests          # [{"method", "path", "query", "headers" (lower-case names), "json" | "files"}]
     server.runs, server.recurring_runs, server.pipelines, server.versions, server.experiments
+    server.created()                     # the runs' names, sorted
+    server.set_state(run_name, "FAILED") # what Kubeflow would report next
+    server.on_create = lambda run: ...   # called once a run is stored, before the answer is sent (a crash hook)
+    server.before = lambda record: ...   # called before a request is answered (another client's request races in)
 
 Like the real API server it answers 401 to a request without the expected bearer token (healthz is public),
-refuses a run that names an unknown pipeline version, and parses every uploaded pipeline package strictly
-against the protos the backend uses (`kfp.pipeline_spec`, `kfp.kubernetes`): an unknown field is a 400.
+refuses a run that names an unknown pipeline version or experiment, refuses a second experiment or pipeline of one
+name in one namespace and a second version of one name in one pipeline (409 AlreadyExists: the backend's unique
+indexes), and parses every pipeline it is sent (uploaded packages and runs' inline specs) strictly against the protos
+the backend uses (`kfp.pipeline_spec`, `kfp.kubernetes`): an unknown field is a 400. Requests are answered
+concurrently; the store changes under one lock, as the backend's database serialises its writes.
 """
 
 from __future__ import annotations
@@ -28,19 +35,37 @@ API = "/apis/v2beta1"
 NOW = "2026-11-29T00:00:00Z"
 
 
-def parse_package(text: str) -> None:
-    """Strict parse of a compiled pipeline (YAML: pipeline spec, then the platform spec) as the backend does."""
+def parse_specs(pipeline: dict, platform: dict | None = None) -> None:
+    """Strict parse of a pipeline spec and its platform spec as the backend does."""
     from google.protobuf import json_format
     from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    docs = [d for d in yaml.safe_load_all(text) if d]
-    json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
-    if len(docs) > 1:
-        json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
-        executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-        for config in executors.values():
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
+    if platform:
+        json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+        for config in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
             json_format.ParseDict(config, k8s_pb2.KubernetesExecutorConfig())
+
+
+def parse_package(text: str) -> None:
+    """Strict parse of a compiled pipeline (YAML: pipeline spec, then the platform spec)."""
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    parse_specs(docs[0], docs[1] if len(docs) > 1 else None)
+
+
+def run_spec(body: dict) -> dict | None:
+    """The pipeline spec a run carries inline: kfp.Client sends it bare, or beside its platform spec."""
+    spec = body.get("pipeline_spec")
+    if spec and "pipelineInfo" not in spec and "pipeline_spec" in spec:
+        return spec["pipeline_spec"]
+    return spec
+
+
+def _already_exists(what: str, name: str) -> tuple[int, dict]:
+    """The backend's answer to a duplicate insert (storage: IsDuplicateError -> util.NewAlreadyExistError)."""
+    message = f"Failed to create a new {what}. The name {name} already exists. Please specify a new name"
+    return 409, {"error": f"Already exist error: {message}", "message": message, "code": 6}
 
 
 def _matches(item: dict, filter_json: str | None) -> bool:
@@ -63,7 +88,18 @@ class FakeKFP:
         self.packages: dict[str, str] = {}  # version id -> uploaded YAML
         self.runs: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
+        self.on_create = None
+        self.before = None
+        self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+
+    def created(self) -> list[str]:
+        return sorted(r["display_name"] for r in self.runs.values())
+
+    def set_state(self, run_name: str, state: str) -> None:
+        for run in self.runs.values():
+            if run["display_name"] == run_name:
+                run["state"] = state
 
     @property
     def url(self) -> str:
@@ -105,8 +141,13 @@ class FakeKFP:
                 if url.path != f"{API}/healthz" and fake.token is not None:
                     if self.headers.get("Authorization") != f"Bearer {fake.token}":
                         return self._send(401, {"error": "Unauthenticated: missing or wrong bearer token", "code": 16})
+                if fake.before:
+                    fake.before(record)
                 try:
-                    code, body = fake.route(method, url.path, query, record)
+                    with fake._lock:
+                        code, body = fake.route(method, url.path, query, record)
+                    if code == 200 and method == "POST" and url.path == f"{API}/runs" and fake.on_create:
+                        fake.on_create(body)
                 except Exception as e:  # a malformed request: what the real server answers with InvalidArgument
                     code, body = 400, {"error": f"{type(e).__name__}: {e}", "code": 3}
                 self._send(code, body)
@@ -135,6 +176,10 @@ class FakeKFP:
         if p == "/experiments":
             if method == "POST":
                 body = record["json"]
+                namespace = body.get("namespace") or ""
+                if any(e["display_name"] == body["display_name"] and e["namespace"] == namespace
+                       for e in self.experiments.values()):
+                    return _already_exists("experiment", body["display_name"])
                 exp = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"],
                        "namespace": body.get("namespace") or "", "created_at": NOW, "storage_state": "AVAILABLE"}
                 self.experiments[exp["experiment_id"]] = exp
@@ -142,12 +187,18 @@ class FakeKFP:
             found = [e for e in self.experiments.values()
                      if _matches(e, query.get("filter")) and (not query.get("namespace") or e["namespace"] == query["namespace"])]
             return 200, {"experiments": found, "total_size": len(found)} if found else {}
+        if method == "GET" and p.startswith("/experiments/"):
+            exp = self.experiments.get(p.split("/")[2])
+            return (200, exp) if exp else (404, {"error": "experiment not found", "code": 5})
         if method == "GET" and p == "/pipelines":
             found = [x for x in self.pipelines.values()
                      if _matches(x, query.get("filter")) and x["namespace"] == query.get("namespace", "")]
             return 200, {"pipelines": found, "total_size": len(found)} if found else {}
         if method == "POST" and p == "/pipelines/upload":
             parse_package(record["files"]["uploadfile"])
+            if any(x["display_name"] == query["name"] and x["namespace"] == query.get("namespace", "")
+                   for x in self.pipelines.values()):
+                return _already_exists("pipeline", query["name"])
             pipe = {"pipeline_id": str(uuid.uuid4()), "display_name": query["name"],
                     "namespace": query.get("namespace", ""), "created_at": NOW}
             self.pipelines[pipe["pipeline_id"]] = pipe
@@ -157,6 +208,9 @@ class FakeKFP:
             if query.get("pipelineid") not in self.pipelines:
                 return 404, {"error": f"pipeline {query.get('pipelineid')} not found", "code": 5}
             parse_package(record["files"]["uploadfile"])
+            if any(v["pipeline_id"] == query["pipelineid"] and v["display_name"] == query["name"]
+                   for v in self.versions.values()):
+                return _already_exists("pipeline version", query["name"])
             return 200, self._version(query["pipelineid"], query["name"], record["files"]["uploadfile"])
         if method == "GET" and p.startswith("/pipelines/") and p.endswith("/versions"):
             pid = p.split("/")[2]
@@ -165,7 +219,10 @@ class FakeKFP:
         if method == "POST" and p in ("/runs", "/recurringruns"):
             body = record["json"]
             ref = body.get("pipeline_version_reference") or {}
-            if body.get("pipeline_spec") is None:
+            if body.get("pipeline_spec") is not None:
+                spec = body["pipeline_spec"]
+                parse_specs(run_spec(body), spec.get("platform_spec") if "pipelineInfo" not in spec else None)
+            else:
                 version = self.versions.get(ref.get("pipeline_version_id"))
                 if version is None or version["pipeline_id"] != ref.get("pipeline_id"):
                     return 404, {"error": f"pipeline version {ref} not found", "code": 5}
@@ -178,6 +235,10 @@ class FakeKFP:
             job = {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED", "created_at": NOW}
             self.recurring_runs[job["recurring_run_id"]] = job
             return 200, job
+        if method == "GET" and p == "/runs":
+            found = [r for r in self.runs.values() if _matches(r, query.get("filter"))
+                     and query.get("experiment_id") in (None, r.get("experiment_id"))]
+            return 200, {"runs": found, "total_size": len(found)} if found else {}
         if method == "GET" and p.startswith("/runs/"):
             run = self.runs.get(p.split("/")[2])
             return (200, run) if run else (404, {"error": "run not found", "code": 5})

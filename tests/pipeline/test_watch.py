@@ -1,7 +1,8 @@
 """`medbridge watch` and the checkpoint registry against real counterparts: the SeaweedFS S3 server (fixture `s3`)
-and a small HTTP server in this file that speaks the Kubeflow Pipelines v2beta1 endpoints the watcher uses through
-kfp.Client (experiments, create / list / get run). Two watchers race as two real processes; a watcher is killed
-between submitting and recording; a checkpoint is overwritten in place; a run fails; the webhook is a real server."""
+and the tests' Kubeflow Pipelines API server (tests/kfp_api_server.py: the v2beta1 endpoints the watcher uses through
+kfp.Client, with the backend's unique experiment names). Two watchers race as two real processes; a watcher is
+killed between submitting and recording; a checkpoint is overwritten in place; a run fails; the webhook is a real
+server."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
+from kfp_api_server import FakeKFP, run_spec  # tests/kfp_api_server.py (tests/ is on sys.path)
 
 from components.common.storage import upload_dir
 from pipelines import watch
@@ -25,103 +26,12 @@ from pipelines.cli import main as cli
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# ---- a small Kubeflow Pipelines API (v2beta1) --------------------------------------------------------------------
-
-
-class KfpApi:
-    """Runs and experiments in memory, served over HTTP the way the KFP API server answers kfp.Client."""
-
-    def __init__(self):
-        self.experiments: dict[str, dict] = {}
-        self.runs: dict[str, dict] = {}
-        self.lock = threading.Lock()
-        self.on_create = None  # called after a run is stored, before the answer is sent (a crash hook)
-        handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def created(self) -> list[str]:
-        return sorted(r["display_name"] for r in self.runs.values())
-
-    def set_state(self, name: str, state: str):
-        for r in self.runs.values():
-            if r["display_name"] == name:
-                r["state"] = state
-
-    def _handler(self):
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _filter(self, q):
-                flt = json.loads(q["filter"][0]) if q.get("filter") else {"predicates": []}
-                return {p["key"]: p.get("stringValue") for p in flt.get("predicates", [])}
-
-            def do_GET(self):
-                url = urlparse(self.path)
-                q = parse_qs(url.query)
-                if url.path == "/apis/v2beta1/healthz":
-                    return self._send(200, {"multi_user": False})
-                if url.path == "/apis/v2beta1/experiments":
-                    want = self._filter(q).get("display_name")
-                    found = [e for e in api.experiments.values() if want in (None, e["display_name"])]
-                    return self._send(200, {"experiments": found, "total_size": len(found)} if found else {})
-                if url.path.startswith("/apis/v2beta1/experiments/"):
-                    return self._send(200, api.experiments[url.path.rsplit("/", 1)[1]])
-                if url.path == "/apis/v2beta1/runs":
-                    want = self._filter(q).get("display_name")
-                    exp = q.get("experiment_id", [None])[0]
-                    found = [r for r in api.runs.values() if want in (None, r["display_name"])
-                             and exp in (None, r["experiment_id"])]
-                    return self._send(200, {"runs": found, "total_size": len(found)} if found else {})
-                if url.path.startswith("/apis/v2beta1/runs/"):
-                    run = api.runs.get(url.path.rsplit("/", 1)[1])
-                    return self._send(200, run) if run else self._send(404, {"error": "run not found", "code": 5})
-                self._send(404, {"error": f"no route {url.path}", "code": 5})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                url = urlparse(self.path)
-                if url.path == "/apis/v2beta1/experiments":
-                    with api.lock:
-                        exp = {**body, "experiment_id": str(uuid.uuid4())}
-                        api.experiments[exp["experiment_id"]] = exp
-                    return self._send(200, exp)
-                if url.path == "/apis/v2beta1/runs":
-                    with api.lock:
-                        run = {**{k: v for k, v in body.items() if k != "pipeline_spec"},
-                               "pipeline": body.get("pipeline_spec", {}).get("pipelineInfo", {}).get("name"),
-                               "run_id": str(uuid.uuid4()), "state": "PENDING"}
-                        api.runs[run["run_id"]] = run
-                    if api.on_create:
-                        api.on_create(run)
-                    return self._send(200, run)
-                self._send(404, {"error": f"no route {url.path}", "code": 5})
-
-        return Handler
-
-
 @pytest.fixture
 def kfp_api():
-    api = KfpApi()
-    yield api
-    api.close()
+    """The Kubeflow Pipelines API server of the tests (tests/kfp_api_server.py), real HTTP on a loopback port."""
+    server = FakeKFP().start()
+    yield server
+    server.stop()
 
 
 class Hook:
@@ -227,7 +137,7 @@ def test_new_checkpoint_is_diagnosed_once_and_done_only_when_kfp_says_so(s3, kfp
     sha = rows["step-100"]["sha256"]
     assert kfp_api.created() == [watch.run_name(sha, 1)]
     run = next(iter(kfp_api.runs.values()))
-    assert run["pipeline"] == "medbridge-rediagnose"  # the diagnose-only pipeline: nothing trains on a schedule
+    assert run_spec(run)["pipelineInfo"]["name"] == "medbridge-rediagnose"  # the diagnose-only pipeline: nothing trains on a schedule
     params = run["runtime_config"]["parameters"]
     assert params["model_ref"] == f"s3://{bucket}/ckpts/step-100"
     assert params["publish_uri"] == f"s3://{bucket}/state/diagnoses/{sha}"
@@ -355,7 +265,7 @@ def test_two_watcher_processes_racing_submit_each_content_once(s3, kfp_api, tmp_
     assert len(submitted) == len(names) == len(shas)
     # In lock mode both racers may back off the same content; whatever was not submitted now is next time.
     cli_rc = subprocess.run(cmd, env=_env(_s3_env()), capture_output=True, text=True, timeout=180)
-    assert cli_rc.returncode == 0, cli_rc.stderr[-2000:]
+    assert cli_rc.returncode == 0, (cli_rc.stdout[-3000:], cli_rc.stderr[-2000:])
     assert len(kfp_api.runs) == 4 and len(set(kfp_api.created())) == 4  # four contents, one run each
 
 
@@ -406,8 +316,6 @@ def test_a_person_approves_training_in_the_registry(s3, kfp_api, capsys, tmp_pat
     assert "--registry" in capsys.readouterr().err
     # The person's approval: the full pipeline is submitted (to a server speaking the whole v2beta1 submit API,
     # tests/kfp_api_server.py) and its run recorded in the checkpoint's entry.
-    from kfp_api_server import FakeKFP
-
     server = FakeKFP().start()
     try:
         assert cli(["submit", "--host", server.url, "--model-ref", ref, "--train", "--registry", registry,
