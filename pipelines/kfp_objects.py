@@ -10,7 +10,8 @@ made it" and look the name up again, so every racer ends with the one object.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _by_name(name: str) -> str:

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -150,6 +149,9 @@ def s3_server(tmp_path_factory):
         f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=0",
         "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={root / 's3.json'}",
+        # The Iceberg and Lance catalogs would listen on fixed ports (8181, 9101): a second server (another xdist
+        # worker) dies on the bind. The tests use neither.
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
         f"-metricsPort={metrics}",
     ]
     log = open(root / "weed.log", "wb")
@@ -174,7 +176,7 @@ def s3_server(tmp_path_factory):
                 time.sleep(0.25)
         yield {"endpoint": endpoint, **keys}
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()  # SIGKILL, and nothing when it already exited (the failure above then says why)
         proc.wait()
         log.close()
 

@@ -54,12 +54,13 @@ def parse_package(text: str) -> None:
     parse_specs(docs[0], docs[1] if len(docs) > 1 else None)
 
 
-def run_spec(body: dict) -> dict | None:
-    """The pipeline spec a run carries inline: kfp.Client sends it bare, or beside its platform spec."""
+def run_specs(body: dict) -> tuple[dict | None, dict | None]:
+    """(pipeline spec, platform spec) a run carries inline: kfp.Client sends the pipeline spec bare, or the two
+    side by side when the pipeline has a platform spec."""
     spec = body.get("pipeline_spec")
     if spec and "pipelineInfo" not in spec and "pipeline_spec" in spec:
-        return spec["pipeline_spec"]
-    return spec
+        return spec["pipeline_spec"], spec.get("platform_spec")
+    return spec, None
 
 
 def _already_exists(what: str, name: str) -> tuple[int, dict]:
@@ -220,8 +221,7 @@ class FakeKFP:
             body = record["json"]
             ref = body.get("pipeline_version_reference") or {}
             if body.get("pipeline_spec") is not None:
-                spec = body["pipeline_spec"]
-                parse_specs(run_spec(body), spec.get("platform_spec") if "pipelineInfo" not in spec else None)
+                parse_specs(*run_specs(body))
             else:
                 version = self.versions.get(ref.get("pipeline_version_id"))
                 if version is None or version["pipeline_id"] != ref.get("pipeline_id"):

@@ -17,7 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from kfp_api_server import FakeKFP, run_spec  # tests/kfp_api_server.py (tests/ is on sys.path)
+
+# tests/kfp_api_server.py (tests/ is on sys.path)
+from kfp_api_server import FakeKFP, run_specs
 
 from components.common.storage import upload_dir
 from pipelines import watch
@@ -137,7 +139,8 @@ def test_new_checkpoint_is_diagnosed_once_and_done_only_when_kfp_says_so(s3, kfp
     sha = rows["step-100"]["sha256"]
     assert kfp_api.created() == [watch.run_name(sha, 1)]
     run = next(iter(kfp_api.runs.values()))
-    assert run_spec(run)["pipelineInfo"]["name"] == "medbridge-rediagnose"  # the diagnose-only pipeline: nothing trains on a schedule
+    # the diagnose-only pipeline: nothing trains on a schedule
+    assert run_specs(run)[0]["pipelineInfo"]["name"] == "medbridge-rediagnose"
     params = run["runtime_config"]["parameters"]
     assert params["model_ref"] == f"s3://{bucket}/ckpts/step-100"
     assert params["publish_uri"] == f"s3://{bucket}/state/diagnoses/{sha}"
