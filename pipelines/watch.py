@@ -20,6 +20,8 @@ A checkpoint is a sub-prefix of the watched prefix holding `config.json` (upload
 A watcher that crashed between submitting and recording leaves an entry claimed without a run id; once the claim
 is older than --lease, the next poll finds the run by its name in Kubeflow and records it, or (when none was
 submitted) claims the next attempt. Every state object is written whole with one PUT; nothing is half-written.
+Watchers started together (two CronJob pods) also share the Kubeflow experiment: the one whose create the API
+server refuses as a duplicate name uses the experiment the other made (pipelines/kfp_objects.py).
 
 The pipeline's own published outputs (a model directory whose lineage.json names a training step) are skipped
 unless --include-published. Objects that are not model directories are reported as skipped rows. Training never
