@@ -139,11 +139,11 @@ class FakeKFP:
                 elif raw:
                     record["json"] = json.loads(raw)
                 fake.requests.append(record)
+                if fake.before:
+                    fake.before(record)
                 if url.path != f"{API}/healthz" and fake.token is not None:
                     if self.headers.get("Authorization") != f"Bearer {fake.token}":
                         return self._send(401, {"error": "Unauthenticated: missing or wrong bearer token", "code": 16})
-                if fake.before:
-                    fake.before(record)
                 try:
                     with fake._lock:
                         code, body = fake.route(method, url.path, query, record)

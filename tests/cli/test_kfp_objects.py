@@ -62,10 +62,13 @@ def test_pipeline_and_version_uploaded_by_a_racer_are_the_ones_used(server, tmp_
     assert [v["pipeline_version_id"] for v in server.versions.values() if v["display_name"] == "medbridge-abc"] == [vid]
 
 
-def test_other_refusals_are_not_taken_for_a_race(server):
-    server.token = "needed"  # 401: not a name conflict, so it reaches the caller
+def test_other_refusals_of_the_create_are_not_taken_for_a_race(server):
     import kfp_server_api
 
+    def refuse(record):  # lookups are answered; the create is refused for another reason than the name
+        server.token = "needed" if record["method"] == "POST" else None
+
+    server.before = refuse
     with pytest.raises(kfp_server_api.ApiException) as e:
         kfp_objects.experiment(kfp.Client(host=server.url), "x")
-    assert e.value.status == 401
+    assert e.value.status == 401 and not server.experiments
