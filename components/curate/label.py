@@ -96,9 +96,9 @@ def run(cfg: LabelConfig, io: LabelIO) -> dict:
     if not io.pmc_vqa_root.strip():
         raise ValueError("pmc_vqa_root is empty: pass --pmc-vqa-root (only --merge needs none)")
     if cfg.label_liger_kernels:  # refused before anything is read or loaded where the kernels cannot run
-        from components.common.modeling import pick_device, require_liger
+        from components.curate.labeller import require_labeller_liger
 
-        require_liger(True, "label_liger_kernels", on_cuda=pick_device(cfg.device).startswith("cuda"))
+        require_labeller_liger(cfg.device)
 
     from components.common.storage import cache_root, local_dir
     from components.curate.labeller import ModalityLabeller, label_modalities

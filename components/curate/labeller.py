@@ -212,6 +212,16 @@ class LabelCache:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def require_labeller_liger(device: str, setting: str = "label_liger_kernels", *, model=None) -> None:
+    """Bad input found before any data is read or model loads: Liger's kernels asked of the labeller where they
+    cannot run, on a device that is not a CUDA GPU (`model`'s own when given, else `device` as the labeller picks
+    it) or without the liger-kernel package."""
+    from components.common.modeling import pick_device, require_liger
+
+    on = model.device.type if model is not None else pick_device(device)
+    require_liger(True, setting, on_cuda=str(on).startswith("cuda"))
+
+
 class ModalityLabeller:
     """Scores the candidate categories for (image, question) pairs with a Qwen2.5-VL-family model.
 
@@ -232,10 +242,7 @@ class ModalityLabeller:
         liger_kernels: bool = False,
     ):
         if liger_kernels:  # refused here, before any model loads, where the kernels cannot run
-            from components.common.modeling import pick_device, require_liger
-
-            on = model.device.type if model is not None else pick_device(device)
-            require_liger(True, on_cuda=str(on).startswith("cuda"))
+            require_labeller_liger(device, "liger_kernels", model=model)
         self.model_ref = model_ref
         self.candidates = tuple(candidates)
         self.prompt_version = prompt_version

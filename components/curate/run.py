@@ -76,9 +76,9 @@ def run_curate(cfg: CurateConfig, io: CurateIO) -> dict[str, Any]:
     )
 
     if cfg.label_liger_kernels:  # refused before anything is read or loaded where the kernels cannot run
-        from components.common.modeling import pick_device, require_liger
+        from components.curate.labeller import require_labeller_liger
 
-        require_liger(True, "label_liger_kernels", on_cuda=pick_device(cfg.device).startswith("cuda"))
+        require_labeller_liger(cfg.device)
     params = dataclasses.asdict(cfg)
     mirror = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "data"
     mm_root = local_dir(io.medmnist_root, mirror, what="medmnist_root")
