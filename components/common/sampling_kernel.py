@@ -33,7 +33,7 @@ from typing import Any
 
 tl: Any = None  # triton.language, bound by `_kernel` on first use (the kernels' source refers to it by this name)
 BLOCK = 2048  # lanes of a program: the vocabulary entries it reads per loop iteration (four per noise draw)
-NUM_WARPS = 16  # at 1,088 x 152,064 bf16 logits on an H200: 1.05 ms per step (benchmarks/sampling_kernel.py)
+NUM_WARPS = 16  # at 1,088 x 152,064 bf16 logits on an H200: 1.00 ms per step (benchmarks/sampling_kernel.py)
 
 
 def _scaled_block(base, c, inside, inv_temp, suppress_ptr, HAS_SUPPRESS: tl.constexpr):
