@@ -203,9 +203,11 @@ def profile_parts(model, rows: int, prompt_len: int, new_tokens: int) -> dict:
     return res
 
 
-def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32) -> dict:
+def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32,
+                   modes: tuple[str, ...] = ("eager", "graphs")) -> dict:
     """Device milliseconds per decode step by kind of kernel (`benchmarks.gpu_profile`) at `prompts` x (k + 1) rows,
-    eager and with CUDA graphs: one profiled call decoding `steps` tokens minus one that only prefills."""
+    eager and/or with CUDA graphs (`modes`): one profiled call decoding `steps` tokens minus one that only prefills,
+    so the figures average over a decode of `steps` new tokens (the attention reads a suffix that grows with it)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -218,13 +220,60 @@ def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32)
         return kernel_time_by_category(prof), kernel_time_by_name(prof)
 
     out = {"rows": prompts * (k + 1), "steps": steps}
-    for graphs in (False, True):
+    for graphs in [m == "graphs" for m in modes]:
         run_shared(model, ids, pix, grid, k, steps + 1, prompts, prompts, greedy_row=True, cuda_graph=graphs)  # warm
         (full, full_n), (prefill, prefill_n) = traced(steps + 1, graphs), traced(1, graphs)
         out["graphs" if graphs else "eager"] = {c: 1e3 * (full[c] - prefill[c]) / steps for c in full}
         if graphs:  # the heaviest kernels of a decode step, ms per step
             per = {n: 1e3 * (t - prefill_n.get(n, 0.0)) / steps for n, t in full_n.items()}
             out["top_kernels_graphs"] = dict(sorted(per.items(), key=lambda kv: -kv[1])[:25])
+    return out
+
+
+def attention_parts(model, prompts: int, k: int, prompt_len: int, new_tokens: int,
+                    suffix_lens: tuple[int, ...] = (32, 128, 255)) -> dict:
+    """CUDA-event milliseconds per decode step (all layers) of the packed layout's attention at the diagnosis shape,
+    `prompts` x (k + 1) rows: the prompt part (each prompt's keys read once for its rows), the suffix part (each
+    row's new tokens) and the merge, at several suffix lengths, beside each part's bandwidth floor (its K/V bytes
+    over the measured copy bandwidth). Random K/V; the kernels the sampler runs (`varlen_cascade_attention`)."""
+    import torch
+
+    from components.common import sampling
+
+    tc = model.config.text_config
+    hq, hkv = tc.num_attention_heads, tc.num_key_value_heads
+    d, g, layers = tc.hidden_size // hq, hq // hkv, tc.num_hidden_layers
+    rows, r = k + 1, prompts * (k + 1)
+    kernel = sampling._varlen_kernel(torch.device(DEVICE), torch.bfloat16)
+    if kernel is None:
+        return {"skipped": "no variable-length attention kernel on this device"}
+    bw = measure_bandwidth()
+    t = dict(device=DEVICE, dtype=torch.bfloat16)
+    pk, pv = (torch.randn(prompts * prompt_len, hkv, d, **t) for _ in range(2))
+    sk, sv = (torch.randn(r, new_tokens, hkv, d, **t) for _ in range(2))
+    qf = torch.randn(r * g, hkv, d, **t)
+    i32 = dict(dtype=torch.int32, device=DEVICE)
+    cu_prompt, cu_rows = torch.arange(0, r * g + 1, rows * g, **i32), torch.arange(0, r * g + 1, g, **i32)
+    cu_suffix, cu_keys = torch.arange(0, r * new_tokens + 1, new_tokens, **i32), torch.arange(0, prompts * prompt_len + 1, prompt_len, **i32)
+    scale = d**-0.5
+    out: dict = {"rows": r, "prompts": prompts, "prompt_len": prompt_len, "bandwidth": bw}
+    with torch.inference_mode():
+        prompt = lambda: kernel(qf, pk, pv, cu_prompt, cu_keys, rows * g, prompt_len, scale)  # noqa: E731
+        out["prompt_ms"] = layers * _cuda_ms(prompt)
+        out["prompt_floor_ms"] = layers * 1e3 * 2 * pk.numel() * 2 / bw
+        op, lp = prompt()
+        for s_len in suffix_lens:
+            used = torch.full((r,), s_len, **i32)
+            suffix = lambda: kernel(qf, sk.view(-1, hkv, d), sv.view(-1, hkv, d), cu_rows, cu_suffix, g,  # noqa: E731
+                                    new_tokens, scale, used_k=used)
+            os_, ls = suffix()
+            from components.common.sampling_kernel import merge_folded
+
+            out[f"suffix_{s_len}"] = {
+                "suffix_ms": layers * _cuda_ms(suffix),
+                "suffix_floor_ms": layers * 1e3 * 2 * r * s_len * hkv * d * 2 / bw,
+                "merge_ms": layers * _cuda_ms(lambda: merge_folded(op, lp, os_, ls, g)),
+            }
     return out
 
 
@@ -342,6 +391,11 @@ def main(argv=None) -> int:
     p.add_argument("--profile-rows", type=int, default=0, help="first time the parts of a decode step at this many rows")
     p.add_argument("--kernel-profile", type=int, default=0, help="first profile the decode of this many prompts x "
                    "(k + 1) rows: device ms per step by kind of kernel (GEMM, attention, ...), eager and CUDA graphs")
+    p.add_argument("--kernel-profile-steps", type=int, default=32, help="new tokens the profiled decode runs (the "
+                   "diagnosis decodes 256: the attention's share grows with the suffix)")
+    p.add_argument("--kernel-profile-modes", default="eager,graphs", help="comma-separated: eager and/or graphs")
+    p.add_argument("--attention-parts", type=int, default=0, help="first time the decode attention's parts (prompt, "
+                   "new tokens, merge) at this many prompts x (k + 1) rows, at several new-token counts")
     p.add_argument("--skip-naive", action="store_true", help="skip the naive baseline (profiling runs only)")
     p.add_argument("--decode-layouts", default="auto", help="comma-separated decode-cache layouts to run the kernel "
                    "profile and the shared-prefix batches with: auto (packed + FlashAttention where the GPU runs it) "
@@ -400,10 +454,16 @@ def main(argv=None) -> int:
         res["profile"] = profile_parts(model, a.profile_rows, a.prompt_len, a.new_tokens)
         print("decode-step parts (CUDA events, ms): " + json.dumps(res["profile"]), flush=True)
         torch.cuda.empty_cache()
+    if a.attention_parts:
+        res["attention_parts"] = attention_parts(model, a.attention_parts, a.k, a.prompt_len, a.new_tokens)
+        print("decode attention parts (CUDA events, ms per step over all layers): " + json.dumps(res["attention_parts"]),
+              flush=True)
+        torch.cuda.empty_cache()
     for layout, sampler in variants:
         if a.kernel_profile:
             with decode_layout(layout), sampler_choice(sampler):
-                kp = kernel_profile(model, ids, pix, grid, a.k, a.kernel_profile)
+                kp = kernel_profile(model, ids, pix, grid, a.k, a.kernel_profile, a.kernel_profile_steps,
+                                    tuple(a.kernel_profile_modes.split(",")))
             name = layout if sampler == "auto" else f"{layout}, {sampler} sampling"
             res.setdefault("kernel_profile", {})[name] = kp
             print(f"decode step ({name}), device ms by kind of kernel: " + json.dumps(kp), flush=True)
