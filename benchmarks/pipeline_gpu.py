@@ -256,6 +256,11 @@ def run_timing(work: Path, args) -> list[dict]:
     from benchmarks.grpo import build_model, build_tiny_dir
     from components.common.sampling import SamplingConfig, TransformersBackend
 
+    if args.suffix_tile:
+        from components.common import sampling_kernel
+
+        bn, w = (int(x) for x in args.suffix_tile.split("x"))
+        sampling_kernel.SUFFIX_BLOCK_N, sampling_kernel.SUFFIX_NUM_WARPS = bn, w
     tiny_dir = build_tiny_dir(work, args.image_size)
     model, processor = build_model(tiny_dir, args.tiny, args.device, full_vocab=True)  # the real LM head
     backend = TransformersBackend("", SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=256,
@@ -294,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=448, help="timing: image side in pixels")
     p.add_argument("--liger", action="store_true", help="timing: the sampler with liger_kernels (Liger's fused "
                    "RMSNorm / SwiGLU / rotary kernels; needs liger-kernel and CUDA)")
+    p.add_argument("--suffix-tile", default="", help="timing: BLOCK_NxNUM_WARPS of the decode's new-token attention "
+                   "kernel (sampling_kernel.suffix_attention_merged), e.g. 64x4; '' = its defaults")
     p.add_argument("--benchmarks", default="", help="benchmarks curate keeps out and evaluate scores ('' = the demo "
                    "profile's six)")
     p.add_argument("--eval-questions", type=int, default=24, help="evaluate: questions per benchmark")

@@ -224,23 +224,30 @@ def kernel_profile(model, ids, pix, grid, k: int, prompts: int, steps: int = 32,
         run_shared(model, ids, pix, grid, k, steps + 1, prompts, prompts, greedy_row=True, cuda_graph=graphs)  # warm
         (full, full_n), (prefill, prefill_n) = traced(steps + 1, graphs), traced(1, graphs)
         out["graphs" if graphs else "eager"] = {c: 1e3 * (full[c] - prefill[c]) / steps for c in full}
+        out["prefill_ms"] = {c: 1e3 * prefill[c] for c in prefill}  # the batch's prefill alone, device ms by kind
+        out["prefill_top_kernels"] = {n: 1e3 * t for n, t in sorted(prefill_n.items(), key=lambda kv: -kv[1])[:15]}
         if graphs:  # the heaviest kernels of a decode step, ms per step
             per = {n: 1e3 * (t - prefill_n.get(n, 0.0)) / steps for n, t in full_n.items()}
             out["top_kernels_graphs"] = dict(sorted(per.items(), key=lambda kv: -kv[1])[:25])
     return out
 
 
-def attention_parts(model, prompts: int, k: int, prompt_len: int, new_tokens: int,
+ATTENTION_CONFIGS = ((32, 2), (32, 4), (64, 4), (64, 8), (128, 4), (128, 8))  # (block_n, num_warps) of the new-token kernel
+
+
+def attention_parts(tc, prompts: int, k: int, prompt_len: int, new_tokens: int,
                     suffix_lens: tuple[int, ...] = (32, 128, 255)) -> dict:
     """CUDA-event milliseconds per decode step (all layers) of the packed layout's attention at the diagnosis shape,
-    `prompts` x (k + 1) rows: the prompt part (each prompt's keys read once for its rows), the suffix part (each
-    row's new tokens) and the merge, at several suffix lengths, beside each part's bandwidth floor (its K/V bytes
-    over the measured copy bandwidth). Random K/V; the kernels the sampler runs (`varlen_cascade_attention`)."""
+    `prompts` x (k + 1) rows of the text config `tc`: the prompt part (each prompt's keys read once for its rows), the
+    new tokens' part and the join, at several counts of new tokens, beside each part's bandwidth floor (its K/V bytes
+    over the measured copy bandwidth). Random K/V. The new tokens' part two ways: FlashAttention's variable-length
+    kernel then the merge kernel, and the one-kernel `suffix_attention_merged` at several tile shapes
+    (`ATTENTION_CONFIGS`; its largest difference from the first way is reported)."""
     import torch
 
     from components.common import sampling
+    from components.common.sampling_kernel import merge_folded, suffix_attention_merged
 
-    tc = model.config.text_config
     hq, hkv = tc.num_attention_heads, tc.num_key_value_heads
     d, g, layers = tc.hidden_size // hq, hq // hkv, tc.num_hidden_layers
     rows, r = k + 1, prompts * (k + 1)
@@ -254,7 +261,8 @@ def attention_parts(model, prompts: int, k: int, prompt_len: int, new_tokens: in
     qf = torch.randn(r * g, hkv, d, **t)
     i32 = dict(dtype=torch.int32, device=DEVICE)
     cu_prompt, cu_rows = torch.arange(0, r * g + 1, rows * g, **i32), torch.arange(0, r * g + 1, g, **i32)
-    cu_suffix, cu_keys = torch.arange(0, r * new_tokens + 1, new_tokens, **i32), torch.arange(0, prompts * prompt_len + 1, prompt_len, **i32)
+    cu_suffix = torch.arange(0, r * new_tokens + 1, new_tokens, **i32)
+    cu_keys = torch.arange(0, prompts * prompt_len + 1, prompt_len, **i32)
     scale = d**-0.5
     out: dict = {"rows": r, "prompts": prompts, "prompt_len": prompt_len, "bandwidth": bw}
     with torch.inference_mode():
@@ -267,13 +275,16 @@ def attention_parts(model, prompts: int, k: int, prompt_len: int, new_tokens: in
             suffix = lambda: kernel(qf, sk.view(-1, hkv, d), sv.view(-1, hkv, d), cu_rows, cu_suffix, g,  # noqa: E731
                                     new_tokens, scale, used_k=used)
             os_, ls = suffix()
-            from components.common.sampling_kernel import merge_folded
-
-            out[f"suffix_{s_len}"] = {
-                "suffix_ms": layers * _cuda_ms(suffix),
-                "suffix_floor_ms": layers * 1e3 * 2 * r * s_len * hkv * d * 2 / bw,
-                "merge_ms": layers * _cuda_ms(lambda: merge_folded(op, lp, os_, ls, g)),
-            }
+            want = merge_folded(op, lp, os_, ls, g).float()
+            part = {"flash_suffix_ms": layers * _cuda_ms(suffix),
+                    "merge_ms": layers * _cuda_ms(lambda: merge_folded(op, lp, os_, ls, g)),
+                    "suffix_floor_ms": layers * 1e3 * 2 * r * s_len * hkv * d * 2 / bw}
+            for bn, w in ATTENTION_CONFIGS:
+                fused = lambda: suffix_attention_merged(qf, sk, sv, used, op, lp, scale, g, block_n=bn,  # noqa: E731
+                                                        num_warps=w)
+                part[f"one_kernel_{bn}x{w}_ms"] = layers * _cuda_ms(fused)
+                part[f"one_kernel_{bn}x{w}_max_diff"] = float((fused().float() - want).abs().max())
+            out[f"suffix_{s_len}"] = part
     return out
 
 
@@ -396,6 +407,7 @@ def main(argv=None) -> int:
     p.add_argument("--kernel-profile-modes", default="eager,graphs", help="comma-separated: eager and/or graphs")
     p.add_argument("--attention-parts", type=int, default=0, help="first time the decode attention's parts (prompt, "
                    "new tokens, merge) at this many prompts x (k + 1) rows, at several new-token counts")
+    p.add_argument("--attention-only", action="store_true", help="with --attention-parts: only that (no model)")
     p.add_argument("--skip-naive", action="store_true", help="skip the naive baseline (profiling runs only)")
     p.add_argument("--decode-layouts", default="auto", help="comma-separated decode-cache layouts to run the kernel "
                    "profile and the shared-prefix batches with: auto (packed + FlashAttention where the GPU runs it) "
@@ -422,6 +434,16 @@ def main(argv=None) -> int:
     import transformers
 
     print(f"transformers {transformers.__version__}", flush=True)
+    if a.attention_only:
+        import types
+
+        tc = types.SimpleNamespace(**QWEN25_VL_7B["text_config"])
+        res = attention_parts(tc, a.attention_parts, a.k, a.prompt_len, a.new_tokens)
+        print("decode attention parts (CUDA events, ms per step over all layers): " + json.dumps(res), flush=True)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return 0
     bw = measure_bandwidth()
     nominal = next((v for key, v in NOMINAL_BW.items() if key in name), None)
     peak_flops = next((v for key, v in NOMINAL_BF16_FLOPS.items() if key in name), None)
@@ -455,7 +477,7 @@ def main(argv=None) -> int:
         print("decode-step parts (CUDA events, ms): " + json.dumps(res["profile"]), flush=True)
         torch.cuda.empty_cache()
     if a.attention_parts:
-        res["attention_parts"] = attention_parts(model, a.attention_parts, a.k, a.prompt_len, a.new_tokens)
+        res["attention_parts"] = attention_parts(model.config.text_config, a.attention_parts, a.k, a.prompt_len, a.new_tokens)
         print("decode attention parts (CUDA events, ms per step over all layers): " + json.dumps(res["attention_parts"]),
               flush=True)
         torch.cuda.empty_cache()

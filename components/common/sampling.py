@@ -441,13 +441,14 @@ def varlen_cascade_attention(q, cache: _PrefixCache, layer: int, scale: float):
     qf = q.reshape(r, hkv, g, d).transpose(1, 2).reshape(r * g, hkv, d)  # query position (row, g), head = KV head
     out_p, lse_p = cache.varlen(qf, cache.prompt_keys[layer], cache.prompt_values[layer], cu_prompt,
                                 cache.prompt_offsets, rows * g, cache.prompt_max, scale)
+    if cache.fused_merge:  # one kernel: the new tokens' part, the merge and the unfold
+        from components.common.sampling_kernel import suffix_attention_merged
+
+        return suffix_attention_merged(qf, cache.keys[layer], cache.values[layer], cache.suffix_used, out_p, lse_p,
+                                       scale, g)
     view = cache.view_len if cache.write_pos is not None else cache.attend
     out_s, lse_s = cache.varlen(qf, cache.keys[layer].view(r * s, hkv, d), cache.values[layer].view(r * s, hkv, d),
                                 cu_rows, cu_suffix, g, view, scale, used_k=cache.suffix_used)
-    if cache.fused_merge:  # one kernel: the merge and the unfold
-        from components.common.sampling_kernel import merge_folded
-
-        return merge_folded(out_p, lse_p, out_s, lse_s, g)
     out = merge_attention_parts(out_p, lse_p, out_s, lse_s)  # (R·G, Hkv, D)
     return out.reshape(r, g, hkv, d).transpose(1, 2).reshape(r, hq, d)
 
@@ -783,6 +784,17 @@ class TransformersBackend:
             kwargs["images_kwargs"] = {"size": {**size, **self.cfg.pixel_bounds()}}
         return self.processor(text=texts, images=images or None, return_tensors="pt", padding=True, **kwargs)
 
+    def _encode_staged(self, prompts: list[Prompt]):
+        """`_encode_host`, its tensors in page-locked memory when the model is on a GPU, so that the copy to the GPU
+        (`_run`: non-blocking) runs at full speed behind the work already queued instead of as a pageable copy that
+        holds the host between batches."""
+        enc = self._encode_host(prompts)
+        if getattr(self.model.device, "type", "cpu") == "cuda":
+            for key, value in enc.items():
+                if hasattr(value, "pin_memory"):
+                    enc[key] = value.pin_memory()
+        return enc
+
     def _decode(self, tokens) -> list[Completion]:
         """Texts up to each row's first end token; a row without one ran to max_new_tokens: truncated."""
         rows, cut_off, used = [], [], []
@@ -826,12 +838,12 @@ class TransformersBackend:
         self.batch_stats = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medbridge-sampler-host") as host:
             # one worker, first in first out: batch k+1's inputs are ready before batch k's texts are made
-            pending = host.submit(self._encode_host, [prompts[i] for i in groups[0]]) if groups else None
+            pending = host.submit(self._encode_staged, [prompts[i] for i in groups[0]]) if groups else None
             texts_of = []
             for k, group in enumerate(tqdm(groups, desc=desc, unit="batch", disable=None)):
-                enc = pending.result().to(self.model.device)
+                enc = pending.result().to(self.model.device, non_blocking=True)
                 if k + 1 < len(groups):
-                    pending = host.submit(self._encode_host, [prompts[i] for i in groups[k + 1]])
+                    pending = host.submit(self._encode_staged, [prompts[i] for i in groups[k + 1]])
                 stats: dict = {}
                 toks = self._generate(
                     dict(enc),

@@ -183,6 +183,61 @@ def _merge_folded(out_a, lse_a, out_b, lse_b, out, lse_stride_q, lse_stride_h, g
     tl.store(out + dst, (b + (a - b) * w[:, None]).to(out.dtype.element_ty), mask=m)
 
 
+def _suffix_attention(q, k, v, used, out_p, lse_p, out, k_stride_r, lse_stride_q, lse_stride_h, hkv, d, groups,
+                      scale_log2, G: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_F32: tl.constexpr):
+    """One program per (row r, KV head h): the `groups` query heads of h (folded positions r * groups + j of q,
+    (R * groups, Hkv, d)) attend to the row's own new tokens k[r, :used[r], h] (k, v: (R, S, Hkv, d)) with an online
+    softmax in base 2; the result is joined with the prompt part's output and logsumexp at the same folded positions
+    (out_p, lse_p) and written unfolded, to query head h * groups + j of out (R, Hkv * groups, d). G, D: groups and d
+    rounded up to powers of two of at least 16 (the tile; the rest masked). DOT_F32: the products' bf16/fp16 operands
+    widened to fp32 first (Triton's interpreter multiplies 16-bit tiles wrongly; the values are the same)."""
+    r = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64)
+    j = tl.arange(0, G)
+    e = tl.arange(0, D)
+    jm = j < groups
+    em = e < d
+    qm = jm[:, None] & em[None, :]
+    t = r * groups + j  # the folded query positions of this row and KV head
+    src = (t * hkv + h)[:, None] * d + e[None, :]
+    qv = tl.load(q + src, mask=qm, other=0.0)
+    if DOT_F32:
+        qv = qv.to(tl.float32)
+    n = tl.load(used + r)
+    m_i = tl.full([G], -float("inf"), tl.float32)
+    l_i = tl.zeros([G], tl.float32)
+    acc = tl.zeros([G, D], tl.float32)
+    kv_base = r * k_stride_r + h * d
+    for s0 in range(0, n, BLOCK_N):
+        s = s0 + tl.arange(0, BLOCK_N)
+        sm = s < n
+        at = kv_base + (s * hkv * d)[:, None] + e[None, :]
+        km = sm[:, None] & em[None, :]
+        kt = tl.load(k + at, mask=km, other=0.0)
+        vt = tl.load(v + at, mask=km, other=0.0)
+        if DOT_F32:
+            kt = kt.to(tl.float32)
+        sc = tl.dot(qv, tl.trans(kt)) * scale_log2
+        sc = tl.where(sm[None, :], sc, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(sc - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        pv = p.to(v.dtype.element_ty)  # the weights in the values' dtype, as FlashAttention's second product
+        if DOT_F32:
+            pv, vt = pv.to(tl.float32), vt.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(pv, vt)
+        m_i = m_new
+    has = l_i > 0.0
+    lse_s = tl.where(has, (m_i + tl.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, -float("inf"))
+    o_s = acc / tl.where(has, l_i, 1.0)[:, None]
+    lp = tl.load(lse_p + t * lse_stride_q + h * lse_stride_h, mask=jm, other=0.0)
+    w = tl.sigmoid(lp - lse_s)  # the prompt part's share of the softmax mass
+    o_p = tl.load(out_p + src, mask=qm, other=0.0).to(tl.float32)
+    dst = (r * hkv * groups + h * groups + j)[:, None] * d + e[None, :]
+    tl.store(out + dst, (o_s + (o_p - o_s) * w[:, None]).to(out.dtype.element_ty), mask=qm)
+
+
 _KERNELS: dict = {}  # (kernel, interpreter mode) -> the jitted kernel
 _HELPERS = {"_scaled_block": _scaled_block, "_first_argmax": _first_argmax, "_race": _race}  # called by the kernels
 
@@ -227,6 +282,37 @@ def merge_folded(out_a, lse_a, out_b, lse_b, groups: int):
     return out
 
 
+SUFFIX_BLOCK_N = 64  # new tokens a program reads per loop iteration
+SUFFIX_NUM_WARPS = 4
+
+
+def suffix_attention_merged(q, keys, values, used, out_p, lse_p, scale: float, groups: int, *,
+                            block_n: int | None = None, num_warps: int | None = None):
+    """The packed decode's second attention part and the join, in one kernel: each row's folded queries
+    q (R * groups, Hkv, D) over the row's own new tokens keys/values (R, S, Hkv, D), the first `used[r]` of them
+    (used: (R,) int32 on the device, so a CUDA graph replays it at any step), joined with the prompt part
+    (out_p (R * groups, Hkv, D), lse_p (R * groups, Hkv) fp32, any strides: FlashAttention's variable-length
+    kernel returns it transposed) through the logsumexps and unfolded. Returns (R, Hkv * groups, D): what
+    `merge_folded` returns from FlashAttention's output for the same part. The kernel reads each row's keys once for
+    its query heads (a 16-row tile), where FlashAttention's variable-length kernel computes a 128-query tile for the
+    `groups` queries of each row."""
+    import torch
+    import triton
+
+    r, s, hkv, d = keys.shape
+    if q.shape != (r * groups, hkv, d) or not (q.is_contiguous() and keys.is_contiguous() and values.is_contiguous()
+                                               and out_p.is_contiguous()):
+        raise ValueError("suffix_attention_merged: q (R * groups, Hkv, D), keys/values (R, S, Hkv, D) and out_p "
+                         "contiguous")
+    out = torch.empty((r, hkv * groups, d), dtype=q.dtype, device=q.device)
+    _kernel(_suffix_attention)[(r, hkv)](
+        q, keys, values, used, out_p, lse_p, out, s * hkv * d, lse_p.stride(0), lse_p.stride(1), hkv, d, groups,
+        float(scale) * 1.4426950408889634, G=max(16, _pow2(groups)), D=max(16, _pow2(d)),
+        BLOCK_N=block_n or SUFFIX_BLOCK_N, DOT_F32=bool(triton.knobs.runtime.interpret) and keys.element_size() < 4,
+        num_warps=num_warps or SUFFIX_NUM_WARPS)
+    return out
+
+
 _AVAILABLE: dict = {}
 
 
@@ -251,6 +337,13 @@ def available(device) -> bool:
                                                 device, e)
             _AVAILABLE[device] = False
     return _AVAILABLE[device]
+
+
+def _bytes(mask):
+    """A bool/uint8 mask as uint8, without a copy for bool (one byte per element either way)."""
+    import torch
+
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask.to(torch.uint8)
 
 
 def fused_sample(logits, *, temperature: float, top_p: float, seed=None, suppress_mask=None, done=None,
@@ -278,8 +371,8 @@ def fused_sample(logits, *, temperature: float, top_p: float, seed=None, suppres
     unif = uniforms.float().contiguous() if uniforms is not None else logits
     _kernel()[(r,)](
         logits, logits.stride(0), v, tok, logp, seed if seed is not None else tok, unif, unif.stride(0) if uniforms is not None else 0,
-        suppress_mask.to(torch.uint8) if suppress_mask is not None else tok,
-        done.to(torch.uint8) if done is not None else tok, 1.0 / float(temperature), float(top_p), int(pad_id),
+        _bytes(suppress_mask) if suppress_mask is not None else tok,
+        _bytes(done) if done is not None else tok, 1.0 / float(temperature), float(top_p), int(pad_id),
         int(greedy_every),
         HAS_SUPPRESS=suppress_mask is not None, HAS_DONE=done is not None, NUCLEUS=top_p < 1.0, LOGPROBS=logprobs,
         GIVEN_UNIFORMS=uniforms is not None, BLOCK=BLOCK, num_warps=NUM_WARPS,

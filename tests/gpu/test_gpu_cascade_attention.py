@@ -35,7 +35,8 @@ def test_cascade_attention_on_gpu_equals_sdpa_over_each_rows_keys():
 def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static, fused_merge):
     # The packed layout through torch's FlashAttention variable-length kernel (what every sampler on this GPU runs),
     # left padding (a one-token prompt among them) and unwritten positions holding garbage; the count of written
-    # positions lives on the device. The two parts joined by torch ops or by the merge kernel (`merge_folded`).
+    # positions lives on the device. The new tokens' part by FlashAttention joined by torch ops, or with the join in one
+    # kernel (`suffix_attention_merged`).
     import torch
 
     from components.common.sampling import (

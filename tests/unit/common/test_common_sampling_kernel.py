@@ -120,3 +120,33 @@ def test_packed_decode_with_the_merge_kernel_equals_the_torch_merge(peaked, monk
     monkeypatch.setattr(sampling, "_fused_merge", lambda device: True)
     merged = sampling.shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(merged, ops)
+
+
+@pytest.mark.parametrize("groups, hkv, d, dtype", [(7, 2, 16, torch.bfloat16), (3, 3, 20, torch.float32)])
+def test_suffix_attention_merged_equals_flash_reference_then_merge(groups, hkv, d, dtype):
+    """The one-kernel new-token part: each row's folded queries over its own first used[r] new tokens (0, partial
+    and full blocks, the whole buffer), joined with the prompt part and unfolded, against the plain-torch variable-
+    length attention (`varlen_attention_reference`, what FlashAttention computes) and `merge_attention_parts`."""
+    from components.common import sampling_kernel
+    from components.common.sampling import merge_attention_parts, varlen_attention_reference
+
+    g = torch.Generator().manual_seed(1)
+    r, s, scale = 5, 40, d**-0.5
+    q = (torch.randn(r * groups, hkv, d, generator=g) * 2).to(dtype)
+    keys, values = ((torch.randn(r, s, hkv, d, generator=g) * 2).to(dtype) for _ in range(2))
+    used = torch.tensor([0, 1, 16, 17, s], dtype=torch.int32)
+    out_p = torch.randn(r * groups, hkv, d, generator=g).to(dtype)
+    lse_p = (torch.randn(r * groups, hkv, generator=g) * 3).T.contiguous().T  # transposed, as FlashAttention's
+    got = sampling_kernel.suffix_attention_merged(q, keys, values, used, out_p, lse_p, scale, groups, block_n=16)
+
+    cu_rows = torch.arange(0, r * groups + 1, groups, dtype=torch.int32)
+    cu_keys = torch.arange(0, r * s + 1, s, dtype=torch.int32)
+    out_s, lse_s = varlen_attention_reference(q, keys.reshape(r * s, hkv, d), values.reshape(r * s, hkv, d), cu_rows,
+                                              cu_keys, groups, s, scale, used_k=used)
+    want = merge_attention_parts(out_p, lse_p, out_s.float(), lse_s).float()
+    want = want.reshape(r, groups, hkv, d).transpose(1, 2).reshape(r, hkv * groups, d)
+    assert got.shape == (r, hkv * groups, d) and got.dtype == dtype
+    prompt_only = out_p[:groups].transpose(0, 1).reshape(hkv * groups, d)  # row 0 has no new token yet
+    assert torch.equal(got[0], prompt_only)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5  # bf16: the probabilities enter the value product in bf16
+    assert (got.float() - want).abs().max() <= tol * want.abs().max()
