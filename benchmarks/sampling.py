@@ -241,12 +241,12 @@ def attention_parts(tc, prompts: int, k: int, prompt_len: int, new_tokens: int,
     `prompts` x (k + 1) rows of the text config `tc`: the prompt part (each prompt's keys read once for its rows), the
     new tokens' part and the join, at several counts of new tokens, beside each part's bandwidth floor (its K/V bytes
     over the measured copy bandwidth). Random K/V. The new tokens' part two ways: FlashAttention's variable-length
-    kernel then the merge kernel, and the one-kernel `suffix_attention_merged` at several tile shapes
+    kernel then the join in torch ops, and the one-kernel `suffix_attention_merged` at several tile shapes
     (`ATTENTION_CONFIGS`; its largest difference from the first way is reported)."""
     import torch
 
     from components.common import sampling
-    from components.common.sampling_kernel import merge_folded, suffix_attention_merged
+    from components.common.sampling_kernel import suffix_attention_merged
 
     hq, hkv = tc.num_attention_heads, tc.num_key_value_heads
     d, g, layers = tc.hidden_size // hq, hq // hkv, tc.num_hidden_layers
@@ -275,9 +275,10 @@ def attention_parts(tc, prompts: int, k: int, prompt_len: int, new_tokens: int,
             suffix = lambda: kernel(qf, sk.view(-1, hkv, d), sv.view(-1, hkv, d), cu_rows, cu_suffix, g,  # noqa: E731
                                     new_tokens, scale, used_k=used)
             os_, ls = suffix()
-            want = merge_folded(op, lp, os_, ls, g).float()
+            join = lambda: sampling.merge_attention_parts(op, lp, os_, ls).reshape(r, g, hkv, d).transpose(1, 2)  # noqa: E731
+            want = join().reshape(r, hq, d).float()
             part = {"flash_suffix_ms": layers * _cuda_ms(suffix),
-                    "merge_ms": layers * _cuda_ms(lambda: merge_folded(op, lp, os_, ls, g)),
+                    "torch_join_ms": layers * _cuda_ms(lambda: join().reshape(r, hq, d)),
                     "suffix_floor_ms": layers * 1e3 * 2 * r * s_len * hkv * d * 2 / bw}
             for bn, w in ATTENTION_CONFIGS:
                 fused = lambda: suffix_attention_merged(qf, sk, sv, used, op, lp, scale, g, block_n=bn,  # noqa: E731

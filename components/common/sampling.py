@@ -151,11 +151,11 @@ class _PrefixCache:
     is_compileable = False
 
     def __init__(self, prefill_cache, prompt_mask, rows: int, max_new_tokens: int, varlen=None,
-                 fused_merge: bool = False):
+                 fused_suffix: bool = False):
         import torch
 
         self.varlen = varlen
-        self.fused_merge = fused_merge and varlen is not None  # packed layout: join the two parts in one kernel
+        self.fused_suffix = fused_suffix and varlen is not None  # packed layout: new tokens + join in one kernel
         self.prompt_keys: list = []
         self.prompt_values: list = []
         self.keys: list = []  # per layer: the rows' new tokens, (R, Hkv, S, D) padded / (R, S, Hkv, D) packed
@@ -441,7 +441,7 @@ def varlen_cascade_attention(q, cache: _PrefixCache, layer: int, scale: float):
     qf = q.reshape(r, hkv, g, d).transpose(1, 2).reshape(r * g, hkv, d)  # query position (row, g), head = KV head
     out_p, lse_p = cache.varlen(qf, cache.prompt_keys[layer], cache.prompt_values[layer], cu_prompt,
                                 cache.prompt_offsets, rows * g, cache.prompt_max, scale)
-    if cache.fused_merge:  # one kernel: the new tokens' part, the merge and the unfold
+    if cache.fused_suffix:  # one kernel: the new tokens' part, the join and the unfold
         from components.common.sampling_kernel import suffix_attention_merged
 
         return suffix_attention_merged(qf, cache.keys[layer], cache.values[layer], cache.suffix_used, out_p, lse_p,
@@ -531,9 +531,10 @@ def _fused_sampler(device) -> bool:
     return _triton_kernels(device)
 
 
-def _fused_merge(device) -> bool:
-    """Whether the packed decode layout joins its two attention parts with `sampling_kernel.merge_folded` (one
-    kernel: the merge and the unfold) on `device`, rather than torch ops."""
+def _fused_suffix(device) -> bool:
+    """Whether the packed decode layout computes its new tokens' attention part, the join with the prompt part and the
+    unfold in one kernel (`sampling_kernel.suffix_attention_merged`) on `device`, rather than FlashAttention's
+    variable-length kernel and torch ops."""
     return _triton_kernels(device)
 
 
@@ -634,7 +635,7 @@ def shared_prefix_generate(
         first_logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
         cache = _PrefixCache(out.past_key_values, mask2d, rows, max_new_tokens,
                              varlen=_varlen_kernel(dev, _cache_tensors(out.past_key_values)[0][0].dtype),
-                             fused_merge=_fused_merge(dev))
+                             fused_suffix=_fused_suffix(dev))
         del out
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

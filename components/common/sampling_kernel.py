@@ -21,8 +21,9 @@ seeded runs repeat exactly on the same GPU, but the stream differs from torch's 
 with a plain-torch draw over an explicitly built nucleus (`tests/sampling_cases.py`), on CPU through Triton's
 interpreter (tests/unit/common/test_common_sampling_kernel.py) and compiled on GPUs (tests/gpu/).
 
-Also here, `merge_folded`: the packed decode's two attention parts (prompt and new tokens, computed over folded
-queries by `sampling.varlen_cascade_attention`) joined through their logsumexps and unfolded in one kernel.
+Also here, `suffix_attention_merged`: the packed decode's attention over each row's own new tokens, joined with the
+prompt part (computed once per prompt by FlashAttention, `sampling.varlen_cascade_attention`) through the logsumexps
+and unfolded to the model's head layout, in one kernel.
 
 Triton is imported lazily: CUDA builds of torch bring it; CPU installs need not have it (`available` says).
 """
@@ -163,26 +164,6 @@ def _sample_rows(logits_ptr, logits_stride, vocab, tok_ptr, logp_ptr, seed_ptr, 
             tl.store(logp_ptr + row, 0.0)
 
 
-def _merge_folded(out_a, lse_a, out_b, lse_b, out, lse_stride_q, lse_stride_h, groups, hkv, d,
-                  HKV: tl.constexpr, D: tl.constexpr):
-    """One program per folded query position i = row * groups + j: for every KV head h, the two attention parts'
-    outputs joined through their logsumexps, written to query head h * groups + j of the row (the unfolded layout).
-    HKV, D: hkv and d rounded up to powers of two (the tile; the rest masked)."""
-    i = tl.program_id(0).to(tl.int64)
-    h = tl.arange(0, HKV)
-    e = tl.arange(0, D)
-    hm = h < hkv
-    m = hm[:, None] & (e < d)[None, :]
-    la = tl.load(lse_a + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)
-    lb = tl.load(lse_b + i * lse_stride_q + h * lse_stride_h, mask=hm, other=0.0)
-    w = 1.0 / (1.0 + tl.exp(lb - la))  # sigmoid(la - lb): part a's share of the softmax mass
-    src = (i * hkv + h)[:, None] * d + e[None, :]
-    a = tl.load(out_a + src, mask=m, other=0.0).to(tl.float32)
-    b = tl.load(out_b + src, mask=m, other=0.0).to(tl.float32)
-    dst = ((i // groups) * hkv * groups + h * groups + i % groups)[:, None] * d + e[None, :]
-    tl.store(out + dst, (b + (a - b) * w[:, None]).to(out.dtype.element_ty), mask=m)
-
-
 def _suffix_attention(q, k, v, used, out_p, lse_p, out, k_stride_r, lse_stride_q, lse_stride_h, hkv, d, groups,
                       scale_log2, G: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_F32: tl.constexpr):
     """One program per (row r, KV head h): the `groups` query heads of h (folded positions r * groups + j of q,
@@ -265,25 +246,10 @@ def _pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-def merge_folded(out_a, lse_a, out_b, lse_b, groups: int):
-    """`sampling.merge_attention_parts` of two attention parts computed over folded queries, unfolded, in one kernel:
-    out_a/out_b (R * groups, Hkv, D) contiguous, lse_a/lse_b (R * groups, Hkv) fp32 (any strides, the same for both:
-    FlashAttention's variable-length kernel returns them transposed). Returns (R, Hkv * groups, D), query head
-    h * groups + j of row r taken from folded position r * groups + j, KV head h (what `varlen_cascade_attention`
-    folds)."""
-    import torch
-
-    n, hkv, d = out_a.shape
-    if lse_a.stride() != lse_b.stride() or not (out_a.is_contiguous() and out_b.is_contiguous()):
-        raise ValueError("merge_folded: both parts need contiguous outputs and equally laid out logsumexps")
-    out = torch.empty((n // groups, hkv * groups, d), dtype=out_a.dtype, device=out_a.device)
-    _kernel(_merge_folded)[(n,)](out_a, lse_a, out_b, lse_b, out, lse_a.stride(0), lse_a.stride(1), groups, hkv, d,
-                                 HKV=_pow2(hkv), D=_pow2(d), num_warps=2)
-    return out
-
-
-SUFFIX_BLOCK_N = 64  # new tokens a program reads per loop iteration
-SUFFIX_NUM_WARPS = 4
+# New tokens a program reads per loop iteration, and its warps: the fastest of six tile shapes at the diagnosis's
+# shape on an H200 (2,040 rows, 7 query heads per KV head, 32-255 new tokens; benchmarks/RESULTS.md, Sampling).
+SUFFIX_BLOCK_N = 32
+SUFFIX_NUM_WARPS = 2
 
 
 def suffix_attention_merged(q, keys, values, used, out_p, lse_p, scale: float, groups: int, *,
@@ -293,9 +259,9 @@ def suffix_attention_merged(q, keys, values, used, out_p, lse_p, scale: float, g
     (used: (R,) int32 on the device, so a CUDA graph replays it at any step), joined with the prompt part
     (out_p (R * groups, Hkv, D), lse_p (R * groups, Hkv) fp32, any strides: FlashAttention's variable-length
     kernel returns it transposed) through the logsumexps and unfolded. Returns (R, Hkv * groups, D): what
-    `merge_folded` returns from FlashAttention's output for the same part. The kernel reads each row's keys once for
-    its query heads (a 16-row tile), where FlashAttention's variable-length kernel computes a 128-query tile for the
-    `groups` queries of each row."""
+    FlashAttention's variable-length kernel over the same keys, then `sampling.merge_attention_parts` and the unfold
+    compute. The kernel reads each row's keys once for its query heads (a 16-row tile), where FlashAttention's kernel
+    computes a 128-query tile for the `groups` queries of each row (2-2.6x faster at the diagnosis's shape)."""
     import torch
     import triton
 

@@ -30,9 +30,9 @@ def test_cascade_attention_on_gpu_equals_sdpa_over_each_rows_keys():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fused_merge", [False, True])
+@pytest.mark.parametrize("fused_suffix", [False, True])
 @pytest.mark.parametrize("static", [False, True])
-def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static, fused_merge):
+def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static, fused_suffix):
     # The packed layout through torch's FlashAttention variable-length kernel (what every sampler on this GPU runs),
     # left padding (a one-token prompt among them) and unwritten positions holding garbage; the count of written
     # positions lives on the device. The new tokens' part by FlashAttention joined by torch ops, or with the join in one
@@ -49,7 +49,7 @@ def test_flash_varlen_cascade_on_gpu_equals_sdpa_over_each_rows_keys(static, fus
     assert kernel is not None, "FlashAttention's variable-length kernel did not run on this GPU"
     (q, pk, pv, pmask, sk, sv, rows, written), want = decode_attention_case(torch.bfloat16, "cuda", **SHAPE,
                                                                             padding={1: 40, 3: 299})
-    cache = _PrefixCache([(pk, pv)], pmask, rows, sk.shape[2], varlen=kernel, fused_merge=fused_merge)
+    cache = _PrefixCache([(pk, pv)], pmask, rows, sk.shape[2], varlen=kernel, fused_suffix=fused_suffix)
     fill_packed_cache(cache, sk, sv, written, static)
     got = varlen_cascade_attention(q, cache, 0, q.shape[-1] ** -0.5)
     assert got.dtype == torch.bfloat16

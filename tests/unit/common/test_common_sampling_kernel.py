@@ -86,28 +86,10 @@ def test_generate_with_the_kernel_against_the_torch_sampler(peaked):  # noqa: F8
     assert torch.equal(static[0], fused)
 
 
-@pytest.mark.parametrize("hkv, d", [(2, 16), (3, 20)])  # powers of two, and not (a masked tile)
-@pytest.mark.parametrize("lse_transposed", [False, True])
-def test_merge_folded_equals_the_torch_merge_unfolded(lse_transposed, hkv, d):
-    from components.common.sampling import merge_attention_parts
-    from components.common.sampling_kernel import merge_folded
-
-    g = torch.Generator().manual_seed(0)
-    r, groups = 5, 3
-    out_a, out_b = (torch.randn(r * groups, hkv, d, generator=g).bfloat16() for _ in range(2))
-    lse_a, lse_b = (torch.randn(r * groups, hkv, generator=g) * 3 for _ in range(2))
-    if lse_transposed:  # FlashAttention's variable-length kernel returns (H, Tq): the transposed view
-        lse_a, lse_b = lse_a.T.contiguous().T, lse_b.T.contiguous().T
-    got = merge_folded(out_a, lse_a, out_b, lse_b, groups)
-    want = merge_attention_parts(out_a, lse_a, out_b, lse_b).reshape(r, groups, hkv, d).transpose(1, 2)
-    assert got.shape == (r, hkv * groups, d)
-    assert torch.allclose(got.float(), want.reshape(r, hkv * groups, d).float(), atol=1e-2, rtol=1e-2)
-    assert (got.float() - want.reshape(r, hkv * groups, d).float()).abs().max() <= 2 ** -7 * 4  # bf16 rounding
-
-
-def test_packed_decode_with_the_merge_kernel_equals_the_torch_merge(peaked, monkeypatch):  # noqa: F811
-    """The packed layout (through the kernel's plain-torch interface on CPU) decodes the same tokens whether its two
-    attention parts are joined by `merge_folded` or by torch ops."""
+def test_packed_decode_with_the_new_token_kernel_equals_the_torch_join(peaked, monkeypatch):  # noqa: F811
+    """The packed layout (through the variable-length kernel's plain-torch interface on CPU) decodes the same tokens
+    whether its new tokens' part and the join run in one kernel (`suffix_attention_merged`) or as the variable-length
+    kernel and torch ops."""
     from components.common import sampling
 
     monkeypatch.setattr(sampling, "_varlen_kernel", lambda device, dtype: sampling.varlen_attention_reference)
@@ -117,7 +99,7 @@ def test_packed_decode_with_the_merge_kernel_equals_the_torch_merge(peaked, monk
     kw = {"n": 4, "greedy_row": True, "max_new_tokens": 8, "eos_ids": (), "pad_id": be.pad_id,
           "suppress_ids": be.suppress_ids, "image_token_id": be.image_token_id, "fused_sampling": False}
     ops = sampling.shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), **kw)
-    monkeypatch.setattr(sampling, "_fused_merge", lambda device: True)
+    monkeypatch.setattr(sampling, "_fused_suffix", lambda device: True)
     merged = sampling.shared_prefix_generate(model, dict(enc), generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(merged, ops)
 
