@@ -23,7 +23,11 @@ the compute bound is the larger.
 previous sort-based one on the same logits, and decode attention with and without a padding mask; the shared-prefix
 runs also report their per-step time split into model forward and sampling. `--kernel-profile P` profiles the
 decode of P prompts x (K + 1) rows (the diagnosis's shape: K samples and the greedy row) and prints the device time
-of a step by kind of kernel, which says what the step is bound by.
+of a step by kind of kernel, which says what the step is bound by (`--kernel-profile-steps 255`: averaged over the
+diagnosis's whole 256-token decode, where the attention weighs more than in a short one). `--attention-parts P`
+times the decode attention's parts at P prompts x (K + 1) rows against their bandwidth floors, and the new tokens'
+part as FlashAttention + the torch join against the one-kernel `suffix_attention_merged` at several tile shapes
+(`--attention-only`: that alone, no model).
 """
 
 from __future__ import annotations
