@@ -146,7 +146,8 @@ class _PrefixCache:
       0/-inf bias over the left padding, suffix (R, Hkv, S, D); read by `cascade_attention` (batched matmuls).
     - packed (`varlen` = a variable-length attention kernel, `_varlen_kernel`): each prompt's unpadded keys packed
       into (total, Hkv, D) with cumulative offsets, suffix (R, S, Hkv, D); read by `varlen_cascade_attention`
-      (FlashAttention's variable-length kernel, two calls per layer)."""
+      (FlashAttention's variable-length kernel for the prompts; with `fused_suffix`, one Triton kernel for the new
+      tokens and the join, else a second FlashAttention call and torch ops)."""
 
     is_compileable = False
 
@@ -420,8 +421,10 @@ def merge_attention_parts(out_a, lse_a, out_b, lse_b):
 
 
 def varlen_cascade_attention(q, cache: _PrefixCache, layer: int, scale: float):
-    """`cascade_attention` over the packed layout: two calls of the cache's variable-length kernel per layer, joined
-    through their logsumexps (`merge_attention_parts`).
+    """`cascade_attention` over the packed layout: the cache's variable-length kernel over the prompts, and over each
+    row's new tokens either `sampling_kernel.suffix_attention_merged` (the cache's `fused_suffix`: that part, the
+    join and the unfold in one kernel) or a second call of the variable-length kernel joined through the two
+    logsumexps (`merge_attention_parts`).
 
     The G query heads of a KV head are folded into query positions, so each KV head's keys are read once per prompt
     for all its rows × G heads (prompt part: sequence b = prompt b, rows·G queries, its unpadded keys) and once per
