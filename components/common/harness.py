@@ -79,7 +79,7 @@ class HarnessConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature for the K samples (the paper's code: 0.7)"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus sampling top-p (the paper's code: 0.9)"})
     backend: str = field(default="transformers", metadata={"help": f"sampling backend: {', '.join(BACKENDS)}"})
-    batch_size: int = field(default=8, metadata={"help": "transformers: prompts per prefill batch (each decodes n+1 rows); on one H200 with a 7B model at 256 new tokens and 448 px images, 120 ran the 1,200-question diagnosis fastest (benchmarks/RESULTS.md); longer completions and larger images need smaller batches (the rows' new keys/values grow with rows x new tokens)"})
+    batch_size: int = field(default=8, metadata={"help": "transformers: prompts per prefill batch (each decodes n+1 rows); on one H200 with a 7B model at 256 new tokens and 448 px images, 120 and 200 ran the 1,200-question diagnosis equally fast, 60 and 80 slower (benchmarks/RESULTS.md); longer completions and larger images need smaller batches (the rows' new keys/values grow with rows x new tokens)"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model replica"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: fraction of GPU memory the engine may take"})
     device: str = field(default="auto", metadata={"help": "transformers: auto, cpu, cuda, cuda:N"})
